@@ -1,0 +1,188 @@
+//! Compact storage for Clerk ids: `sess_`, `user_` or `client_` plus 27 base62 characters
+//! pack into 22 bytes with no heap allocation; any other id is kept as boxed text.
+//!
+//! The packing maps `0-9A-Za-z` to 0..61 in ASCII order, six bits a character, so packed ids
+//! of the same prefix compare like their text; ordering across forms goes through text.
+
+use std::cmp::Ordering;
+
+/// Prefixes that pack; the index is stored in the packed form.
+const PREFIXES: [&str; 3] = ["sess_", "user_", "client_"];
+/// Characters after the prefix of a Clerk id.
+const BODY_CHARS: usize = 27;
+/// 27 characters × 6 bits = 162 bits, in 21 bytes.
+const PACKED_BYTES: usize = 21;
+/// Longest text a packed id decodes to (`client_` + 27).
+pub const MAX_PACKED_LEN: usize = 7 + BODY_CHARS;
+
+/// An id as the state store keeps it (24 bytes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CompactId {
+    Absent,
+    Packed { prefix: u8, body: [u8; PACKED_BYTES] },
+    Text(Box<str>),
+}
+
+/// Scratch space to decode a packed id into, on the stack.
+pub type IdBuf = [u8; MAX_PACKED_LEN];
+
+#[inline]
+fn digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'A'..=b'Z' => Some(c - b'A' + 10),
+        b'a'..=b'z' => Some(c - b'a' + 36),
+        _ => None,
+    }
+}
+
+#[inline]
+fn char_of(d: u8) -> u8 {
+    match d {
+        0..=9 => b'0' + d,
+        10..=35 => b'A' + d - 10,
+        _ => b'a' + d - 36,
+    }
+}
+
+/// Packs a Clerk-form id, or returns `None` for any other form.
+#[inline]
+pub fn pack(id: &str) -> Option<(u8, [u8; PACKED_BYTES])> {
+    let bytes = id.as_bytes();
+    let (prefix, rest) = PREFIXES
+        .iter()
+        .enumerate()
+        .find_map(|(i, p)| bytes.strip_prefix(p.as_bytes()).map(|rest| (i as u8, rest)))?;
+    if rest.len() != BODY_CHARS {
+        return None;
+    }
+    let mut body = [0u8; PACKED_BYTES];
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    let mut out = 0;
+    for &c in rest {
+        acc = (acc << 6) | u32::from(digit(c)?);
+        bits += 6;
+        while bits >= 8 {
+            bits -= 8;
+            body[out] = (acc >> bits) as u8;
+            out += 1;
+        }
+    }
+    // 162 bits leave 2 bits over: left-align them in the last byte.
+    body[out] = (acc << (8 - bits)) as u8;
+    Some((prefix, body))
+}
+
+impl CompactId {
+    /// Stores `id`, packed when it has the Clerk form.
+    pub fn new(id: &str) -> CompactId {
+        match pack(id) {
+            Some((prefix, body)) => CompactId::Packed { prefix, body },
+            None => CompactId::Text(id.into()),
+        }
+    }
+
+    /// `Absent` for `None`.
+    pub fn optional(id: Option<&str>) -> CompactId {
+        id.map_or(CompactId::Absent, CompactId::new)
+    }
+
+    /// Whether this is the id `text` (packed once by the caller as `packed`).
+    #[inline]
+    pub fn matches(&self, text: &str, packed: Option<&(u8, [u8; PACKED_BYTES])>) -> bool {
+        match (self, packed) {
+            (CompactId::Packed { prefix, body }, Some((p, b))) => prefix == p && body == b,
+            (CompactId::Text(t), None) => &**t == text,
+            _ => false,
+        }
+    }
+
+    /// The id as text, decoding into `buf` when packed.
+    #[inline]
+    pub fn as_str<'a>(&'a self, buf: &'a mut IdBuf) -> Option<&'a str> {
+        match self {
+            CompactId::Absent => None,
+            CompactId::Text(t) => Some(t),
+            CompactId::Packed { prefix, body } => {
+                let prefix = PREFIXES[*prefix as usize].as_bytes();
+                buf[..prefix.len()].copy_from_slice(prefix);
+                let mut acc: u32 = 0;
+                let mut bits = 0;
+                let mut next = 0;
+                for slot in &mut buf[prefix.len()..prefix.len() + BODY_CHARS] {
+                    if bits < 6 {
+                        acc = (acc << 8) | u32::from(body[next]);
+                        next += 1;
+                        bits += 8;
+                    }
+                    bits -= 6;
+                    *slot = char_of(((acc >> bits) & 0x3f) as u8);
+                }
+                let len = prefix.len() + BODY_CHARS;
+                // Only ASCII bytes were written, so this cannot fail.
+                std::str::from_utf8(&buf[..len]).ok()
+            }
+        }
+    }
+
+    /// Text order, as the timer tie-break of SPEC section 3 requires.
+    pub fn cmp_text(&self, other: &CompactId) -> Ordering {
+        let (mut a, mut b) = ([0u8; MAX_PACKED_LEN], [0u8; MAX_PACKED_LEN]);
+        self.as_str(&mut a).cmp(&other.as_str(&mut b))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clerk_ids_pack_into_24_bytes_and_round_trip() {
+        assert_eq!(std::mem::size_of::<CompactId>(), 24);
+        for id in [
+            "sess_2g7np7Hrk0SN6kj5EDMLDaKNL0S",
+            "user_000000000000000000000000000",
+            "client_zzzzzzzzzzzzzzzzzzzzzzzzzzz",
+        ] {
+            let stored = CompactId::new(id);
+            assert!(matches!(stored, CompactId::Packed { .. }), "{id}");
+            let mut buf = [0; MAX_PACKED_LEN];
+            assert_eq!(stored.as_str(&mut buf), Some(id));
+            assert!(stored.matches(id, pack(id).as_ref()));
+        }
+    }
+
+    #[test]
+    fn other_ids_fall_back_to_text() {
+        for id in ["sess_a", "sess_2g7np7Hrk0SN6kj5EDMLDaKNL0!", "org_1", "", "séss"] {
+            let stored = CompactId::new(id);
+            assert!(matches!(stored, CompactId::Text(_)), "{id}");
+            let mut buf = [0; MAX_PACKED_LEN];
+            assert_eq!(stored.as_str(&mut buf), Some(id));
+            assert!(stored.matches(id, None));
+        }
+    }
+
+    #[test]
+    fn packed_order_is_text_order() {
+        let ids = [
+            "sess_0000000000000000000000000Z",
+            "sess_00000000000000000000000000a",
+            "sess_2g7np7Hrk0SN6kj5EDMLDaKNL0S",
+            "sess_2g7np7Hrk0SN6kj5EDMLDaKNL0T",
+            "sess_Zg7np7Hrk0SN6kj5EDMLDaKNL0S",
+            "sess_a",
+            "sess_zz",
+        ];
+        for a in ids {
+            for b in ids {
+                assert_eq!(
+                    CompactId::new(a).cmp_text(&CompactId::new(b)),
+                    a.cmp(b),
+                    "{a} vs {b}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,751 @@
+//! The lifecycle rules of SPEC sections 2 and 3 for one input partition: per-session state,
+//! the partition's watermark, inferred expiry/abandonment timers and terminal retention.
+//!
+//! Pure: event time and wall-clock time come in as arguments, derived events go out through
+//! an [`EventSink`]; nothing here awaits, reads a clock or does I/O. The live pipeline runs
+//! one `Engine` per assigned Kafka partition, replay runs one for its single partition.
+//!
+//! Memory: a session is a 120-byte [`Slot`] in a slab, a 4-byte entry in a hash table of
+//! slab indices, and (while live) a 16-byte entry in the ordered deadline index.
+
+mod ids;
+
+use std::collections::BTreeSet;
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+
+pub use ids::CompactId;
+use ids::{pack, IdBuf, MAX_PACKED_LEN};
+
+use crate::model::{
+    deadline_of, status_is_live, Anomaly, AnomalyKind, Cause, DerivedEvent, Observation,
+    Outcome, Source, StatusCode, Transition, KNOWN_STATUSES,
+};
+
+/// Where derived events go. Events borrow from the engine and the observation: serialise or
+/// copy them inside `emit`.
+pub trait EventSink {
+    fn emit(&mut self, event: &DerivedEvent<'_>);
+}
+
+/// Collects events as owned JSON-able values; for tests and small tools.
+impl EventSink for Vec<OwnedEvent> {
+    fn emit(&mut self, event: &DerivedEvent<'_>) {
+        self.push(OwnedEvent::from(event));
+    }
+}
+
+/// The engine's settings (SPEC section 3 defaults).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    pub allowed_lateness_ms: i64,
+    pub terminal_retention_ms: i64,
+    /// 0 turns the future-event-time check off.
+    pub max_clock_skew_ms: i64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            allowed_lateness_ms: 300_000,
+            terminal_retention_ms: 86_400_000,
+            max_clock_skew_ms: 300_000,
+        }
+    }
+}
+
+/// Timestamp field value meaning "unknown" (valid timestamps are never negative).
+const UNKNOWN: i64 = i64::MIN;
+const IMPERSONATED: u8 = 1;
+const INFERRED: u8 = 2;
+
+#[inline]
+fn known(t: i64) -> Option<i64> {
+    (t != UNKNOWN).then_some(t)
+}
+
+#[inline]
+fn stored(t: Option<i64>) -> i64 {
+    t.unwrap_or(UNKNOWN)
+}
+
+/// The state `S` of one session (SPEC section 2), compactly.
+#[derive(Clone, Debug)]
+struct Slot {
+    key: CompactId,
+    user_id: CompactId,
+    client_id: CompactId,
+    updated_at: i64,
+    since: i64,
+    created_at: i64,
+    expire_at: i64,
+    abandon_at: i64,
+    status: StatusCode,
+    flags: u8,
+}
+
+impl Slot {
+    fn inferred(&self) -> bool {
+        self.flags & INFERRED != 0
+    }
+
+    fn impersonated(&self) -> bool {
+        self.flags & IMPERSONATED != 0
+    }
+
+    /// SPEC section 3 `deadline(S)`.
+    fn deadline(&self) -> Option<i64> {
+        if !self.status.is_live() {
+            return None;
+        }
+        deadline_of(known(self.expire_at), known(self.abandon_at))
+    }
+
+    /// The status a timer infers: `expired` when `expire_at` is known and not after
+    /// `abandon_at`, else `abandoned`.
+    fn inferred_status(&self) -> StatusCode {
+        match (known(self.expire_at), known(self.abandon_at)) {
+            (Some(e), Some(a)) if e <= a => StatusCode::EXPIRED,
+            (Some(_), None) => StatusCode::EXPIRED,
+            _ => StatusCode::ABANDONED,
+        }
+    }
+
+    /// "State from `o`" (SPEC section 2), keeping the key.
+    fn take_all(&mut self, o: &Observation<'_>, status: StatusCode, since: i64) {
+        self.take_refresh(o);
+        self.status = status;
+        self.since = since;
+        self.flags = if o.impersonated { IMPERSONATED } else { 0 };
+    }
+
+    /// Rule 4's refresh: timestamps, deadlines and ids.
+    fn take_refresh(&mut self, o: &Observation<'_>) {
+        self.updated_at = o.updated_at;
+        self.created_at = stored(o.created_at);
+        self.expire_at = stored(o.expire_at);
+        self.abandon_at = stored(o.abandon_at);
+        if !self.user_id_is(o.user_id) {
+            self.user_id = CompactId::optional(o.user_id);
+        }
+        if !self.client_id_is(o.client_id) {
+            self.client_id = CompactId::optional(o.client_id);
+        }
+    }
+
+    fn user_id_is(&self, id: Option<&str>) -> bool {
+        same_id(&self.user_id, id)
+    }
+
+    fn client_id_is(&self, id: Option<&str>) -> bool {
+        same_id(&self.client_id, id)
+    }
+}
+
+/// Avoids re-boxing an unchanged id on every refresh.
+fn same_id(stored: &CompactId, id: Option<&str>) -> bool {
+    match id {
+        None => *stored == CompactId::Absent,
+        Some(id) => stored.matches(id, pack(id).as_ref()),
+    }
+}
+
+/// Statuses by code; unknown status strings are interned once.
+#[derive(Default)]
+struct StatusTable {
+    others: Vec<Box<str>>,
+    index: HashMap<Box<str>, u32>,
+}
+
+impl StatusTable {
+    fn code(&mut self, status: &str) -> StatusCode {
+        if let Some(code) = StatusCode::known(status) {
+            return code;
+        }
+        if let Some(&code) = self.index.get(status) {
+            return StatusCode(code);
+        }
+        let code = StatusCode::FIRST_OTHER + self.others.len() as u32;
+        self.others.push(status.into());
+        self.index.insert(status.into(), code);
+        StatusCode(code)
+    }
+
+    fn name(&self, code: StatusCode) -> &str {
+        match KNOWN_STATUSES.get(code.0 as usize) {
+            Some(name) => name,
+            None => &self.others[(code.0 - StatusCode::FIRST_OTHER) as usize],
+        }
+    }
+}
+
+/// A session's state as plain values, for inspection, tests and the changelog.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionView {
+    pub id: String,
+    pub status: String,
+    pub since: i64,
+    pub updated_at: i64,
+    pub created_at: Option<i64>,
+    pub expire_at: Option<i64>,
+    pub abandon_at: Option<i64>,
+    pub user_id: Option<String>,
+    pub client_id: Option<String>,
+    pub impersonated: bool,
+    pub inferred: bool,
+}
+
+/// An owned copy of a [`DerivedEvent`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OwnedEvent {
+    Transition {
+        session_id: String,
+        user_id: Option<String>,
+        client_id: Option<String>,
+        from: Option<String>,
+        to: String,
+        cause: Cause,
+        at: i64,
+        in_state_ms: Option<i64>,
+        session_age_ms: Option<i64>,
+        impersonated: bool,
+        source: Option<(String, i32, i64)>,
+    },
+    Anomaly {
+        kind: AnomalyKind,
+        session_id: String,
+        user_id: Option<String>,
+        status: Option<String>,
+        observed: String,
+        at: i64,
+        source: Option<(String, i32, i64)>,
+    },
+}
+
+impl From<&DerivedEvent<'_>> for OwnedEvent {
+    fn from(event: &DerivedEvent<'_>) -> Self {
+        let owned = |s: Option<&str>| s.map(str::to_owned);
+        let source = |s: &Option<Source<'_>>| s.map(|s| (s.topic.to_owned(), s.partition, s.offset));
+        match event {
+            DerivedEvent::Transition(t) => OwnedEvent::Transition {
+                session_id: t.session_id.to_owned(),
+                user_id: owned(t.user_id),
+                client_id: owned(t.client_id),
+                from: owned(t.from),
+                to: t.to.to_owned(),
+                cause: t.cause,
+                at: t.at,
+                in_state_ms: t.in_state_ms,
+                session_age_ms: t.session_age_ms,
+                impersonated: t.impersonated,
+                source: source(&t.source),
+            },
+            DerivedEvent::Anomaly(a) => OwnedEvent::Anomaly {
+                kind: a.kind,
+                session_id: a.session_id.to_owned(),
+                user_id: owned(a.user_id),
+                status: owned(a.status),
+                observed: a.observed.to_owned(),
+                at: a.at,
+                source: source(&a.source),
+            },
+        }
+    }
+}
+
+/// The index keys a slot occupies: its deadline (live) and its forget time (terminal).
+#[derive(Copy, Clone, PartialEq, Eq)]
+struct IndexKeys {
+    deadline: Option<i64>,
+    forget_at: Option<i64>,
+}
+
+/// One partition's lifecycle engine.
+pub struct Engine {
+    config: EngineConfig,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    /// Slab indices, hashed by session id text.
+    table: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    /// Live sessions by (deadline, slot); ties are ordered by id when they fire.
+    deadlines: BTreeSet<(i64, u32)>,
+    /// Terminal sessions by (since + retention, slot).
+    forget_at: BTreeSet<(i64, u32)>,
+    statuses: StatusTable,
+    /// `W_p`; `i64::MIN` is minus infinity.
+    watermark: i64,
+    max_event_time: Option<i64>,
+    /// Sessions held per status code (`FIRST_OTHER` counts every other status).
+    by_status: [u64; StatusCode::FIRST_OTHER as usize + 1],
+    /// Reused buffer of timers due in one advance.
+    due: Vec<(i64, u32)>,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Self {
+        Engine {
+            config,
+            slots: Vec::new(),
+            free: Vec::new(),
+            table: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            deadlines: BTreeSet::new(),
+            forget_at: BTreeSet::new(),
+            statuses: StatusTable::default(),
+            watermark: i64::MIN,
+            max_event_time: None,
+            by_status: [0; StatusCode::FIRST_OTHER as usize + 1],
+            due: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Sessions held.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// `W_p`, or `None` while it is minus infinity.
+    pub fn watermark(&self) -> Option<i64> {
+        (self.watermark != i64::MIN).then_some(self.watermark)
+    }
+
+    /// The largest `updated_at` of any valid observation that moved the watermark.
+    pub fn max_event_time(&self) -> Option<i64> {
+        self.max_event_time
+    }
+
+    /// Sessions held by status label (`active` … `abandoned`, then `other`).
+    pub fn sessions_by_status(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        KNOWN_STATUSES
+            .iter()
+            .copied()
+            .chain(std::iter::once("other"))
+            .zip(self.by_status.iter().copied())
+    }
+
+    /// Applies one valid observation (SPEC section 2) and returns its outcome. With
+    /// `wall_clock_ms` (live mode), an event time more than `max_clock_skew_ms` ahead of it
+    /// raises a `future_event_time` anomaly and does not move the watermark. Timers fire in
+    /// [`Engine::finish_record`], once the whole record is applied.
+    pub fn apply(
+        &mut self,
+        o: &Observation<'_>,
+        source: Source<'_>,
+        wall_clock_ms: Option<i64>,
+        sink: &mut impl EventSink,
+    ) -> Outcome {
+        let packed = pack(o.id);
+        let hash = self.hasher.hash_one(o.id);
+        let found = {
+            let slots = &self.slots;
+            self.table
+                .find(hash, |&slot| {
+                    slots[slot as usize].key.matches(o.id, packed.as_ref())
+                })
+                .copied()
+        };
+        let future = match wall_clock_ms {
+            Some(now) if self.config.max_clock_skew_ms > 0 => {
+                o.updated_at > now.saturating_add(self.config.max_clock_skew_ms)
+            }
+            _ => false,
+        };
+        if future {
+            let status = found.map(|slot| self.statuses.name(self.slots[slot as usize].status));
+            sink.emit(&DerivedEvent::Anomaly(Anomaly {
+                kind: AnomalyKind::FutureEventTime,
+                session_id: o.id,
+                user_id: o.user_id,
+                status,
+                observed: o.status,
+                at: o.updated_at,
+                source: Some(source),
+            }));
+        } else {
+            self.note_event_time(o.updated_at);
+        }
+        match found {
+            None => {
+                self.first_sighting(o, packed, hash, source, sink);
+                Outcome::Applied
+            }
+            Some(slot) => self.apply_to(slot, o, source, sink),
+        }
+    }
+
+    fn note_event_time(&mut self, updated_at: i64) {
+        self.max_event_time = Some(self.max_event_time.map_or(updated_at, |m| m.max(updated_at)));
+        let candidate = updated_at.saturating_sub(self.config.allowed_lateness_ms);
+        self.watermark = self.watermark.max(candidate);
+    }
+
+    fn first_sighting(
+        &mut self,
+        o: &Observation<'_>,
+        packed: Option<(u8, [u8; 21])>,
+        hash: u64,
+        source: Source<'_>,
+        sink: &mut impl EventSink,
+    ) {
+        let status = self.statuses.code(o.status);
+        let key = match packed {
+            Some((prefix, body)) => CompactId::Packed { prefix, body },
+            None => CompactId::Text(o.id.into()),
+        };
+        let slot = Slot {
+            key,
+            user_id: CompactId::optional(o.user_id),
+            client_id: CompactId::optional(o.client_id),
+            updated_at: o.updated_at,
+            since: o.updated_at,
+            created_at: stored(o.created_at),
+            expire_at: stored(o.expire_at),
+            abandon_at: stored(o.abandon_at),
+            status,
+            flags: if o.impersonated { IMPERSONATED } else { 0 },
+        };
+        let index = match self.free.pop() {
+            Some(index) => {
+                self.slots[index as usize] = slot;
+                index
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.table.insert_unique(hash, index, |&i| {
+            let mut buf = [0u8; MAX_PACKED_LEN];
+            hasher.hash_one(slots[i as usize].key.as_str(&mut buf).unwrap_or(""))
+        });
+        self.by_status[Self::bucket(status)] += 1;
+        self.reindex(index, None);
+        sink.emit(&DerivedEvent::Transition(Transition {
+            session_id: o.id,
+            user_id: o.user_id,
+            client_id: o.client_id,
+            from: None,
+            to: o.status,
+            cause: Cause::Observed,
+            at: o.updated_at,
+            in_state_ms: None,
+            session_age_ms: o.created_at.map(|c| o.updated_at - c),
+            impersonated: o.impersonated,
+            source: Some(source),
+        }));
+    }
+
+    /// Rules 2 to 6 against an existing state.
+    fn apply_to(
+        &mut self,
+        index: u32,
+        o: &Observation<'_>,
+        source: Source<'_>,
+        sink: &mut impl EventSink,
+    ) -> Outcome {
+        let slot = &self.slots[index as usize];
+        if o.updated_at < slot.updated_at {
+            return Outcome::Stale;
+        }
+        let same_status = self.statuses.name(slot.status) == o.status;
+        if slot.inferred() {
+            let inferred_at = slot.since;
+            if same_status {
+                // Confirmation: Clerk agrees with the inference; keep `since`.
+                let before = self.index_keys(index);
+                let slot = &mut self.slots[index as usize];
+                let (status, since) = (slot.status, slot.since);
+                slot.take_all(o, status, since);
+                self.reindex(index, Some(before));
+                return Outcome::Applied;
+            }
+            if status_is_live(o.status) {
+                // No deadline counts as later than any inference.
+                if o.deadline().is_none_or(|d| d > inferred_at) {
+                    self.transition(index, o, Cause::Correction, source, sink);
+                    return Outcome::Applied;
+                }
+                return Outcome::Late;
+            }
+            let cause = if o.updated_at < inferred_at {
+                Cause::Correction
+            } else {
+                Cause::Observed
+            };
+            self.transition(index, o, cause, source, sink);
+            return Outcome::Applied;
+        }
+        if same_status {
+            if o.updated_at == slot.updated_at {
+                return Outcome::Duplicate;
+            }
+            let before = self.index_keys(index);
+            self.slots[index as usize].take_refresh(o);
+            self.reindex(index, Some(before));
+            return Outcome::Applied;
+        }
+        if slot.status.is_terminal() && status_is_live(o.status) {
+            sink.emit(&DerivedEvent::Anomaly(Anomaly {
+                kind: AnomalyKind::Resurrection,
+                session_id: o.id,
+                user_id: o.user_id,
+                status: Some(self.statuses.name(slot.status)),
+                observed: o.status,
+                at: o.updated_at,
+                source: Some(source),
+            }));
+            return Outcome::Applied;
+        }
+        self.transition(index, o, Cause::Observed, source, sink);
+        Outcome::Applied
+    }
+
+    /// Emits `S.status → o.status` and replaces the state with `o`'s.
+    fn transition(
+        &mut self,
+        index: u32,
+        o: &Observation<'_>,
+        cause: Cause,
+        source: Source<'_>,
+        sink: &mut impl EventSink,
+    ) {
+        let before = self.index_keys(index);
+        let to = self.statuses.code(o.status);
+        let slot = &mut self.slots[index as usize];
+        let (from, since) = (slot.status, slot.since);
+        slot.take_all(o, to, o.updated_at);
+        self.by_status[Self::bucket(from)] -= 1;
+        self.by_status[Self::bucket(to)] += 1;
+        self.reindex(index, Some(before));
+        sink.emit(&DerivedEvent::Transition(Transition {
+            session_id: o.id,
+            user_id: o.user_id,
+            client_id: o.client_id,
+            from: Some(self.statuses.name(from)),
+            to: o.status,
+            cause,
+            at: o.updated_at,
+            in_state_ms: Some((o.updated_at - since).max(0)),
+            session_age_ms: o.created_at.map(|c| o.updated_at - c),
+            impersonated: o.impersonated,
+            source: Some(source),
+        }));
+    }
+
+    /// Fires the timers the watermark has passed and forgets terminal sessions past their
+    /// retention. Call after each record.
+    pub fn finish_record(&mut self, sink: &mut impl EventSink) {
+        self.fire_due(sink);
+        self.forget_expired();
+    }
+
+    /// Moves the watermark to `to` if that is later (end-of-input flush, idle advance), then
+    /// fires what is due.
+    pub fn advance_watermark(&mut self, to: i64, sink: &mut impl EventSink) {
+        self.watermark = self.watermark.max(to);
+        self.finish_record(sink);
+    }
+
+    /// The idle-partition rule of SPEC section 3: `W_p` advances to `now − allowed_lateness`.
+    /// The caller decides when the partition counts as idle and caught up.
+    pub fn advance_idle(&mut self, wall_clock_ms: i64, sink: &mut impl EventSink) {
+        self.advance_watermark(
+            wall_clock_ms.saturating_sub(self.config.allowed_lateness_ms),
+            sink,
+        );
+    }
+
+    fn fire_due(&mut self, sink: &mut impl EventSink) {
+        let mut due = std::mem::take(&mut self.due);
+        while let Some(&(deadline, index)) = self.deadlines.first() {
+            if deadline > self.watermark {
+                break;
+            }
+            self.deadlines.pop_first();
+            due.push((deadline, index));
+        }
+        // Already in deadline order; only equal deadlines need the id tie-break.
+        let slots = &self.slots;
+        due.sort_by(|a, b| {
+            a.0.cmp(&b.0).then_with(|| {
+                slots[a.1 as usize]
+                    .key
+                    .cmp_text(&slots[b.1 as usize].key)
+            })
+        });
+        for &(deadline, index) in &due {
+            self.fire(index, deadline, sink);
+        }
+        due.clear();
+        self.due = due;
+    }
+
+    /// One inferred transition (SPEC section 3).
+    fn fire(&mut self, index: u32, deadline: i64, sink: &mut impl EventSink) {
+        let slot = &mut self.slots[index as usize];
+        let from = slot.status;
+        let to = slot.inferred_status();
+        let at = deadline.max(slot.since);
+        let in_state_ms = (at - slot.since).max(0);
+        slot.status = to;
+        slot.since = at;
+        slot.flags |= INFERRED;
+        self.by_status[Self::bucket(from)] -= 1;
+        self.by_status[Self::bucket(to)] += 1;
+        // The deadline entry is already popped; only the retention entry is new.
+        self.insert_index(
+            index,
+            IndexKeys {
+                deadline: None,
+                forget_at: self.forget_time(&self.slots[index as usize]),
+            },
+        );
+        let slot = &self.slots[index as usize];
+        let (mut id_buf, mut user_buf, mut client_buf): (IdBuf, IdBuf, IdBuf) =
+            ([0; MAX_PACKED_LEN], [0; MAX_PACKED_LEN], [0; MAX_PACKED_LEN]);
+        sink.emit(&DerivedEvent::Transition(Transition {
+            session_id: slot.key.as_str(&mut id_buf).unwrap_or(""),
+            user_id: slot.user_id.as_str(&mut user_buf),
+            client_id: slot.client_id.as_str(&mut client_buf),
+            from: Some(self.statuses.name(from)),
+            to: self.statuses.name(to),
+            cause: Cause::Inferred,
+            at,
+            in_state_ms: Some(in_state_ms),
+            session_age_ms: known(slot.created_at).map(|c| at - c),
+            impersonated: slot.impersonated(),
+            source: None,
+        }));
+    }
+
+    fn forget_expired(&mut self) {
+        while let Some(&(forget_at, index)) = self.forget_at.first() {
+            if forget_at > self.watermark {
+                break;
+            }
+            self.forget_at.pop_first();
+            self.remove(index);
+        }
+    }
+
+    fn remove(&mut self, index: u32) {
+        let slot = &self.slots[index as usize];
+        let mut buf = [0u8; MAX_PACKED_LEN];
+        let id = slot.key.as_str(&mut buf).unwrap_or("");
+        let hash = self.hasher.hash_one(id);
+        if let Ok(entry) = self.table.find_entry(hash, |&i| i == index) {
+            entry.remove();
+        }
+        let status = slot.status;
+        if let Some(deadline) = slot.deadline() {
+            self.deadlines.remove(&(deadline, index));
+        }
+        self.by_status[Self::bucket(status)] -= 1;
+        let slot = &mut self.slots[index as usize];
+        slot.key = CompactId::Absent;
+        slot.user_id = CompactId::Absent;
+        slot.client_id = CompactId::Absent;
+        self.free.push(index);
+    }
+
+    fn bucket(status: StatusCode) -> usize {
+        status.0.min(StatusCode::FIRST_OTHER) as usize
+    }
+
+    fn forget_time(&self, slot: &Slot) -> Option<i64> {
+        slot.status
+            .is_terminal()
+            .then(|| slot.since.saturating_add(self.config.terminal_retention_ms))
+    }
+
+    fn index_keys(&self, index: u32) -> IndexKeys {
+        let slot = &self.slots[index as usize];
+        IndexKeys {
+            deadline: slot.deadline(),
+            forget_at: self.forget_time(slot),
+        }
+    }
+
+    /// Moves a slot's index entries from `before` to what its state now implies.
+    fn reindex(&mut self, index: u32, before: Option<IndexKeys>) {
+        let after = self.index_keys(index);
+        if let Some(before) = before {
+            if before == after {
+                return;
+            }
+            if let Some(d) = before.deadline {
+                self.deadlines.remove(&(d, index));
+            }
+            if let Some(f) = before.forget_at {
+                self.forget_at.remove(&(f, index));
+            }
+        }
+        self.insert_index(index, after);
+    }
+
+    fn insert_index(&mut self, index: u32, keys: IndexKeys) {
+        if let Some(d) = keys.deadline {
+            self.deadlines.insert((d, index));
+        }
+        if let Some(f) = keys.forget_at {
+            self.forget_at.insert((f, index));
+        }
+    }
+
+    /// The state of one session, if held.
+    pub fn session(&self, id: &str) -> Option<SessionView> {
+        let packed = pack(id);
+        let hash = self.hasher.hash_one(id);
+        let index = *self.table.find(hash, |&i| {
+            self.slots[i as usize].key.matches(id, packed.as_ref())
+        })?;
+        Some(self.view(index))
+    }
+
+    /// Every session held, in no particular order.
+    pub fn sessions(&self) -> impl Iterator<Item = SessionView> + '_ {
+        self.table.iter().map(|&i| self.view(i))
+    }
+
+    fn view(&self, index: u32) -> SessionView {
+        let slot = &self.slots[index as usize];
+        let text = |id: &CompactId| {
+            let mut buf = [0u8; MAX_PACKED_LEN];
+            id.as_str(&mut buf).map(str::to_owned)
+        };
+        SessionView {
+            id: text(&slot.key).unwrap_or_default(),
+            status: self.statuses.name(slot.status).to_owned(),
+            since: slot.since,
+            updated_at: slot.updated_at,
+            created_at: known(slot.created_at),
+            expire_at: known(slot.expire_at),
+            abandon_at: known(slot.abandon_at),
+            user_id: text(&slot.user_id),
+            client_id: text(&slot.client_id),
+            impersonated: slot.impersonated(),
+            inferred: slot.inferred(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_stays_within_its_memory_budget() {
+        assert!(std::mem::size_of::<Slot>() <= 120);
+    }
+}

@@ -1,0 +1,1 @@
+//! Synthetic Clerk traffic (placeholder replaced below).

@@ -1,0 +1,21 @@
+//! sessionflow: a stream processor for Clerk `Session` objects. It reads session snapshots
+//! and webhook events, keeps each session's lifecycle, and derives status transitions,
+//! inferred expiries and abandonments, and anomalies (see `docs/architecture.md`).
+//!
+//! # Layout
+//!
+//! - [`model`]: statuses, observations and derived events, all borrowed.
+//! - [`parse`]: record bytes to observations with simd-json; typed dead-letter errors.
+//! - [`engine`]: the pure lifecycle rules, watermark and timers of one partition.
+//! - [`driver`]: the one path from a parsed record into the engine, with counters.
+//! - [`output`]: derived events and dead-letter lines as JSON.
+//! - [`replay`]: the offline NDJSON driver.
+//! - [`generate`]: realistic synthetic Clerk traffic.
+
+pub mod driver;
+pub mod engine;
+pub mod generate;
+pub mod model;
+pub mod output;
+pub mod parse;
+pub mod replay;

@@ -1,0 +1,107 @@
+//! The `sessionflow` command line: parses flags, runs a subcommand, maps errors to exit codes.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser as ClapParser, Subcommand};
+
+use sessionflow::engine::EngineConfig;
+use sessionflow::parse::Limits;
+use sessionflow::replay::{replay, ReplayOptions};
+
+#[derive(ClapParser)]
+#[command(name = "sessionflow", version, about = "Clerk session lifecycle stream processor")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the engine over NDJSON records (one partition) and write derived events as NDJSON.
+    Replay(ReplayArgs),
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// Input NDJSON file, or - for standard input.
+    #[arg(long, default_value = "-")]
+    input: String,
+    /// Output NDJSON file, or - for standard output.
+    #[arg(long, default_value = "-")]
+    output: String,
+    /// Dead-letter NDJSON file (default: standard error).
+    #[arg(long)]
+    dlq: Option<PathBuf>,
+    #[arg(long, default_value_t = 300_000)]
+    allowed_lateness_ms: i64,
+    /// Watermark at end of input (default: the largest updated_at seen).
+    #[arg(long)]
+    until_ms: Option<i64>,
+    #[arg(long, default_value_t = 86_400_000)]
+    terminal_retention_ms: i64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Replay(args) => run_replay(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sessionflow: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open_input(path: &str) -> anyhow::Result<Box<dyn Read>> {
+    if path == "-" {
+        return Ok(Box::new(io::stdin().lock()));
+    }
+    let file = File::open(path).with_context(|| format!("cannot open input {path}"))?;
+    Ok(Box::new(file))
+}
+
+fn open_output(path: &str) -> anyhow::Result<Box<dyn Write>> {
+    if path == "-" {
+        return Ok(Box::new(io::stdout().lock()));
+    }
+    let file = File::create(path).with_context(|| format!("cannot create output {path}"))?;
+    Ok(Box::new(file))
+}
+
+fn run_replay(args: ReplayArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.allowed_lateness_ms >= 0,
+        "--allowed-lateness-ms must be a non-negative integer"
+    );
+    anyhow::ensure!(
+        args.terminal_retention_ms >= 0,
+        "--terminal-retention-ms must be a non-negative integer"
+    );
+    let options = ReplayOptions {
+        engine: EngineConfig {
+            allowed_lateness_ms: args.allowed_lateness_ms,
+            terminal_retention_ms: args.terminal_retention_ms,
+            max_clock_skew_ms: 0,
+        },
+        until_ms: args.until_ms,
+        limits: Limits::default(),
+    };
+    let input = open_input(&args.input)?;
+    let output = open_output(&args.output)?;
+    let dlq: Box<dyn Write> = match &args.dlq {
+        Some(path) => Box::new(BufWriter::new(
+            File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => Box::new(io::stderr().lock()),
+    };
+    let summary = replay(input, output, dlq, &options).context("replay failed")?;
+    eprintln!("sessionflow {}", summary.line());
+    Ok(())
+}

@@ -1,0 +1,866 @@
+//! Record bytes to validated [`Observation`]s (SPEC section 1), via simd-json's tape with
+//! reused buffers: steady-state parsing allocates nothing, and every failure is a typed,
+//! non-allocating [`ParseError`] with one of the SPEC's dead-letter kinds.
+//!
+//! Two entry points share one classifier: [`Parser::parse`] for one record, and
+//! [`Parser::parse_batch`], which parses many records in one simd-json call (its per-call
+//! overhead dominates on small documents) and falls back to record-by-record parsing when
+//! the batch holds a bad record. Each record in a batch is followed by a sentinel string
+//! whose byte position is checked on the tape, which proves that every record produced
+//! exactly one top-level value, so a batch always gives what the records give alone.
+
+use std::fmt;
+
+use simd_json::{Buffers, Node, StaticNode, Tape, INPUT_PADDING};
+
+use crate::model::Observation;
+
+/// Default largest record accepted, in bytes (larger ones are `too_large`).
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// Default deepest JSON nesting accepted (deeper records are `too_large`). Clerk's webhook
+/// payloads nest about six levels.
+pub const DEFAULT_MAX_DEPTH: usize = 64;
+/// Timestamps below this are in seconds (SPEC section 1).
+const SECONDS_THRESHOLD: i64 = 100_000_000_000;
+
+/// The dead-letter kinds of SPEC section 1 (`sessionflow-error-kind`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    InvalidJson,
+    InvalidShape,
+    MissingField,
+    WrongType,
+    InvalidValue,
+    TooLarge,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 6] = [
+        ErrorKind::InvalidJson,
+        ErrorKind::InvalidShape,
+        ErrorKind::MissingField,
+        ErrorKind::WrongType,
+        ErrorKind::InvalidValue,
+        ErrorKind::TooLarge,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidJson => "invalid_json",
+            ErrorKind::InvalidShape => "invalid_shape",
+            ErrorKind::MissingField => "missing_field",
+            ErrorKind::WrongType => "wrong_type",
+            ErrorKind::InvalidValue => "invalid_value",
+            ErrorKind::TooLarge => "too_large",
+        }
+    }
+}
+
+/// The JSON type of a value, for error messages.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum JsonType {
+    Null,
+    Bool,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+impl JsonType {
+    fn of(node: &Node<'_>) -> JsonType {
+        match node {
+            Node::String(_) => JsonType::String,
+            Node::Object { .. } => JsonType::Object,
+            Node::Array { .. } => JsonType::Array,
+            Node::Static(StaticNode::Null) => JsonType::Null,
+            Node::Static(StaticNode::Bool(_)) => JsonType::Bool,
+            Node::Static(_) => JsonType::Number,
+        }
+    }
+
+    fn article_name(self) -> &'static str {
+        match self {
+            JsonType::Null => "null",
+            JsonType::Bool => "a boolean",
+            JsonType::Number => "a number",
+            JsonType::String => "a string",
+            JsonType::Array => "an array",
+            JsonType::Object => "an object",
+        }
+    }
+}
+
+/// Where in the record a Session sits, so that errors name the field exactly.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// The record itself is the Session.
+    Root,
+    /// The `data` of a webhook envelope.
+    WebhookData,
+    /// Element `n` of a bare JSON array.
+    Element(u32),
+    /// Element `n` of a paginated list's `data` array.
+    DataElement(u32),
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Place::Root => Ok(()),
+            Place::WebhookData => f.write_str("data."),
+            Place::Element(n) => write!(f, "[{n}]."),
+            Place::DataElement(n) => write!(f, "data[{n}]."),
+        }
+    }
+}
+
+/// What exactly is wrong; with [`ParseError::place`] and the field name it renders the
+/// one-line reason of the `sessionflow-error` header.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// simd-json rejected the bytes: what it expected, and near which byte.
+    Json(&'static str, usize),
+    RecordTooLarge { bytes: usize, limit: usize },
+    TooDeep { limit: usize },
+    /// The record is none of the shapes of SPEC section 1.
+    UnknownShape(JsonType),
+    /// An object without `object`, `id`+`status` or a `data` array.
+    UnrecognisedObject,
+    /// A list element, or a webhook's `data`, that is an object but not a Session.
+    NotASession,
+    Missing(&'static str),
+    NotString(&'static str, JsonType),
+    NotInteger(&'static str, JsonType),
+    NotObject(&'static str, JsonType),
+    EmptyString(&'static str),
+    Negative(&'static str, i64),
+    Fraction(&'static str),
+    OutOfRange(&'static str),
+}
+
+/// A classified reason why a record is invalid. Small and allocation-free: it is made on
+/// the hot path for every bad record.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    pub kind: ErrorKind,
+    pub place: Place,
+    pub problem: Problem,
+}
+
+impl ParseError {
+    fn new(kind: ErrorKind, place: Place, problem: Problem) -> Self {
+        ParseError {
+            kind,
+            place,
+            problem,
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let place = self.place;
+        match &self.problem {
+            Problem::Json(what, at) => write!(f, "malformed JSON near byte {at}: {what}"),
+            Problem::RecordTooLarge { bytes, limit } => {
+                write!(f, "record of {bytes} bytes exceeds max_record_bytes {limit}")
+            }
+            Problem::TooDeep { limit } => write!(f, "JSON nested deeper than {limit} levels"),
+            Problem::UnknownShape(t) => write!(
+                f,
+                "record is {}, not a Session, webhook event or list",
+                t.article_name()
+            ),
+            Problem::UnrecognisedObject => f.write_str(
+                "object has no `object` key, no `id` and `status`, and no `data` array",
+            ),
+            Problem::NotASession => match place {
+                Place::Root => f.write_str("record is not a Session"),
+                Place::WebhookData => f.write_str("`data` of a session.* event is not a Session"),
+                Place::Element(n) => write!(f, "list element [{n}] is not a Session"),
+                Place::DataElement(n) => write!(f, "list element data[{n}] is not a Session"),
+            },
+            Problem::Missing(field) => write!(f, "`{place}{field}` is missing or null"),
+            Problem::NotString(field, t) => write!(
+                f,
+                "`{place}{field}` must be a string, got {}",
+                t.article_name()
+            ),
+            Problem::NotInteger(field, t) => write!(
+                f,
+                "`{place}{field}` must be an integer timestamp, got {}",
+                t.article_name()
+            ),
+            Problem::NotObject(field, t) => write!(
+                f,
+                "`{place}{field}` must be an object or null, got {}",
+                t.article_name()
+            ),
+            Problem::EmptyString(field) => write!(f, "`{place}{field}` must not be empty"),
+            Problem::Negative(field, v) => {
+                write!(f, "`{place}{field}` must not be negative, got {v}")
+            }
+            Problem::Fraction(field) => write!(
+                f,
+                "`{place}{field}` must be an integer, got a fraction or exponent"
+            ),
+            Problem::OutOfRange(field) => {
+                write!(f, "`{place}{field}` is beyond the range of a 64-bit integer")
+            }
+        }
+    }
+}
+
+/// Why a valid record produced no observation.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Ignored {
+    /// A webhook envelope whose `type` is not `session.*`.
+    NonSessionEvent,
+    /// A Clerk object other than a session or an event.
+    OtherObject,
+}
+
+/// Size and nesting limits; records beyond them are `too_large`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_record_bytes: usize,
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            max_depth: DEFAULT_MAX_DEPTH,
+        }
+    }
+}
+
+/// What a valid record holds.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Body {
+    /// One Session, at this tape index.
+    Single(usize),
+    /// A validated array of Sessions: the index of the array node and its length.
+    List(usize, usize),
+    Ignored(Ignored),
+}
+
+/// A valid record: its observations borrow the parser's buffers until the callback returns.
+pub struct Parsed<'t> {
+    nodes: &'t [Node<'t>],
+    body: Body,
+}
+
+impl<'t> Parsed<'t> {
+    /// The observations of the record, in order (none for an ignored record).
+    pub fn observations(&self) -> Observations<'_, 't> {
+        let (next, remaining, place) = match self.body {
+            Body::Single(i) => (i, 1, Place::Root),
+            Body::List(array, len) => (array + 1, len, Place::Element(0)),
+            Body::Ignored(_) => (0, 0, Place::Root),
+        };
+        Observations {
+            nodes: self.nodes,
+            next,
+            remaining,
+            place,
+        }
+    }
+
+    /// `Some` when the record is valid but carries no observation.
+    pub fn ignored(&self) -> Option<Ignored> {
+        match self.body {
+            Body::Ignored(reason) => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+/// Iterator over the (already validated) observations of a [`Parsed`] record.
+pub struct Observations<'p, 't> {
+    nodes: &'p [Node<'t>],
+    next: usize,
+    remaining: usize,
+    place: Place,
+}
+
+impl<'t> Iterator for Observations<'_, 't> {
+    type Item = Observation<'t>;
+
+    fn next(&mut self) -> Option<Observation<'t>> {
+        while self.remaining > 0 {
+            self.remaining -= 1;
+            let at = self.next;
+            self.next = at + span(&self.nodes[at]);
+            // Validated when the record was classified, so this is always Ok.
+            if let Ok(observation) = read_session(self.nodes, at, self.place) {
+                return Some(observation);
+            }
+        }
+        None
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+/// A reusable parser. Keep one per thread (or per partition) so its buffers are reused.
+pub struct Parser {
+    limits: Limits,
+    single_buffers: Buffers,
+    /// One level deeper than `single_buffers`: a batch wraps records in an array.
+    batch_buffers: Buffers,
+    tape: Tape<'static>,
+    /// A mutable, padded copy of the current record or batch (simd-json unescapes in place).
+    scratch: Vec<u8>,
+    /// Byte offset of each batch sentinel's content within `scratch`.
+    sentinels: Vec<usize>,
+}
+
+impl Default for Parser {
+    fn default() -> Self {
+        Parser::new(Limits::default())
+    }
+}
+
+/// The string placed after each record of a batch; its position proves alignment.
+const SENTINEL: &[u8] = b",\"~\",";
+
+impl Parser {
+    pub fn new(limits: Limits) -> Self {
+        Parser {
+            limits,
+            single_buffers: Buffers::with_max_depth(4096, limits.max_depth),
+            batch_buffers: Buffers::with_max_depth(64 * 1024, limits.max_depth + 1),
+            tape: Tape(Vec::new()),
+            scratch: Vec::new(),
+            sentinels: Vec::new(),
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Parses one record and hands the result to `f` (the observations borrow the parser).
+    pub fn parse<R>(
+        &mut self,
+        raw: &[u8],
+        f: impl FnOnce(Result<Parsed<'_>, ParseError>) -> R,
+    ) -> R {
+        if let Err(e) = self.check_size(raw) {
+            return f(Err(e));
+        }
+        self.scratch.clear();
+        self.scratch.extend_from_slice(raw);
+        self.scratch.resize(raw.len() + INPUT_PADDING, b' ');
+        let mut tape = std::mem::replace(&mut self.tape, Tape(Vec::new())).reset();
+        let filled = simd_json::fill_tape_padded(
+            &mut self.scratch,
+            raw.len(),
+            &mut self.single_buffers,
+            &mut tape,
+        );
+        let result = match filled {
+            Ok(()) => classify(&tape.0).map(|body| Parsed {
+                nodes: &tape.0,
+                body,
+            }),
+            Err(e) => Err(json_error(&e, self.limits.max_depth)),
+        };
+        let out = f(result);
+        self.tape = tape.reset();
+        out
+    }
+
+    /// Parses many records, calling `f(i, result)` for each in order. The result for each
+    /// record is exactly what [`Parser::parse`] gives for it alone.
+    pub fn parse_batch<R: AsRef<[u8]>>(
+        &mut self,
+        records: &[R],
+        mut f: impl FnMut(usize, Result<Parsed<'_>, ParseError>),
+    ) {
+        if records.len() < 2 || !self.try_batch(records, &mut f) {
+            for (i, raw) in records.iter().enumerate() {
+                self.parse(raw.as_ref(), |result| f(i, result));
+            }
+        }
+    }
+
+    /// The one-call fast path. Returns false, having called `f` for nothing, when the batch
+    /// must be parsed record by record.
+    fn try_batch<R: AsRef<[u8]>>(
+        &mut self,
+        records: &[R],
+        f: &mut impl FnMut(usize, Result<Parsed<'_>, ParseError>),
+    ) -> bool {
+        let limit = self.limits.max_record_bytes;
+        if records.iter().any(|raw| raw.as_ref().len() > limit) {
+            return false;
+        }
+        self.scratch.clear();
+        self.sentinels.clear();
+        self.scratch.push(b'[');
+        for raw in records {
+            self.scratch.extend_from_slice(raw.as_ref());
+            // The sentinel's content sits two bytes into SENTINEL: `,"~",`.
+            self.sentinels.push(self.scratch.len() + 2);
+            self.scratch.extend_from_slice(SENTINEL);
+        }
+        // Replace the last separator comma with the closing bracket.
+        let len = self.scratch.len();
+        self.scratch[len - 1] = b']';
+        self.scratch.resize(len + INPUT_PADDING, b' ');
+
+        let base = self.scratch.as_ptr() as usize;
+        let mut tape = std::mem::replace(&mut self.tape, Tape(Vec::new())).reset();
+        let filled =
+            simd_json::fill_tape_padded(&mut self.scratch, len, &mut self.batch_buffers, &mut tape);
+        let nodes = &tape.0;
+        let aligned = filled.is_ok() && sentinels_aligned(nodes, base, &self.sentinels);
+        if aligned {
+            let mut at = 1;
+            for index in 0..records.len() {
+                let end = at + span(&nodes[at]);
+                let element = &nodes[at..end];
+                f(
+                    index,
+                    classify(element).map(|body| Parsed {
+                        nodes: element,
+                        body,
+                    }),
+                );
+                at = end + 1; // skip the sentinel
+            }
+        }
+        self.tape = tape.reset();
+        aligned
+    }
+
+    fn check_size(&self, raw: &[u8]) -> Result<(), ParseError> {
+        if raw.len() > self.limits.max_record_bytes {
+            return Err(ParseError::new(
+                ErrorKind::TooLarge,
+                Place::Root,
+                Problem::RecordTooLarge {
+                    bytes: raw.len(),
+                    limit: self.limits.max_record_bytes,
+                },
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// True when the tape is `[v1, "~", v2, "~", …]` with each `"~"` exactly at the byte where
+/// this batch wrote it: then each record is exactly one value.
+fn sentinels_aligned(nodes: &[Node<'_>], base: usize, sentinels: &[usize]) -> bool {
+    let Some(Node::Array { len, .. }) = nodes.first() else {
+        return false;
+    };
+    if *len != sentinels.len() * 2 {
+        return false;
+    }
+    let mut at = 1;
+    for &expected in sentinels {
+        let Some(value) = nodes.get(at) else {
+            return false;
+        };
+        at += span(value);
+        match nodes.get(at) {
+            Some(Node::String(s)) if s.len() == 1 && s.as_ptr() as usize == base + expected => {}
+            _ => return false,
+        }
+        at += 1;
+    }
+    true
+}
+
+fn json_error(e: &simd_json::Error, max_depth: usize) -> ParseError {
+    use simd_json::ErrorType as E;
+    let what = match e.error() {
+        E::DepthLimitExceeded => {
+            return ParseError::new(
+                ErrorKind::TooLarge,
+                Place::Root,
+                Problem::TooDeep { limit: max_depth },
+            )
+        }
+        E::Eof | E::UnterminatedString => "unexpected end of input",
+        E::InvalidUtf8 => "invalid UTF-8",
+        E::TrailingData => "more than one JSON value",
+        E::NoStructure => "no JSON value",
+        E::InvalidEscape | E::InvalidUnicodeEscape | E::InvalidUnicodeCodepoint => {
+            "invalid string escape"
+        }
+        E::InvalidNumber | E::InvalidExponent | E::Overflow => "invalid number",
+        E::ExpectedObjectColon => "expected `:` after an object key",
+        E::ExpectedMapComma | E::ExpectedMapEnd => "expected `,` or `}` in an object",
+        E::ExpectedArrayComma => "expected `,` or `]` in an array",
+        E::KeyMustBeAString | E::ExpectedObjectKey => "object key must be a string",
+        _ => "syntax error",
+    };
+    ParseError::new(
+        ErrorKind::InvalidJson,
+        Place::Root,
+        Problem::Json(what, e.index()),
+    )
+}
+
+/// Number of tape nodes a value occupies, itself included.
+#[inline]
+fn span(node: &Node<'_>) -> usize {
+    match node {
+        Node::Object { count, .. } | Node::Array { count, .. } => count + 1,
+        _ => 1,
+    }
+}
+
+/// Tape indices of the keys a record's top-level object may carry (last occurrence wins,
+/// as in JavaScript's `JSON.parse`).
+#[derive(Default)]
+struct Keys {
+    object: Option<usize>,
+    kind: Option<usize>,
+    data: Option<usize>,
+    id: Option<usize>,
+    status: Option<usize>,
+    updated_at: Option<usize>,
+    created_at: Option<usize>,
+    expire_at: Option<usize>,
+    abandon_at: Option<usize>,
+    last_active_at: Option<usize>,
+    user_id: Option<usize>,
+    client_id: Option<usize>,
+    actor: Option<usize>,
+}
+
+impl Keys {
+    /// One pass over an object's keys; nested values are skipped in O(1).
+    #[inline]
+    fn scan(nodes: &[Node<'_>], object: usize) -> Keys {
+        let mut keys = Keys::default();
+        let Node::Object { len, .. } = nodes[object] else {
+            return keys;
+        };
+        let mut at = object + 1;
+        for _ in 0..len {
+            let value = at + 1;
+            if let Node::String(key) = nodes[at] {
+                let slot = match key {
+                    "object" => &mut keys.object,
+                    "type" => &mut keys.kind,
+                    "data" => &mut keys.data,
+                    "id" => &mut keys.id,
+                    "status" => &mut keys.status,
+                    "updated_at" => &mut keys.updated_at,
+                    "created_at" => &mut keys.created_at,
+                    "expire_at" => &mut keys.expire_at,
+                    "abandon_at" => &mut keys.abandon_at,
+                    "last_active_at" => &mut keys.last_active_at,
+                    "user_id" => &mut keys.user_id,
+                    "client_id" => &mut keys.client_id,
+                    "actor" => &mut keys.actor,
+                    _ => {
+                        at = value + span(&nodes[value]);
+                        continue;
+                    }
+                };
+                *slot = non_null(nodes, value);
+            }
+            at = value + span(&nodes[value]);
+        }
+        keys
+    }
+}
+
+/// `Some(index)` unless the value is JSON null (absent and null mean the same).
+#[inline]
+fn non_null(nodes: &[Node<'_>], at: usize) -> Option<usize> {
+    match nodes[at] {
+        Node::Static(StaticNode::Null) => None,
+        _ => Some(at),
+    }
+}
+
+/// Which shape of SPEC section 1 a record has, with every Session in it validated.
+fn classify(nodes: &[Node<'_>]) -> Result<Body, ParseError> {
+    match nodes.first() {
+        Some(Node::Object { .. }) => classify_object(nodes),
+        Some(Node::Array { len, .. }) => {
+            validate_list(nodes, 0, *len, Place::Element)?;
+            Ok(Body::List(0, *len))
+        }
+        Some(other) => Err(ParseError::new(
+            ErrorKind::InvalidShape,
+            Place::Root,
+            Problem::UnknownShape(JsonType::of(other)),
+        )),
+        None => Err(ParseError::new(
+            ErrorKind::InvalidJson,
+            Place::Root,
+            Problem::UnknownShape(JsonType::Null),
+        )),
+    }
+}
+
+fn classify_object(nodes: &[Node<'_>]) -> Result<Body, ParseError> {
+    let keys = Keys::scan(nodes, 0);
+    match keys.object.map(|i| &nodes[i]) {
+        Some(Node::String("session")) => {
+            session_from_keys(nodes, &keys, Place::Root)?;
+            Ok(Body::Single(0))
+        }
+        Some(Node::String("event")) => classify_webhook(nodes, &keys),
+        Some(Node::String(_)) => Ok(Body::Ignored(Ignored::OtherObject)),
+        Some(other) => Err(ParseError::new(
+            ErrorKind::WrongType,
+            Place::Root,
+            Problem::NotString("object", JsonType::of(other)),
+        )),
+        None if keys.id.is_some() && keys.status.is_some() => {
+            session_from_keys(nodes, &keys, Place::Root)?;
+            Ok(Body::Single(0))
+        }
+        None => match keys.data.map(|i| (i, &nodes[i])) {
+            Some((at, Node::Array { len, .. })) => {
+                validate_list(nodes, at, *len, Place::DataElement)?;
+                Ok(Body::List(at, *len))
+            }
+            _ => Err(ParseError::new(
+                ErrorKind::InvalidShape,
+                Place::Root,
+                Problem::UnrecognisedObject,
+            )),
+        },
+    }
+}
+
+fn classify_webhook(nodes: &[Node<'_>], keys: &Keys) -> Result<Body, ParseError> {
+    let kind = match keys.kind.map(|i| &nodes[i]) {
+        None => {
+            return Err(ParseError::new(
+                ErrorKind::MissingField,
+                Place::Root,
+                Problem::Missing("type"),
+            ))
+        }
+        Some(Node::String(kind)) => *kind,
+        Some(other) => {
+            return Err(ParseError::new(
+                ErrorKind::WrongType,
+                Place::Root,
+                Problem::NotString("type", JsonType::of(other)),
+            ))
+        }
+    };
+    if !kind.starts_with("session.") {
+        return Ok(Body::Ignored(Ignored::NonSessionEvent));
+    }
+    let Some(data) = keys.data else {
+        return Err(ParseError::new(
+            ErrorKind::MissingField,
+            Place::Root,
+            Problem::Missing("data"),
+        ));
+    };
+    read_session(nodes, data, Place::WebhookData)?;
+    Ok(Body::Single(data))
+}
+
+fn validate_list(
+    nodes: &[Node<'_>],
+    array: usize,
+    len: usize,
+    place: fn(u32) -> Place,
+) -> Result<(), ParseError> {
+    let mut at = array + 1;
+    for n in 0..len {
+        read_session(nodes, at, place(n as u32))?;
+        at += span(&nodes[at]);
+    }
+    Ok(())
+}
+
+/// Reads the Session at `at`, which must be an object whose `object` is `"session"` or
+/// absent with `id` and `status` present.
+fn read_session<'t>(
+    nodes: &[Node<'t>],
+    at: usize,
+    place: Place,
+) -> Result<Observation<'t>, ParseError> {
+    let node = &nodes[at];
+    if !matches!(node, Node::Object { .. }) {
+        return Err(match place {
+            Place::WebhookData => ParseError::new(
+                ErrorKind::WrongType,
+                Place::Root,
+                Problem::NotObject("data", JsonType::of(node)),
+            ),
+            _ => ParseError::new(ErrorKind::InvalidShape, place, Problem::NotASession),
+        });
+    }
+    let keys = Keys::scan(nodes, at);
+    let is_session = match keys.object.map(|i| &nodes[i]) {
+        Some(Node::String("session")) => true,
+        Some(_) => false,
+        None => keys.id.is_some() && keys.status.is_some(),
+    };
+    if !is_session {
+        return Err(ParseError::new(
+            ErrorKind::InvalidShape,
+            place,
+            Problem::NotASession,
+        ));
+    }
+    session_from_keys(nodes, &keys, place)
+}
+
+fn session_from_keys<'t>(
+    nodes: &[Node<'t>],
+    keys: &Keys,
+    place: Place,
+) -> Result<Observation<'t>, ParseError> {
+    let id = required_str(nodes, keys.id, "id", place)?;
+    if id.is_empty() {
+        return Err(ParseError::new(
+            ErrorKind::InvalidValue,
+            place,
+            Problem::EmptyString("id"),
+        ));
+    }
+    let status = required_str(nodes, keys.status, "status", place)?;
+    let updated_at = match keys.updated_at {
+        Some(i) => timestamp(&nodes[i], "updated_at", place)?,
+        None => {
+            return Err(ParseError::new(
+                ErrorKind::MissingField,
+                place,
+                Problem::Missing("updated_at"),
+            ))
+        }
+    };
+    let created_at = optional_timestamp(nodes, keys.created_at, "created_at", place)?;
+    let expire_at = optional_timestamp(nodes, keys.expire_at, "expire_at", place)?;
+    let abandon_at = optional_timestamp(nodes, keys.abandon_at, "abandon_at", place)?;
+    optional_timestamp(nodes, keys.last_active_at, "last_active_at", place)?;
+    let user_id = optional_str(nodes, keys.user_id, "user_id", place)?;
+    let client_id = optional_str(nodes, keys.client_id, "client_id", place)?;
+    let impersonated = match keys.actor.map(|i| &nodes[i]) {
+        None => false,
+        Some(Node::Object { .. }) => true,
+        Some(other) => {
+            return Err(ParseError::new(
+                ErrorKind::WrongType,
+                place,
+                Problem::NotObject("actor", JsonType::of(other)),
+            ))
+        }
+    };
+    Ok(Observation {
+        id,
+        status,
+        updated_at,
+        created_at,
+        expire_at,
+        abandon_at,
+        user_id,
+        client_id,
+        impersonated,
+    })
+}
+
+#[inline]
+fn required_str<'t>(
+    nodes: &[Node<'t>],
+    at: Option<usize>,
+    field: &'static str,
+    place: Place,
+) -> Result<&'t str, ParseError> {
+    match at.map(|i| &nodes[i]) {
+        Some(Node::String(s)) => Ok(s),
+        Some(other) => Err(ParseError::new(
+            ErrorKind::WrongType,
+            place,
+            Problem::NotString(field, JsonType::of(other)),
+        )),
+        None => Err(ParseError::new(
+            ErrorKind::MissingField,
+            place,
+            Problem::Missing(field),
+        )),
+    }
+}
+
+#[inline]
+fn optional_str<'t>(
+    nodes: &[Node<'t>],
+    at: Option<usize>,
+    field: &'static str,
+    place: Place,
+) -> Result<Option<&'t str>, ParseError> {
+    match at.map(|i| &nodes[i]) {
+        None => Ok(None),
+        Some(Node::String(s)) => Ok(Some(s)),
+        Some(other) => Err(ParseError::new(
+            ErrorKind::WrongType,
+            place,
+            Problem::NotString(field, JsonType::of(other)),
+        )),
+    }
+}
+
+#[inline]
+fn optional_timestamp(
+    nodes: &[Node<'_>],
+    at: Option<usize>,
+    field: &'static str,
+    place: Place,
+) -> Result<Option<i64>, ParseError> {
+    at.map(|i| timestamp(&nodes[i], field, place)).transpose()
+}
+
+/// A strict integer timestamp in milliseconds; values below 1e11 are seconds.
+#[inline]
+fn timestamp(node: &Node<'_>, field: &'static str, place: Place) -> Result<i64, ParseError> {
+    let value = match node {
+        Node::Static(StaticNode::I64(v)) => *v,
+        Node::Static(StaticNode::U64(v)) => i64::try_from(*v).map_err(|_| {
+            ParseError::new(ErrorKind::InvalidValue, place, Problem::OutOfRange(field))
+        })?,
+        Node::Static(StaticNode::F64(v)) => {
+            let problem = if v.abs() >= 9.223_372_036_854_775_807e18 {
+                Problem::OutOfRange(field)
+            } else if *v < 0.0 {
+                Problem::Negative(field, *v as i64)
+            } else {
+                Problem::Fraction(field)
+            };
+            return Err(ParseError::new(ErrorKind::InvalidValue, place, problem));
+        }
+        other => {
+            return Err(ParseError::new(
+                ErrorKind::WrongType,
+                place,
+                Problem::NotInteger(field, JsonType::of(other)),
+            ))
+        }
+    };
+    if value < 0 {
+        return Err(ParseError::new(
+            ErrorKind::InvalidValue,
+            place,
+            Problem::Negative(field, value),
+        ));
+    }
+    Ok(if value < SECONDS_THRESHOLD {
+        value * 1000
+    } else {
+        value
+    })
+}
