@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser as ClapParser, Subcommand};
 
 use sessionflow::engine::EngineConfig;
+use sessionflow::generate::{GenerateOptions, Generator};
 use sessionflow::parse::Limits;
 use sessionflow::replay::{replay, ReplayOptions};
 
@@ -23,6 +24,20 @@ struct Cli {
 enum Command {
     /// Run the engine over NDJSON records (one partition) and write derived events as NDJSON.
     Replay(ReplayArgs),
+    /// Write realistic synthetic Clerk traffic as NDJSON (deterministic for a seed).
+    Generate(GenerateArgs),
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// Number of sessions to simulate (about five records each).
+    #[arg(long, default_value_t = 1000)]
+    sessions: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output NDJSON file, or - for standard output.
+    #[arg(long, default_value = "-")]
+    output: String,
 }
 
 #[derive(clap::Args)]
@@ -49,6 +64,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Replay(args) => run_replay(args),
+        Command::Generate(args) => run_generate(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -103,5 +119,20 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<()> {
     };
     let summary = replay(input, output, dlq, &options).context("replay failed")?;
     eprintln!("sessionflow {}", summary.line());
+    Ok(())
+}
+
+fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let mut out = BufWriter::with_capacity(1 << 20, open_output(&args.output)?);
+    let mut generator = Generator::new(GenerateOptions::new(args.sessions, args.seed));
+    let (mut record, mut key) = (Vec::new(), Vec::new());
+    let mut records: u64 = 0;
+    while generator.next_record(&mut record, &mut key) {
+        record.push(b'\n');
+        out.write_all(&record).context("cannot write output")?;
+        records += 1;
+    }
+    out.flush().context("cannot write output")?;
+    eprintln!("sessionflow generate: {records} records for {} sessions", args.sessions);
     Ok(())
 }

@@ -371,7 +371,7 @@ impl Parser {
                 nodes: &tape.0,
                 body,
             }),
-            Err(e) => Err(json_error(&e, self.limits.max_depth)),
+            Err(e) => Err(json_error(&e, raw, self.limits.max_depth)),
         };
         let out = f(result);
         self.tape = tape.reset();
@@ -481,9 +481,12 @@ fn sentinels_aligned(nodes: &[Node<'_>], base: usize, sentinels: &[usize]) -> bo
     true
 }
 
-fn json_error(e: &simd_json::Error, max_depth: usize) -> ParseError {
+/// Turns simd-json's error into a dead-letter reason. simd-json's categories are coarse
+/// (a truncated record is a `Syntax` error at byte 0), so the cold error path re-reads the
+/// record to say what is actually wrong and where.
+fn json_error(e: &simd_json::Error, raw: &[u8], max_depth: usize) -> ParseError {
     use simd_json::ErrorType as E;
-    let what = match e.error() {
+    let (what, at) = match e.error() {
         E::DepthLimitExceeded => {
             return ParseError::new(
                 ErrorKind::TooLarge,
@@ -491,25 +494,75 @@ fn json_error(e: &simd_json::Error, max_depth: usize) -> ParseError {
                 Problem::TooDeep { limit: max_depth },
             )
         }
-        E::Eof | E::UnterminatedString => "unexpected end of input",
-        E::InvalidUtf8 => "invalid UTF-8",
-        E::TrailingData => "more than one JSON value",
-        E::NoStructure => "no JSON value",
+        E::InvalidUtf8 => ("invalid UTF-8", e.index()),
         E::InvalidEscape | E::InvalidUnicodeEscape | E::InvalidUnicodeCodepoint => {
-            "invalid string escape"
+            ("invalid string escape", e.index())
         }
-        E::InvalidNumber | E::InvalidExponent | E::Overflow => "invalid number",
-        E::ExpectedObjectColon => "expected `:` after an object key",
-        E::ExpectedMapComma | E::ExpectedMapEnd => "expected `,` or `}` in an object",
-        E::ExpectedArrayComma => "expected `,` or `]` in an array",
-        E::KeyMustBeAString | E::ExpectedObjectKey => "object key must be a string",
-        _ => "syntax error",
+        E::InvalidNumber | E::InvalidExponent | E::Overflow => ("invalid number", e.index()),
+        E::ExpectedObjectColon => ("expected `:` after an object key", e.index()),
+        E::KeyMustBeAString | E::ExpectedObjectKey => ("object key must be a string", e.index()),
+        _ => diagnose(raw).unwrap_or(("syntax error", e.index())),
     };
-    ParseError::new(
-        ErrorKind::InvalidJson,
-        Place::Root,
-        Problem::Json(what, e.index()),
-    )
+    ParseError::new(ErrorKind::InvalidJson, Place::Root, Problem::Json(what, at))
+}
+
+/// A structural reading of invalid JSON: strings, brackets and what follows the value.
+/// Returns `None` when the structure looks sound (the problem is inside a token).
+fn diagnose(raw: &[u8]) -> Option<(&'static str, usize)> {
+    let mut stack: Vec<u8> = Vec::new();
+    let mut in_string = None;
+    let mut escaped = false;
+    let mut value_done = false;
+    for (i, &b) in raw.iter().enumerate() {
+        if in_string.is_some() {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => {
+                    in_string = None;
+                    value_done = stack.is_empty();
+                }
+                0..=0x1f => return Some(("control character inside a string", i)),
+                _ => {}
+            }
+            continue;
+        }
+        if b.is_ascii_whitespace() {
+            continue;
+        }
+        if value_done {
+            return Some(("trailing data after the JSON value", i));
+        }
+        match b {
+            b'"' => in_string = Some(i),
+            b'{' | b'[' => stack.push(b),
+            b'}' | b']' => {
+                let open = if b == b'}' { b'{' } else { b'[' };
+                if stack.pop() != Some(open) {
+                    return Some(("unexpected closing bracket", i));
+                }
+                value_done = stack.is_empty();
+            }
+            b',' | b':' if stack.is_empty() => return Some(("unexpected character", i)),
+            b',' | b':' => {}
+            b'-' | b'0'..=b'9' | b'a'..=b'z' | b'.' | b'+' | b'E' => {
+                // A scalar; a top-level one ends at the next whitespace.
+                if stack.is_empty() && raw.get(i + 1).is_none_or(u8::is_ascii_whitespace) {
+                    value_done = true;
+                }
+            }
+            _ => return Some(("unexpected character", i)),
+        }
+    }
+    if let Some(start) = in_string {
+        return Some(("unterminated string (record truncated?)", start));
+    }
+    match stack.last() {
+        Some(b'{') => Some(("unclosed object (record truncated?)", raw.len())),
+        Some(_) => Some(("unclosed array (record truncated?)", raw.len())),
+        None if raw.iter().all(u8::is_ascii_whitespace) => Some(("empty record", 0)),
+        None => None,
+    }
 }
 
 /// Number of tape nodes a value occupies, itself included.
