@@ -320,6 +320,14 @@ pub struct Parser {
     scratch: Vec<u8>,
     /// Byte offset of each batch sentinel's content within `scratch`.
     sentinels: Vec<usize>,
+    batch_stats: BatchStats,
+}
+
+/// How batches were parsed: in one call, or record by record after a bad record.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    pub one_call: u64,
+    pub fallback: u64,
 }
 
 impl Default for Parser {
@@ -340,11 +348,17 @@ impl Parser {
             tape: Tape(Vec::new()),
             scratch: Vec::new(),
             sentinels: Vec::new(),
+            batch_stats: BatchStats::default(),
         }
     }
 
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// Batches parsed so far, by path.
+    pub fn batch_stats(&self) -> BatchStats {
+        self.batch_stats
     }
 
     /// Parses one record and hands the result to `f` (the observations borrow the parser).
@@ -385,7 +399,14 @@ impl Parser {
         records: &[R],
         mut f: impl FnMut(usize, Result<Parsed<'_>, ParseError>),
     ) {
-        if records.len() < 2 || !self.try_batch(records, &mut f) {
+        if records.len() < 2 {
+            for (i, raw) in records.iter().enumerate() {
+                self.parse(raw.as_ref(), |result| f(i, result));
+            }
+        } else if self.try_batch(records, &mut f) {
+            self.batch_stats.one_call += 1;
+        } else {
+            self.batch_stats.fallback += 1;
             for (i, raw) in records.iter().enumerate() {
                 self.parse(raw.as_ref(), |result| f(i, result));
             }
@@ -509,7 +530,7 @@ fn json_error(e: &simd_json::Error, raw: &[u8], max_depth: usize) -> ParseError 
 /// A structural reading of invalid JSON: strings, brackets and what follows the value.
 /// Returns `None` when the structure looks sound (the problem is inside a token).
 fn diagnose(raw: &[u8]) -> Option<(&'static str, usize)> {
-    let mut stack: Vec<u8> = Vec::new();
+    let mut stack = BracketStack::default();
     let mut in_string = None;
     let mut escaped = false;
     let mut value_done = false;
@@ -535,10 +556,9 @@ fn diagnose(raw: &[u8]) -> Option<(&'static str, usize)> {
         }
         match b {
             b'"' => in_string = Some(i),
-            b'{' | b'[' => stack.push(b),
+            b'{' | b'[' => stack.push(b == b'{'),
             b'}' | b']' => {
-                let open = if b == b'}' { b'{' } else { b'[' };
-                if stack.pop() != Some(open) {
+                if stack.pop() != Some(b == b'}') {
                     return Some(("unexpected closing bracket", i));
                 }
                 value_done = stack.is_empty();
@@ -558,10 +578,44 @@ fn diagnose(raw: &[u8]) -> Option<(&'static str, usize)> {
         return Some(("unterminated string (record truncated?)", start));
     }
     match stack.last() {
-        Some(b'{') => Some(("unclosed object (record truncated?)", raw.len())),
-        Some(_) => Some(("unclosed array (record truncated?)", raw.len())),
+        Some(true) => Some(("unclosed object (record truncated?)", raw.len())),
+        Some(false) => Some(("unclosed array (record truncated?)", raw.len())),
         None if raw.iter().all(u8::is_ascii_whitespace) => Some(("empty record", 0)),
         None => None,
+    }
+}
+
+/// Open brackets as bits (`true` = object), allocation-free: exact for the first 128 levels,
+/// counted beyond (the depth limit is far lower).
+#[derive(Default)]
+struct BracketStack {
+    bits: u128,
+    depth: usize,
+}
+
+impl BracketStack {
+    fn push(&mut self, object: bool) {
+        if self.depth < 128 {
+            self.bits = (self.bits << 1) | u128::from(object);
+        }
+        self.depth += 1;
+    }
+
+    fn last(&self) -> Option<bool> {
+        (self.depth > 0).then_some(self.bits & 1 == 1)
+    }
+
+    fn pop(&mut self) -> Option<bool> {
+        let top = self.last()?;
+        self.depth -= 1;
+        if self.depth < 128 {
+            self.bits >>= 1;
+        }
+        Some(top)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.depth == 0
     }
 }
 
@@ -916,4 +970,199 @@ fn timestamp(node: &Node<'_>, field: &'static str, place: Place) -> Result<i64, 
     } else {
         value
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses one record into (observations, ignored) or the error.
+    fn parse(raw: &str) -> Result<(Vec<Observation<'static>>, Option<Ignored>), ParseError> {
+        let mut parser = Parser::default();
+        parser.parse(raw.as_bytes(), |result| {
+            result.map(|parsed| {
+                let observations = parsed
+                    .observations()
+                    .map(|o| Observation {
+                        id: leak(o.id),
+                        status: leak(o.status),
+                        user_id: o.user_id.map(leak),
+                        client_id: o.client_id.map(leak),
+                        ..o
+                    })
+                    .collect();
+                (observations, parsed.ignored())
+            })
+        })
+    }
+
+    fn leak(s: &str) -> &'static str {
+        Box::leak(s.to_owned().into_boxed_str())
+    }
+
+    fn error(raw: &str) -> (ErrorKind, String) {
+        let e = parse(raw).expect_err(raw);
+        (e.kind, e.to_string())
+    }
+
+    const SESSION: &str = r#"{"object":"session","id":"sess_1","status":"active","updated_at":1764000000000,"created_at":1764000000,"expire_at":null,"user_id":"user_1","client_id":null,"actor":{"sub":"user_2"},"user":{"id":"x"},"tasks":[]}"#;
+
+    #[test]
+    fn a_raw_session_is_one_observation_with_normalised_times() {
+        let (obs, ignored) = parse(SESSION).unwrap();
+        assert_eq!(ignored, None);
+        assert_eq!(
+            obs,
+            vec![Observation {
+                id: "sess_1",
+                status: "active",
+                updated_at: 1_764_000_000_000,
+                created_at: Some(1_764_000_000_000),
+                expire_at: None,
+                abandon_at: None,
+                user_id: Some("user_1"),
+                client_id: None,
+                impersonated: true,
+            }]
+        );
+    }
+
+    #[test]
+    fn a_session_without_object_key_needs_id_and_status() {
+        let (obs, _) = parse(r#"{"id":"s","status":"x-new","updated_at":5}"#).unwrap();
+        assert_eq!((obs[0].status, obs[0].updated_at), ("x-new", 5000));
+        assert_eq!(
+            error(r#"{"id":"s","updated_at":5}"#).0,
+            ErrorKind::InvalidShape
+        );
+    }
+
+    #[test]
+    fn webhook_envelopes_yield_their_data_or_are_ignored() {
+        let hook = format!(r#"{{"object":"event","type":"session.ended","timestamp":1,"data":{SESSION}}}"#);
+        assert_eq!(parse(&hook).unwrap().0.len(), 1);
+        let other = r#"{"object":"event","type":"user.created","data":{"object":"user"}}"#;
+        assert_eq!(parse(other).unwrap(), (vec![], Some(Ignored::NonSessionEvent)));
+        assert_eq!(error(r#"{"object":"event","data":{}}"#).0, ErrorKind::MissingField);
+        assert_eq!(error(r#"{"object":"event","type":7}"#).0, ErrorKind::WrongType);
+        assert_eq!(error(r#"{"object":"event","type":"session.created"}"#).0, ErrorKind::MissingField);
+        assert_eq!(
+            error(r#"{"object":"event","type":"session.created","data":[1]}"#),
+            (ErrorKind::WrongType, "`data` must be an object or null, got an array".into())
+        );
+        assert_eq!(
+            error(r#"{"object":"event","type":"session.created","data":{"object":"user","id":"u"}}"#).0,
+            ErrorKind::InvalidShape
+        );
+        let (kind, reason) = error(r#"{"object":"event","type":"session.created","data":{"object":"session","id":"s","status":"active"}}"#);
+        assert_eq!(kind, ErrorKind::MissingField);
+        assert_eq!(reason, "`data.updated_at` is missing or null");
+    }
+
+    #[test]
+    fn lists_yield_every_element_in_order_or_fail_whole() {
+        let list = format!("[{SESSION},{}]", SESSION.replace("sess_1", "sess_2"));
+        let ids: Vec<&str> = parse(&list).unwrap().0.iter().map(|o| o.id).collect();
+        assert_eq!(ids, ["sess_1", "sess_2"]);
+        let paginated = format!(r#"{{"data":[{SESSION}],"total_count":1}}"#);
+        assert_eq!(parse(&paginated).unwrap().0.len(), 1);
+        assert_eq!(parse("[]").unwrap(), (vec![], None));
+        assert_eq!(
+            error(&format!(r#"[{SESSION},{{"object":"session","id":""}}]"#)),
+            (ErrorKind::InvalidValue, "`[1].id` must not be empty".into())
+        );
+        assert_eq!(
+            error(&format!(r#"{{"data":[{SESSION},3]}}"#)),
+            (ErrorKind::InvalidShape, "list element data[1] is not a Session".into())
+        );
+    }
+
+    #[test]
+    fn other_clerk_objects_are_ignored() {
+        assert_eq!(parse(r#"{"object":"organization","id":"org_1"}"#).unwrap().1, Some(Ignored::OtherObject));
+        assert_eq!(error(r#"{"object":5,"id":"s","status":"a"}"#).0, ErrorKind::WrongType);
+    }
+
+    #[test]
+    fn each_field_error_has_its_kind_and_names_the_field() {
+        let cases = [
+            (r#"{"object":"session","status":"active","updated_at":1}"#, ErrorKind::MissingField, "`id` is missing or null"),
+            (r#"{"object":"session","id":7,"status":"active","updated_at":1}"#, ErrorKind::WrongType, "`id` must be a string, got a number"),
+            (r#"{"object":"session","id":"","status":"active","updated_at":1}"#, ErrorKind::InvalidValue, "`id` must not be empty"),
+            (r#"{"object":"session","id":"s","status":null,"updated_at":1}"#, ErrorKind::MissingField, "`status` is missing or null"),
+            (r#"{"object":"session","id":"s","status":true,"updated_at":1}"#, ErrorKind::WrongType, "`status` must be a string, got a boolean"),
+            (r#"{"object":"session","id":"s","status":"active"}"#, ErrorKind::MissingField, "`updated_at` is missing or null"),
+            (r#"{"object":"session","id":"s","status":"active","updated_at":"1"}"#, ErrorKind::WrongType, "`updated_at` must be an integer timestamp, got a string"),
+            (r#"{"object":"session","id":"s","status":"active","updated_at":1.5}"#, ErrorKind::InvalidValue, "`updated_at` must be an integer, got a fraction or exponent"),
+            (r#"{"object":"session","id":"s","status":"active","updated_at":-1}"#, ErrorKind::InvalidValue, "`updated_at` must not be negative, got -1"),
+            (r#"{"object":"session","id":"s","status":"active","updated_at":9223372036854775808}"#, ErrorKind::InvalidValue, "`updated_at` is beyond the range of a 64-bit integer"),
+            (r#"{"object":"session","id":"s","status":"active","updated_at":1,"expire_at":[]}"#, ErrorKind::WrongType, "`expire_at` must be an integer timestamp, got an array"),
+            (r#"{"object":"session","id":"s","status":"active","updated_at":1,"last_active_at":-3}"#, ErrorKind::InvalidValue, "`last_active_at` must not be negative, got -3"),
+            (r#"{"object":"session","id":"s","status":"active","updated_at":1,"user_id":1}"#, ErrorKind::WrongType, "`user_id` must be a string, got a number"),
+            (r#"{"object":"session","id":"s","status":"active","updated_at":1,"actor":"admin"}"#, ErrorKind::WrongType, "`actor` must be an object or null, got a string"),
+        ];
+        for (raw, kind, reason) in cases {
+            assert_eq!(error(raw), (kind, reason.to_string()), "{raw}");
+        }
+    }
+
+    #[test]
+    fn the_largest_i64_timestamp_is_accepted() {
+        let raw = r#"{"id":"s","status":"a","updated_at":9223372036854775807}"#;
+        assert_eq!(parse(raw).unwrap().0[0].updated_at, i64::MAX);
+    }
+
+    #[test]
+    fn the_seconds_threshold_is_exact() {
+        let at = |v: i64| parse(&format!(r#"{{"id":"s","status":"a","updated_at":{v}}}"#)).unwrap().0[0].updated_at;
+        assert_eq!(at(99_999_999_999), 99_999_999_999_000);
+        assert_eq!(at(100_000_000_000), 100_000_000_000);
+        assert_eq!(at(0), 0);
+    }
+
+    #[test]
+    fn malformed_json_says_what_and_where() {
+        let cases = [
+            (r#"{"id":"s","status":"act"#, "unterminated string (record truncated?)"),
+            (r#"{"id":"s""#, "unclosed object (record truncated?)"),
+            ("[1,2", "unclosed array (record truncated?)"),
+            (r#"{"a":1}}"#, "trailing data after the JSON value"),
+            (r#"{"a":[1}"#, "unexpected closing bracket"),
+            (r#"{"a":1} x"#, "trailing data after the JSON value"),
+            ("", "empty record"),
+        ];
+        for (raw, what) in cases {
+            let (kind, reason) = error(raw);
+            assert_eq!(kind, ErrorKind::InvalidJson, "{raw}");
+            assert!(reason.contains(what), "{raw}: {reason}");
+        }
+        assert_eq!(error("\"just a string\"").0, ErrorKind::InvalidShape);
+        assert_eq!(error("17").0, ErrorKind::InvalidShape);
+    }
+
+    #[test]
+    fn oversized_and_deep_records_are_too_large() {
+        let mut parser = Parser::new(Limits { max_record_bytes: 100, max_depth: 8 });
+        let big = format!(r#"{{"id":"s","status":"a","updated_at":1,"pad":"{}"}}"#, "x".repeat(100));
+        let kind = parser.parse(big.as_bytes(), |r| r.err().map(|e| e.kind));
+        assert_eq!(kind, Some(ErrorKind::TooLarge));
+        let deep = format!("{}{}", "[".repeat(9), "]".repeat(9));
+        let kind = parser.parse(deep.as_bytes(), |r| r.err().map(|e| (e.kind, e.to_string())));
+        assert_eq!(kind, Some((ErrorKind::TooLarge, "JSON nested deeper than 8 levels".into())));
+        let ok = format!("{}{}", "[".repeat(8), "]".repeat(8));
+        let kind = parser.parse(ok.as_bytes(), |r| r.err().map(|e| e.kind));
+        assert_eq!(kind, Some(ErrorKind::InvalidShape), "8 levels are allowed");
+    }
+
+    #[test]
+    fn duplicate_keys_take_the_last_value() {
+        let (obs, _) = parse(r#"{"id":"s","status":"active","status":"ended","updated_at":1}"#).unwrap();
+        assert_eq!(obs[0].status, "ended");
+    }
+
+    #[test]
+    fn escaped_strings_are_unescaped() {
+        let (obs, _) = parse(r#"{"id":"s\u0041\"","status":"active","updated_at":1}"#).unwrap();
+        assert_eq!(obs[0].id, "sA\"");
+    }
 }
