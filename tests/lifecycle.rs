@@ -618,3 +618,37 @@ fn sessions_are_counted_by_status() {
         .collect();
     assert_eq!(counts, [("pending", 1), ("ended", 1), ("other", 1)]);
 }
+
+#[test]
+fn a_retried_resurrection_applies_after_an_older_unknown_status_arrives() {
+    // Documented order sensitivity (see tests/engine_props.rs): terminal → unknown → live
+    // is allowed by rule 6, so the retry of a rejected live snapshot can apply.
+    let mut run = Run::new(0);
+    run.record(obs("s", "revoked", T));
+    run.record(obs("s", "active", T + 2 * H)); // resurrection: rejected
+    run.record(obs("s", "quarantined", T + H)); // older, but newer than the state
+    run.take();
+    run.record(obs("s", "active", T + 2 * H)); // the retry
+    assert_eq!(
+        run.transitions(),
+        vec![tr("s", Some("quarantined"), "active", Cause::Observed, T + 2 * H)]
+    );
+}
+
+#[test]
+fn an_unknown_status_between_can_make_the_same_inference_twice() {
+    // Rule 3 applies an unknown status even when it is older than the inference, and rule 6
+    // then lets the session go live again with its old deadline: the timer fires again.
+    let mut run = Run::new(0);
+    run.record(obs("z", "active", T + 10 * H));
+    run.record(with_deadlines(obs("s", "active", T), None, Some(T + 5 * H)));
+    run.record(with_deadlines(obs("s", "quarantined", T + H), None, Some(T + 5 * H)));
+    run.record(with_deadlines(obs("s", "active", T + 2 * H), None, Some(T + 5 * H)));
+    let inferred: Vec<_> = run
+        .transitions()
+        .into_iter()
+        .filter(|t| t.3 == Cause::Inferred)
+        .collect();
+    let expected = tr("s", Some("active"), "abandoned", Cause::Inferred, T + 5 * H);
+    assert_eq!(inferred, vec![expected.clone(), expected]);
+}
