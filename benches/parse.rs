@@ -1,1 +1,402 @@
-fn main(){}
+//! Parse throughput: sessionflow's real parse path (copy into the mutable buffer, simd-json
+//! tape, shape classification, validation, one batch call per N records) against serde_json
+//! and sonic_rs deserialising into an equivalent borrowed struct with serde derive (same
+//! fields, same types, same shape dispatch and validation), each parsing the same N records.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use sessionflow::generate::{GenerateOptions, Generator};
+use sessionflow::parse::Parser;
+
+/// Records per iteration, for every function alike (the replay batch size).
+const N: usize = 64;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let value: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    serde_json::to_vec(&value).unwrap()
+}
+
+// ---- The serde baseline: the same record model, validated the same way. ----
+
+#[derive(Deserialize)]
+struct SessionDoc<'a> {
+    #[serde(borrow)]
+    object: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    status: Option<Cow<'a, str>>,
+    updated_at: Option<i64>,
+    created_at: Option<i64>,
+    expire_at: Option<i64>,
+    abandon_at: Option<i64>,
+    last_active_at: Option<i64>,
+    #[serde(borrow)]
+    user_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    client_id: Option<Cow<'a, str>>,
+    actor: Option<ActorDoc>,
+}
+
+/// `actor` must be an object (its contents are not needed).
+struct ActorDoc;
+
+impl<'de> Deserialize<'de> for ActorDoc {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ActorDoc;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ActorDoc, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(ActorDoc)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A top-level object: a Session, a webhook envelope or a paginated list.
+#[derive(Deserialize)]
+struct RecordDoc<'a> {
+    #[serde(borrow)]
+    object: Option<Cow<'a, str>>,
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    data: Option<DataDoc<'a>>,
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    status: Option<Cow<'a, str>>,
+    updated_at: Option<i64>,
+    created_at: Option<i64>,
+    expire_at: Option<i64>,
+    abandon_at: Option<i64>,
+    last_active_at: Option<i64>,
+    #[serde(borrow)]
+    user_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    client_id: Option<Cow<'a, str>>,
+    actor: Option<ActorDoc>,
+}
+
+/// `data`: a Session (webhook) or an array of Sessions (list), dispatched without buffering.
+enum DataDoc<'a> {
+    One(SessionDoc<'a>),
+    Many(Vec<SessionDoc<'a>>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for DataDoc<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = DataDoc<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a session or an array")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<DataDoc<'a>, A::Error> {
+                SessionDoc::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(DataDoc::One)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<DataDoc<'a>, A::Error> {
+                Vec::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(DataDoc::Many)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// The whole record: an object or a bare array of Sessions.
+enum TopDoc<'a> {
+    Object(RecordDoc<'a>),
+    List(Vec<SessionDoc<'a>>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for TopDoc<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = TopDoc<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object or an array")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<TopDoc<'a>, A::Error> {
+                RecordDoc::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(TopDoc::Object)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<TopDoc<'a>, A::Error> {
+                Vec::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(TopDoc::List)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// The observation the baseline produces, like sessionflow's.
+struct Obs<'a> {
+    id: Cow<'a, str>,
+    status: Cow<'a, str>,
+    updated_at: i64,
+    created_at: Option<i64>,
+    expire_at: Option<i64>,
+    abandon_at: Option<i64>,
+    user_id: Option<Cow<'a, str>>,
+    client_id: Option<Cow<'a, str>>,
+    impersonated: bool,
+}
+
+fn time(v: Option<i64>) -> Result<Option<i64>, ()> {
+    match v {
+        Some(v) if v < 0 => Err(()),
+        Some(v) if v < 100_000_000_000 => Ok(Some(v * 1000)),
+        v => Ok(v),
+    }
+}
+
+fn session<'a>(s: SessionDoc<'a>) -> Result<Obs<'a>, ()> {
+    let is_session = match s.object.as_deref() {
+        Some("session") => true,
+        Some(_) => false,
+        None => s.id.is_some() && s.status.is_some(),
+    };
+    if !is_session {
+        return Err(());
+    }
+    let id = s.id.filter(|id| !id.is_empty()).ok_or(())?;
+    let _ = time(s.last_active_at)?;
+    Ok(Obs {
+        id,
+        status: s.status.ok_or(())?,
+        updated_at: time(s.updated_at)?.ok_or(())?,
+        created_at: time(s.created_at)?,
+        expire_at: time(s.expire_at)?,
+        abandon_at: time(s.abandon_at)?,
+        user_id: s.user_id,
+        client_id: s.client_id,
+        impersonated: s.actor.is_some(),
+    })
+}
+
+/// Classifies and validates like SPEC section 1; returns a checksum of the observations.
+fn observe(top: TopDoc<'_>) -> Result<u64, ()> {
+    let sum = |obs: Vec<Obs<'_>>| obs.iter().map(checksum).sum();
+    match top {
+        TopDoc::List(items) => items
+            .into_iter()
+            .map(session)
+            .collect::<Result<Vec<_>, _>>()
+            .map(sum),
+        TopDoc::Object(r) => match r.object.as_deref() {
+            Some("event") => match (r.kind.as_deref(), r.data) {
+                (Some(k), Some(DataDoc::One(s))) if k.starts_with("session.") => {
+                    session(s).map(|o| checksum(&o))
+                }
+                (Some(k), _) if !k.starts_with("session.") => Ok(0),
+                _ => Err(()),
+            },
+            Some("session") | None
+                if r.id.is_some() && r.status.is_some() || r.object.is_some() =>
+            {
+                let s = SessionDoc {
+                    object: r.object,
+                    id: r.id,
+                    status: r.status,
+                    updated_at: r.updated_at,
+                    created_at: r.created_at,
+                    expire_at: r.expire_at,
+                    abandon_at: r.abandon_at,
+                    last_active_at: r.last_active_at,
+                    user_id: r.user_id,
+                    client_id: r.client_id,
+                    actor: r.actor,
+                };
+                session(s).map(|o| checksum(&o))
+            }
+            Some(_) => Ok(0),
+            None => match r.data {
+                Some(DataDoc::Many(items)) => items
+                    .into_iter()
+                    .map(session)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(sum),
+                _ => Err(()),
+            },
+        },
+    }
+}
+
+fn checksum(o: &Obs<'_>) -> u64 {
+    o.updated_at as u64
+        ^ o.created_at.unwrap_or(0) as u64
+        ^ o.expire_at.unwrap_or(0) as u64
+        ^ o.abandon_at.unwrap_or(0) as u64
+        ^ (o.id.len()
+            + o.status.len()
+            + o.user_id.as_ref().map_or(0, |u| u.len())
+            + o.client_id.as_ref().map_or(0, |c| c.len())) as u64
+        ^ o.impersonated as u64
+}
+
+fn serde_json_parse(records: &[Vec<u8>]) -> u64 {
+    records
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<TopDoc<'_>>(r)
+                .map_err(|_| ())
+                .and_then(observe)
+                .unwrap_or(1)
+        })
+        .sum()
+}
+
+fn sonic_rs_parse(records: &[Vec<u8>]) -> u64 {
+    records
+        .iter()
+        .map(|r| {
+            sonic_rs::from_slice::<TopDoc<'_>>(r)
+                .map_err(|_| ())
+                .and_then(observe)
+                .unwrap_or(1)
+        })
+        .sum()
+}
+
+fn sessionflow_parse(parser: &mut Parser, records: &[Vec<u8>]) -> u64 {
+    let mut sum = 0;
+    for batch in records.chunks(N) {
+        parser.parse_batch(batch, |_, result| {
+            sum += match result {
+                Ok(parsed) => parsed
+                    .observations()
+                    .map(|o| {
+                        o.updated_at as u64
+                            ^ o.created_at.unwrap_or(0) as u64
+                            ^ o.expire_at.unwrap_or(0) as u64
+                            ^ o.abandon_at.unwrap_or(0) as u64
+                            ^ (o.id.len()
+                                + o.status.len()
+                                + o.user_id.map_or(0, str::len)
+                                + o.client_id.map_or(0, str::len))
+                                as u64
+                            ^ o.impersonated as u64
+                    })
+                    .sum(),
+                Err(_) => 1,
+            }
+        });
+    }
+    sum
+}
+
+/// The floor under sessionflow's path: simd-json building the tape of the same batch, with
+/// no classification or validation. Not a competitor; it shows how much of sessionflow's
+/// time is simd-json itself.
+struct TapeOnly {
+    pristine: Vec<u8>,
+    buffer: Vec<u8>,
+    len: usize,
+    buffers: simd_json::Buffers,
+    tape: simd_json::Tape<'static>,
+}
+
+impl TapeOnly {
+    fn new(records: &[Vec<u8>]) -> Option<TapeOnly> {
+        let mut pristine = b"[".to_vec();
+        for r in records {
+            pristine.extend_from_slice(r);
+            pristine.extend_from_slice(b",\"~\",");
+        }
+        let len = pristine.len();
+        pristine[len - 1] = b']';
+        let mut probe = pristine.clone();
+        // Only meaningful when the whole batch is valid JSON (no fallback).
+        simd_json::to_tape(&mut probe).ok()?;
+        let mut buffer = pristine.clone();
+        buffer.resize(len + simd_json::INPUT_PADDING, b' ');
+        Some(TapeOnly {
+            pristine,
+            buffer,
+            len,
+            buffers: simd_json::Buffers::new(len),
+            tape: simd_json::Tape(Vec::new()),
+        })
+    }
+
+    fn run(&mut self) -> usize {
+        self.buffer[..self.len].copy_from_slice(&self.pristine);
+        let mut tape = std::mem::replace(&mut self.tape, simd_json::Tape(Vec::new())).reset();
+        let ok =
+            simd_json::fill_tape_padded(&mut self.buffer, self.len, &mut self.buffers, &mut tape)
+                .is_ok();
+        let nodes = tape.0.len() * usize::from(ok);
+        self.tape = tape.reset();
+        nodes
+    }
+}
+
+fn group(c: &mut Criterion, name: &str, records: Vec<Vec<u8>>) {
+    let bytes: usize = records.iter().map(Vec::len).sum();
+    let mut parser = Parser::default();
+    // All three must agree before they are timed.
+    let expected = serde_json_parse(&records);
+    assert_eq!(
+        sonic_rs_parse(&records),
+        expected,
+        "{name}: sonic_rs disagrees"
+    );
+    assert_eq!(
+        sessionflow_parse(&mut parser, &records),
+        expected,
+        "{name}: sessionflow disagrees"
+    );
+
+    let mut g = c.benchmark_group(name);
+    g.throughput(Throughput::Bytes(bytes as u64));
+    g.bench_function(BenchmarkId::from_parameter("sessionflow"), |b| {
+        b.iter(|| black_box(sessionflow_parse(&mut parser, black_box(&records))))
+    });
+    g.bench_function(BenchmarkId::from_parameter("serde_json"), |b| {
+        b.iter(|| black_box(serde_json_parse(black_box(&records))))
+    });
+    g.bench_function(BenchmarkId::from_parameter("sonic_rs"), |b| {
+        b.iter(|| black_box(sonic_rs_parse(black_box(&records))))
+    });
+    if let Some(mut floor) = TapeOnly::new(&records) {
+        g.bench_function(BenchmarkId::from_parameter("simd_json_tape_only"), |b| {
+            b.iter(|| black_box(floor.run()))
+        });
+    }
+    g.finish();
+}
+
+fn generated(count: usize) -> Vec<Vec<u8>> {
+    let mut generator = Generator::new(GenerateOptions::new(count as u64, 42));
+    let (mut out, mut key) = (Vec::new(), Vec::new());
+    let mut records = Vec::with_capacity(count);
+    while records.len() < count && generator.next_record(&mut out, &mut key) {
+        records.push(out.clone());
+    }
+    records
+}
+
+fn benches(c: &mut Criterion) {
+    group(c, "parse_raw_session", vec![fixture("session_raw.json"); N]);
+    group(
+        c,
+        "parse_webhook_envelope",
+        vec![fixture("session_created_webhook.json"); N],
+    );
+    group(c, "parse_batch_mixed", generated(1000));
+}
+
+criterion_group!(parse, benches);
+criterion_main!(parse);

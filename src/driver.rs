@@ -56,7 +56,10 @@ impl Stats {
     }
 
     pub fn transitions_total(&self) -> u64 {
-        Cause::ALL.iter().map(|&c| self.transitions_by_cause(c)).sum()
+        Cause::ALL
+            .iter()
+            .map(|&c| self.transitions_by_cause(c))
+            .sum()
     }
 
     pub fn anomalies_total(&self) -> u64 {

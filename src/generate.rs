@@ -368,7 +368,9 @@ fn write_session(out: &mut Vec<u8>, info: &SessionInfo, snap: &Snapshot, seconds
     write_str(out, snap.status);
     out.extend_from_slice(b",\"last_active_organization_id\":null,\"last_active_at\":");
     write_int(out, ts(snap.last_active_at));
-    out.extend_from_slice(b",\"latest_activity\":{\"object\":\"session_activity\",\"id\":\"activity_");
+    out.extend_from_slice(
+        b",\"latest_activity\":{\"object\":\"session_activity\",\"id\":\"activity_",
+    );
     out.extend_from_slice(&info.client);
     out.extend_from_slice(b"\",\"device_type\":\"desktop\",\"is_mobile\":false,\"browser_name\":\"Chrome\",\"browser_version\":\"128.0.0.0\",\"ip_address\":\"192.168.1.100\",\"city\":\"San Francisco\",\"country\":\"US\"}");
     out.extend_from_slice(b",\"expire_at\":");
@@ -525,6 +527,10 @@ mod tests {
             .count();
         assert!(records.len() > 2_000 * 3);
         // Truncated records are one of six corruptions of 0.5% of events.
-        assert!(invalid < records.len() / 100, "{invalid} of {}", records.len());
+        assert!(
+            invalid < records.len() / 100,
+            "{invalid} of {}",
+            records.len()
+        );
     }
 }

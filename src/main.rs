@@ -14,7 +14,11 @@ use sessionflow::parse::Limits;
 use sessionflow::replay::{replay, ReplayOptions};
 
 #[derive(ClapParser)]
-#[command(name = "sessionflow", version, about = "Clerk session lifecycle stream processor")]
+#[command(
+    name = "sessionflow",
+    version,
+    about = "Clerk session lifecycle stream processor"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -133,6 +137,9 @@ fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
         records += 1;
     }
     out.flush().context("cannot write output")?;
-    eprintln!("sessionflow generate: {records} records for {} sessions", args.sessions);
+    eprintln!(
+        "sessionflow generate: {records} records for {} sessions",
+        args.sessions
+    );
     Ok(())
 }

@@ -66,7 +66,10 @@ impl StatusCode {
     /// label values stay a closed set.
     #[inline]
     pub fn label(self) -> &'static str {
-        KNOWN_STATUSES.get(self.0 as usize).copied().unwrap_or("other")
+        KNOWN_STATUSES
+            .get(self.0 as usize)
+            .copied()
+            .unwrap_or("other")
     }
 }
 

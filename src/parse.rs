@@ -121,8 +121,13 @@ impl fmt::Display for Place {
 pub enum Problem {
     /// simd-json rejected the bytes: what it expected, and near which byte.
     Json(&'static str, usize),
-    RecordTooLarge { bytes: usize, limit: usize },
-    TooDeep { limit: usize },
+    RecordTooLarge {
+        bytes: usize,
+        limit: usize,
+    },
+    TooDeep {
+        limit: usize,
+    },
     /// The record is none of the shapes of SPEC section 1.
     UnknownShape(JsonType),
     /// An object without `object`, `id`+`status` or a `data` array.
@@ -166,7 +171,10 @@ impl fmt::Display for ParseError {
         match &self.problem {
             Problem::Json(what, at) => write!(f, "malformed JSON near byte {at}: {what}"),
             Problem::RecordTooLarge { bytes, limit } => {
-                write!(f, "record of {bytes} bytes exceeds max_record_bytes {limit}")
+                write!(
+                    f,
+                    "record of {bytes} bytes exceeds max_record_bytes {limit}"
+                )
             }
             Problem::TooDeep { limit } => write!(f, "JSON nested deeper than {limit} levels"),
             Problem::UnknownShape(t) => write!(
@@ -174,9 +182,9 @@ impl fmt::Display for ParseError {
                 "record is {}, not a Session, webhook event or list",
                 t.article_name()
             ),
-            Problem::UnrecognisedObject => f.write_str(
-                "object has no `object` key, no `id` and `status`, and no `data` array",
-            ),
+            Problem::UnrecognisedObject => {
+                f.write_str("object has no `object` key, no `id` and `status`, and no `data` array")
+            }
             Problem::NotASession => match place {
                 Place::Root => f.write_str("record is not a Session"),
                 Place::WebhookData => f.write_str("`data` of a session.* event is not a Session"),
@@ -208,7 +216,10 @@ impl fmt::Display for ParseError {
                 "`{place}{field}` must be an integer, got a fraction or exponent"
             ),
             Problem::OutOfRange(field) => {
-                write!(f, "`{place}{field}` is beyond the range of a 64-bit integer")
+                write!(
+                    f,
+                    "`{place}{field}` is beyond the range of a 64-bit integer"
+                )
             }
         }
     }
@@ -240,10 +251,10 @@ impl Default for Limits {
 }
 
 /// What a valid record holds.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-enum Body {
-    /// One Session, at this tape index.
-    Single(usize),
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Body<'t> {
+    /// One Session, already read (reading it again would double the work).
+    Single(Observation<'t>),
     /// A validated array of Sessions: the index of the array node and its length.
     List(usize, usize),
     Ignored(Ignored),
@@ -252,22 +263,22 @@ enum Body {
 /// A valid record: its observations borrow the parser's buffers until the callback returns.
 pub struct Parsed<'t> {
     nodes: &'t [Node<'t>],
-    body: Body,
+    body: Body<'t>,
 }
 
 impl<'t> Parsed<'t> {
     /// The observations of the record, in order (none for an ignored record).
     pub fn observations(&self) -> Observations<'_, 't> {
-        let (next, remaining, place) = match self.body {
-            Body::Single(i) => (i, 1, Place::Root),
-            Body::List(array, len) => (array + 1, len, Place::Element(0)),
-            Body::Ignored(_) => (0, 0, Place::Root),
+        let (single, next, remaining) = match &self.body {
+            Body::Single(o) => (Some(o.clone()), 0, 0),
+            Body::List(array, len) => (None, array + 1, *len),
+            Body::Ignored(_) => (None, 0, 0),
         };
         Observations {
             nodes: self.nodes,
+            single,
             next,
             remaining,
-            place,
         }
     }
 
@@ -283,21 +294,25 @@ impl<'t> Parsed<'t> {
 /// Iterator over the (already validated) observations of a [`Parsed`] record.
 pub struct Observations<'p, 't> {
     nodes: &'p [Node<'t>],
+    single: Option<Observation<'t>>,
+    /// Tape index of the next list element, and how many are left.
     next: usize,
     remaining: usize,
-    place: Place,
 }
 
 impl<'t> Iterator for Observations<'_, 't> {
     type Item = Observation<'t>;
 
     fn next(&mut self) -> Option<Observation<'t>> {
+        if let Some(single) = self.single.take() {
+            return Some(single);
+        }
         while self.remaining > 0 {
             self.remaining -= 1;
             let at = self.next;
             self.next = at + span(&self.nodes[at]);
             // Validated when the record was classified, so this is always Ok.
-            if let Ok(observation) = read_session(self.nodes, at, self.place) {
+            if let Ok(observation) = read_session(self.nodes, at, Place::Root) {
                 return Some(observation);
             }
         }
@@ -305,7 +320,8 @@ impl<'t> Iterator for Observations<'_, 't> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.remaining, Some(self.remaining))
+        let n = self.remaining + usize::from(self.single.is_some());
+        (n, Some(n))
     }
 }
 
@@ -648,6 +664,29 @@ struct Keys {
 }
 
 impl Keys {
+    /// The slot for a key we read, dispatched on length first: most keys of a Clerk
+    /// payload are not ours, and this rejects them with one comparison.
+    #[inline]
+    fn slot(&mut self, key: &[u8]) -> Option<&mut Option<usize>> {
+        let slot = match key.len() {
+            2 if key == b"id" => &mut self.id,
+            4 if key == b"type" => &mut self.kind,
+            4 if key == b"data" => &mut self.data,
+            5 if key == b"actor" => &mut self.actor,
+            6 if key == b"object" => &mut self.object,
+            6 if key == b"status" => &mut self.status,
+            7 if key == b"user_id" => &mut self.user_id,
+            9 if key == b"expire_at" => &mut self.expire_at,
+            9 if key == b"client_id" => &mut self.client_id,
+            10 if key == b"updated_at" => &mut self.updated_at,
+            10 if key == b"created_at" => &mut self.created_at,
+            10 if key == b"abandon_at" => &mut self.abandon_at,
+            14 if key == b"last_active_at" => &mut self.last_active_at,
+            _ => return None,
+        };
+        Some(slot)
+    }
+
     /// One pass over an object's keys; nested values are skipped in O(1).
     #[inline]
     fn scan(nodes: &[Node<'_>], object: usize) -> Keys {
@@ -659,26 +698,9 @@ impl Keys {
         for _ in 0..len {
             let value = at + 1;
             if let Node::String(key) = nodes[at] {
-                let slot = match key {
-                    "object" => &mut keys.object,
-                    "type" => &mut keys.kind,
-                    "data" => &mut keys.data,
-                    "id" => &mut keys.id,
-                    "status" => &mut keys.status,
-                    "updated_at" => &mut keys.updated_at,
-                    "created_at" => &mut keys.created_at,
-                    "expire_at" => &mut keys.expire_at,
-                    "abandon_at" => &mut keys.abandon_at,
-                    "last_active_at" => &mut keys.last_active_at,
-                    "user_id" => &mut keys.user_id,
-                    "client_id" => &mut keys.client_id,
-                    "actor" => &mut keys.actor,
-                    _ => {
-                        at = value + span(&nodes[value]);
-                        continue;
-                    }
-                };
-                *slot = non_null(nodes, value);
+                if let Some(slot) = keys.slot(key.as_bytes()) {
+                    *slot = non_null(nodes, value);
+                }
             }
             at = value + span(&nodes[value]);
         }
@@ -696,7 +718,7 @@ fn non_null(nodes: &[Node<'_>], at: usize) -> Option<usize> {
 }
 
 /// Which shape of SPEC section 1 a record has, with every Session in it validated.
-fn classify(nodes: &[Node<'_>]) -> Result<Body, ParseError> {
+fn classify<'t>(nodes: &[Node<'t>]) -> Result<Body<'t>, ParseError> {
     match nodes.first() {
         Some(Node::Object { .. }) => classify_object(nodes),
         Some(Node::Array { len, .. }) => {
@@ -716,12 +738,11 @@ fn classify(nodes: &[Node<'_>]) -> Result<Body, ParseError> {
     }
 }
 
-fn classify_object(nodes: &[Node<'_>]) -> Result<Body, ParseError> {
+fn classify_object<'t>(nodes: &[Node<'t>]) -> Result<Body<'t>, ParseError> {
     let keys = Keys::scan(nodes, 0);
     match keys.object.map(|i| &nodes[i]) {
         Some(Node::String("session")) => {
-            session_from_keys(nodes, &keys, Place::Root)?;
-            Ok(Body::Single(0))
+            session_from_keys(nodes, &keys, Place::Root).map(Body::Single)
         }
         Some(Node::String("event")) => classify_webhook(nodes, &keys),
         Some(Node::String(_)) => Ok(Body::Ignored(Ignored::OtherObject)),
@@ -731,8 +752,7 @@ fn classify_object(nodes: &[Node<'_>]) -> Result<Body, ParseError> {
             Problem::NotString("object", JsonType::of(other)),
         )),
         None if keys.id.is_some() && keys.status.is_some() => {
-            session_from_keys(nodes, &keys, Place::Root)?;
-            Ok(Body::Single(0))
+            session_from_keys(nodes, &keys, Place::Root).map(Body::Single)
         }
         None => match keys.data.map(|i| (i, &nodes[i])) {
             Some((at, Node::Array { len, .. })) => {
@@ -748,7 +768,7 @@ fn classify_object(nodes: &[Node<'_>]) -> Result<Body, ParseError> {
     }
 }
 
-fn classify_webhook(nodes: &[Node<'_>], keys: &Keys) -> Result<Body, ParseError> {
+fn classify_webhook<'t>(nodes: &[Node<'t>], keys: &Keys) -> Result<Body<'t>, ParseError> {
     let kind = match keys.kind.map(|i| &nodes[i]) {
         None => {
             return Err(ParseError::new(
@@ -776,8 +796,7 @@ fn classify_webhook(nodes: &[Node<'_>], keys: &Keys) -> Result<Body, ParseError>
             Problem::Missing("data"),
         ));
     };
-    read_session(nodes, data, Place::WebhookData)?;
-    Ok(Body::Single(data))
+    read_session(nodes, data, Place::WebhookData).map(Body::Single)
 }
 
 fn validate_list(
@@ -941,7 +960,7 @@ fn timestamp(node: &Node<'_>, field: &'static str, place: Place) -> Result<i64, 
             ParseError::new(ErrorKind::InvalidValue, place, Problem::OutOfRange(field))
         })?,
         Node::Static(StaticNode::F64(v)) => {
-            let problem = if v.abs() >= 9.223_372_036_854_775_807e18 {
+            let problem = if v.abs() >= i64::MAX as f64 {
                 Problem::OutOfRange(field)
             } else if *v < 0.0 {
                 Problem::Negative(field, *v as i64)
@@ -1039,22 +1058,44 @@ mod tests {
 
     #[test]
     fn webhook_envelopes_yield_their_data_or_are_ignored() {
-        let hook = format!(r#"{{"object":"event","type":"session.ended","timestamp":1,"data":{SESSION}}}"#);
+        let hook = format!(
+            r#"{{"object":"event","type":"session.ended","timestamp":1,"data":{SESSION}}}"#
+        );
         assert_eq!(parse(&hook).unwrap().0.len(), 1);
         let other = r#"{"object":"event","type":"user.created","data":{"object":"user"}}"#;
-        assert_eq!(parse(other).unwrap(), (vec![], Some(Ignored::NonSessionEvent)));
-        assert_eq!(error(r#"{"object":"event","data":{}}"#).0, ErrorKind::MissingField);
-        assert_eq!(error(r#"{"object":"event","type":7}"#).0, ErrorKind::WrongType);
-        assert_eq!(error(r#"{"object":"event","type":"session.created"}"#).0, ErrorKind::MissingField);
+        assert_eq!(
+            parse(other).unwrap(),
+            (vec![], Some(Ignored::NonSessionEvent))
+        );
+        assert_eq!(
+            error(r#"{"object":"event","data":{}}"#).0,
+            ErrorKind::MissingField
+        );
+        assert_eq!(
+            error(r#"{"object":"event","type":7}"#).0,
+            ErrorKind::WrongType
+        );
+        assert_eq!(
+            error(r#"{"object":"event","type":"session.created"}"#).0,
+            ErrorKind::MissingField
+        );
         assert_eq!(
             error(r#"{"object":"event","type":"session.created","data":[1]}"#),
-            (ErrorKind::WrongType, "`data` must be an object or null, got an array".into())
+            (
+                ErrorKind::WrongType,
+                "`data` must be an object or null, got an array".into()
+            )
         );
         assert_eq!(
-            error(r#"{"object":"event","type":"session.created","data":{"object":"user","id":"u"}}"#).0,
+            error(
+                r#"{"object":"event","type":"session.created","data":{"object":"user","id":"u"}}"#
+            )
+            .0,
             ErrorKind::InvalidShape
         );
-        let (kind, reason) = error(r#"{"object":"event","type":"session.created","data":{"object":"session","id":"s","status":"active"}}"#);
+        let (kind, reason) = error(
+            r#"{"object":"event","type":"session.created","data":{"object":"session","id":"s","status":"active"}}"#,
+        );
         assert_eq!(kind, ErrorKind::MissingField);
         assert_eq!(reason, "`data.updated_at` is missing or null");
     }
@@ -1073,33 +1114,100 @@ mod tests {
         );
         assert_eq!(
             error(&format!(r#"{{"data":[{SESSION},3]}}"#)),
-            (ErrorKind::InvalidShape, "list element data[1] is not a Session".into())
+            (
+                ErrorKind::InvalidShape,
+                "list element data[1] is not a Session".into()
+            )
         );
     }
 
     #[test]
     fn other_clerk_objects_are_ignored() {
-        assert_eq!(parse(r#"{"object":"organization","id":"org_1"}"#).unwrap().1, Some(Ignored::OtherObject));
-        assert_eq!(error(r#"{"object":5,"id":"s","status":"a"}"#).0, ErrorKind::WrongType);
+        assert_eq!(
+            parse(r#"{"object":"organization","id":"org_1"}"#)
+                .unwrap()
+                .1,
+            Some(Ignored::OtherObject)
+        );
+        assert_eq!(
+            error(r#"{"object":5,"id":"s","status":"a"}"#).0,
+            ErrorKind::WrongType
+        );
     }
 
     #[test]
     fn each_field_error_has_its_kind_and_names_the_field() {
         let cases = [
-            (r#"{"object":"session","status":"active","updated_at":1}"#, ErrorKind::MissingField, "`id` is missing or null"),
-            (r#"{"object":"session","id":7,"status":"active","updated_at":1}"#, ErrorKind::WrongType, "`id` must be a string, got a number"),
-            (r#"{"object":"session","id":"","status":"active","updated_at":1}"#, ErrorKind::InvalidValue, "`id` must not be empty"),
-            (r#"{"object":"session","id":"s","status":null,"updated_at":1}"#, ErrorKind::MissingField, "`status` is missing or null"),
-            (r#"{"object":"session","id":"s","status":true,"updated_at":1}"#, ErrorKind::WrongType, "`status` must be a string, got a boolean"),
-            (r#"{"object":"session","id":"s","status":"active"}"#, ErrorKind::MissingField, "`updated_at` is missing or null"),
-            (r#"{"object":"session","id":"s","status":"active","updated_at":"1"}"#, ErrorKind::WrongType, "`updated_at` must be an integer timestamp, got a string"),
-            (r#"{"object":"session","id":"s","status":"active","updated_at":1.5}"#, ErrorKind::InvalidValue, "`updated_at` must be an integer, got a fraction or exponent"),
-            (r#"{"object":"session","id":"s","status":"active","updated_at":-1}"#, ErrorKind::InvalidValue, "`updated_at` must not be negative, got -1"),
-            (r#"{"object":"session","id":"s","status":"active","updated_at":9223372036854775808}"#, ErrorKind::InvalidValue, "`updated_at` is beyond the range of a 64-bit integer"),
-            (r#"{"object":"session","id":"s","status":"active","updated_at":1,"expire_at":[]}"#, ErrorKind::WrongType, "`expire_at` must be an integer timestamp, got an array"),
-            (r#"{"object":"session","id":"s","status":"active","updated_at":1,"last_active_at":-3}"#, ErrorKind::InvalidValue, "`last_active_at` must not be negative, got -3"),
-            (r#"{"object":"session","id":"s","status":"active","updated_at":1,"user_id":1}"#, ErrorKind::WrongType, "`user_id` must be a string, got a number"),
-            (r#"{"object":"session","id":"s","status":"active","updated_at":1,"actor":"admin"}"#, ErrorKind::WrongType, "`actor` must be an object or null, got a string"),
+            (
+                r#"{"object":"session","status":"active","updated_at":1}"#,
+                ErrorKind::MissingField,
+                "`id` is missing or null",
+            ),
+            (
+                r#"{"object":"session","id":7,"status":"active","updated_at":1}"#,
+                ErrorKind::WrongType,
+                "`id` must be a string, got a number",
+            ),
+            (
+                r#"{"object":"session","id":"","status":"active","updated_at":1}"#,
+                ErrorKind::InvalidValue,
+                "`id` must not be empty",
+            ),
+            (
+                r#"{"object":"session","id":"s","status":null,"updated_at":1}"#,
+                ErrorKind::MissingField,
+                "`status` is missing or null",
+            ),
+            (
+                r#"{"object":"session","id":"s","status":true,"updated_at":1}"#,
+                ErrorKind::WrongType,
+                "`status` must be a string, got a boolean",
+            ),
+            (
+                r#"{"object":"session","id":"s","status":"active"}"#,
+                ErrorKind::MissingField,
+                "`updated_at` is missing or null",
+            ),
+            (
+                r#"{"object":"session","id":"s","status":"active","updated_at":"1"}"#,
+                ErrorKind::WrongType,
+                "`updated_at` must be an integer timestamp, got a string",
+            ),
+            (
+                r#"{"object":"session","id":"s","status":"active","updated_at":1.5}"#,
+                ErrorKind::InvalidValue,
+                "`updated_at` must be an integer, got a fraction or exponent",
+            ),
+            (
+                r#"{"object":"session","id":"s","status":"active","updated_at":-1}"#,
+                ErrorKind::InvalidValue,
+                "`updated_at` must not be negative, got -1",
+            ),
+            (
+                r#"{"object":"session","id":"s","status":"active","updated_at":9223372036854775808}"#,
+                ErrorKind::InvalidValue,
+                "`updated_at` is beyond the range of a 64-bit integer",
+            ),
+            (
+                r#"{"object":"session","id":"s","status":"active","updated_at":1,"expire_at":[]}"#,
+                ErrorKind::WrongType,
+                "`expire_at` must be an integer timestamp, got an array",
+            ),
+            (
+                r#"{"object":"session","id":"s","status":"active","updated_at":1,"last_active_at":-3}"#,
+                ErrorKind::InvalidValue,
+                "`last_active_at` must not be negative, got -3",
+            ),
+            (
+                r#"{"object":"session","id":"s","status":"active","updated_at":1,"user_id":1}"#,
+                ErrorKind::WrongType,
+                "`user_id` must be a string, got a number",
+            ),
+            (
+                r#"{"object":"session","id":"s","status":"active","updated_at":1,"actor":"admin"}"#,
+                ErrorKind::WrongType,
+                "`actor` must be an object or null, got a string",
+            ),
         ];
         for (raw, kind, reason) in cases {
             assert_eq!(error(raw), (kind, reason.to_string()), "{raw}");
@@ -1114,7 +1222,12 @@ mod tests {
 
     #[test]
     fn the_seconds_threshold_is_exact() {
-        let at = |v: i64| parse(&format!(r#"{{"id":"s","status":"a","updated_at":{v}}}"#)).unwrap().0[0].updated_at;
+        let at = |v: i64| {
+            parse(&format!(r#"{{"id":"s","status":"a","updated_at":{v}}}"#))
+                .unwrap()
+                .0[0]
+                .updated_at
+        };
         assert_eq!(at(99_999_999_999), 99_999_999_999_000);
         assert_eq!(at(100_000_000_000), 100_000_000_000);
         assert_eq!(at(0), 0);
@@ -1123,7 +1236,10 @@ mod tests {
     #[test]
     fn malformed_json_says_what_and_where() {
         let cases = [
-            (r#"{"id":"s","status":"act"#, "unterminated string (record truncated?)"),
+            (
+                r#"{"id":"s","status":"act"#,
+                "unterminated string (record truncated?)",
+            ),
             (r#"{"id":"s""#, "unclosed object (record truncated?)"),
             ("[1,2", "unclosed array (record truncated?)"),
             (r#"{"a":1}}"#, "trailing data after the JSON value"),
@@ -1142,13 +1258,27 @@ mod tests {
 
     #[test]
     fn oversized_and_deep_records_are_too_large() {
-        let mut parser = Parser::new(Limits { max_record_bytes: 100, max_depth: 8 });
-        let big = format!(r#"{{"id":"s","status":"a","updated_at":1,"pad":"{}"}}"#, "x".repeat(100));
+        let mut parser = Parser::new(Limits {
+            max_record_bytes: 100,
+            max_depth: 8,
+        });
+        let big = format!(
+            r#"{{"id":"s","status":"a","updated_at":1,"pad":"{}"}}"#,
+            "x".repeat(100)
+        );
         let kind = parser.parse(big.as_bytes(), |r| r.err().map(|e| e.kind));
         assert_eq!(kind, Some(ErrorKind::TooLarge));
         let deep = format!("{}{}", "[".repeat(9), "]".repeat(9));
-        let kind = parser.parse(deep.as_bytes(), |r| r.err().map(|e| (e.kind, e.to_string())));
-        assert_eq!(kind, Some((ErrorKind::TooLarge, "JSON nested deeper than 8 levels".into())));
+        let kind = parser.parse(deep.as_bytes(), |r| {
+            r.err().map(|e| (e.kind, e.to_string()))
+        });
+        assert_eq!(
+            kind,
+            Some((
+                ErrorKind::TooLarge,
+                "JSON nested deeper than 8 levels".into()
+            ))
+        );
         let ok = format!("{}{}", "[".repeat(8), "]".repeat(8));
         let kind = parser.parse(ok.as_bytes(), |r| r.err().map(|e| e.kind));
         assert_eq!(kind, Some(ErrorKind::InvalidShape), "8 levels are allowed");
@@ -1156,7 +1286,8 @@ mod tests {
 
     #[test]
     fn duplicate_keys_take_the_last_value() {
-        let (obs, _) = parse(r#"{"id":"s","status":"active","status":"ended","updated_at":1}"#).unwrap();
+        let (obs, _) =
+            parse(r#"{"id":"s","status":"active","status":"ended","updated_at":1}"#).unwrap();
         assert_eq!(obs[0].status, "ended");
     }
 

@@ -62,28 +62,54 @@ fn session_history(id: &'static str, with_unknown: bool) -> impl Strategy<Value 
                     _ if with_unknown => "quarantined",
                     _ => "active",
                 };
-                snaps.push(Snap { id, status, updated_at: at, expire_at, abandon_at });
+                snaps.push(Snap {
+                    id,
+                    status,
+                    updated_at: at,
+                    expire_at,
+                    abandon_at,
+                });
             }
             let deadline = [expire_at, abandon_at].into_iter().flatten().min();
-            let ended = |status| Snap { id, status, updated_at: 0, expire_at, abandon_at };
+            let ended = |status| Snap {
+                id,
+                status,
+                updated_at: 0,
+                expire_at,
+                abandon_at,
+            };
             let mut tail = Vec::new();
             match (end, deadline) {
                 (0..=3, _) => {
                     let status = ["ended", "removed", "revoked", "replaced"][end as usize];
                     let u = at + 1 + end_gap * 60_000;
                     if deadline.is_none_or(|d| u < d) {
-                        tail.push(Snap { updated_at: u, ..ended(status) });
+                        tail.push(Snap {
+                            updated_at: u,
+                            ..ended(status)
+                        });
                     }
                 }
                 (4 | 5, Some(d)) => {
-                    let status = if expire_at == Some(d) { "expired" } else { "abandoned" };
-                    tail.push(Snap { updated_at: d.max(at + 1) + end_gap * 60_000, ..ended(status) });
+                    let status = if expire_at == Some(d) {
+                        "expired"
+                    } else {
+                        "abandoned"
+                    };
+                    tail.push(Snap {
+                        updated_at: d.max(at + 1) + end_gap * 60_000,
+                        ..ended(status)
+                    });
                 }
                 _ => {}
             }
             if let Some(last) = tail.last().cloned() {
                 if end % 2 == 1 && last.status != "removed" {
-                    tail.push(Snap { status: "removed", updated_at: last.updated_at + 60_000, ..last });
+                    tail.push(Snap {
+                        status: "removed",
+                        updated_at: last.updated_at + 60_000,
+                        ..last
+                    });
                 }
             }
             snaps.extend(tail);
@@ -119,7 +145,11 @@ fn run(deliveries: &[Snap], lateness: i64) -> (Vec<OwnedEvent>, Vec<SessionView>
             client_id: None,
             impersonated: false,
         };
-        let source = Source { topic: "t", partition: 0, offset: offset as i64 };
+        let source = Source {
+            topic: "t",
+            partition: 0,
+            offset: offset as i64,
+        };
         engine.apply(&o, source, None, &mut events);
         engine.finish_record(&mut events);
     }
@@ -136,9 +166,13 @@ fn transition_keys(events: &[OwnedEvent]) -> Vec<(String, Option<String>, String
     events
         .iter()
         .filter_map(|e| match e {
-            OwnedEvent::Transition { session_id, from, to, at, .. } => {
-                Some((session_id.clone(), from.clone(), to.clone(), *at))
-            }
+            OwnedEvent::Transition {
+                session_id,
+                from,
+                to,
+                at,
+                ..
+            } => Some((session_id.clone(), from.clone(), to.clone(), *at)),
             OwnedEvent::Anomaly { .. } => None,
         })
         .collect()

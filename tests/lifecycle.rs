@@ -202,7 +202,13 @@ fn a_refresh_takes_timestamps_deadlines_and_ids_but_keeps_since() {
     run.record(obs("z", "active", T + 3 * H));
     assert_eq!(
         run.transitions(),
-        vec![tr("s", Some("active"), "abandoned", Cause::Inferred, T + 3 * H)]
+        vec![tr(
+            "s",
+            Some("active"),
+            "abandoned",
+            Cause::Inferred,
+            T + 3 * H
+        )]
     );
 }
 
@@ -243,7 +249,10 @@ fn a_terminal_session_reported_live_is_a_resurrection_anomaly() {
         }]
     );
     let state = run.engine.session("s").unwrap();
-    assert_eq!((state.status.as_str(), state.updated_at), ("revoked", T + H));
+    assert_eq!(
+        (state.status.as_str(), state.updated_at),
+        ("revoked", T + H)
+    );
 }
 
 #[test]
@@ -265,7 +274,11 @@ fn terminal_to_terminal_and_to_unknown_statuses_are_transitions() {
 #[test]
 fn an_unknown_status_has_no_deadline() {
     let mut run = Run::new(0);
-    run.record(with_deadlines(obs("s", "quarantined", T), Some(T + 1), Some(T + 1)));
+    run.record(with_deadlines(
+        obs("s", "quarantined", T),
+        Some(T + 1),
+        Some(T + 1),
+    ));
     run.record(obs("z", "active", T + 10 * H));
     assert_eq!(run.transitions().len(), 2);
     assert_eq!(run.engine.session("s").unwrap().status, "quarantined");
@@ -276,7 +289,11 @@ fn a_timer_fires_when_the_watermark_reaches_the_deadline_exactly() {
     let mut run = Run::new(0);
     run.record(with_deadlines(obs("s", "active", T), Some(T + H), None));
     run.record(obs("z", "active", T + H - 1));
-    assert_eq!(run.transitions().len(), 2, "one millisecond early: no timer");
+    assert_eq!(
+        run.transitions().len(),
+        2,
+        "one millisecond early: no timer"
+    );
     run.record(obs("z", "active", T + H));
     assert_eq!(
         run.transitions(),
@@ -330,7 +347,11 @@ fn a_pending_session_expires_like_an_active_one() {
 fn the_inferred_time_is_clamped_to_since() {
     let mut run = Run::new(0);
     // First seen already past its deadline.
-    run.record(with_deadlines(obs("s", "active", T + 2 * H), Some(T + H), None));
+    run.record(with_deadlines(
+        obs("s", "active", T + 2 * H),
+        Some(T + H),
+        None,
+    ));
     let events = run.take();
     assert_eq!(events.len(), 2);
     assert!(matches!(
@@ -402,7 +423,11 @@ fn inferred_session(run: &mut Run) {
 fn after_an_inference_the_same_status_confirms_it_silently() {
     let mut run = Run::new(0);
     inferred_session(&mut run);
-    let confirmation = with_deadlines(obs("s", "abandoned", T + 3 * H), Some(T + 10 * H), Some(T + H));
+    let confirmation = with_deadlines(
+        obs("s", "abandoned", T + 3 * H),
+        Some(T + 10 * H),
+        Some(T + H),
+    );
     assert_eq!(run.record(confirmation), Outcome::Applied);
     assert!(run.take().is_empty());
     let state = run.engine.session("s").unwrap();
@@ -414,7 +439,11 @@ fn after_an_inference_the_same_status_confirms_it_silently() {
 fn after_an_inference_a_live_status_with_a_later_deadline_is_a_correction() {
     let mut run = Run::new(0);
     inferred_session(&mut run);
-    let extended = with_deadlines(obs("s", "active", T + H / 2), Some(T + 10 * H), Some(T + 5 * H));
+    let extended = with_deadlines(
+        obs("s", "active", T + H / 2),
+        Some(T + 10 * H),
+        Some(T + 5 * H),
+    );
     assert_eq!(run.record(extended), Outcome::Applied);
     let events = run.take();
     assert!(matches!(
@@ -434,7 +463,13 @@ fn after_an_inference_a_live_status_without_deadline_is_a_correction() {
     assert_eq!(run.record(obs("s", "active", T + H / 2)), Outcome::Applied);
     assert_eq!(
         run.transitions(),
-        vec![tr("s", Some("abandoned"), "active", Cause::Correction, T + H / 2)]
+        vec![tr(
+            "s",
+            Some("abandoned"),
+            "active",
+            Cause::Correction,
+            T + H / 2
+        )]
     );
 }
 
@@ -451,7 +486,11 @@ fn after_an_inference_a_live_status_with_an_old_deadline_is_late() {
 
 #[test]
 fn after_an_inference_an_earlier_end_is_a_correction_and_a_later_one_observed() {
-    for (at, cause) in [(T + H / 2, Cause::Correction), (T + H, Cause::Observed), (T + 2 * H, Cause::Observed)] {
+    for (at, cause) in [
+        (T + H / 2, Cause::Correction),
+        (T + H, Cause::Observed),
+        (T + 2 * H, Cause::Observed),
+    ] {
         let mut run = Run::new(0);
         inferred_session(&mut run);
         run.record(obs("s", "ended", at));
@@ -470,7 +509,13 @@ fn after_an_inference_an_unknown_status_replaces_it() {
     run.record(obs("s", "quarantined", T + 3 * H));
     assert_eq!(
         run.transitions(),
-        vec![tr("s", Some("abandoned"), "quarantined", Cause::Observed, T + 3 * H)]
+        vec![tr(
+            "s",
+            Some("abandoned"),
+            "quarantined",
+            Cause::Observed,
+            T + 3 * H
+        )]
     );
 }
 
@@ -479,12 +524,20 @@ fn in_state_time_is_never_negative() {
     let mut run = Run::new(0);
     inferred_session(&mut run);
     // Confirmed with an updated_at before the inference time, then ended before it too.
-    run.record(with_deadlines(obs("s", "abandoned", T + H / 4), None, Some(T + H)));
+    run.record(with_deadlines(
+        obs("s", "abandoned", T + H / 4),
+        None,
+        Some(T + H),
+    ));
     run.record(obs("s", "removed", T + H / 2));
     let events = run.take();
     assert!(matches!(
         events.last(),
-        Some(OwnedEvent::Transition { in_state_ms: Some(0), cause: Cause::Observed, .. })
+        Some(OwnedEvent::Transition {
+            in_state_ms: Some(0),
+            cause: Cause::Observed,
+            ..
+        })
     ));
 }
 
@@ -504,7 +557,10 @@ fn terminal_sessions_are_forgotten_after_retention_exactly() {
     // Seen again: a first sighting.
     run.take();
     run.record(obs("s", "ended", T));
-    assert_eq!(run.transitions(), vec![tr("s", None, "ended", Cause::Observed, T)]);
+    assert_eq!(
+        run.transitions(),
+        vec![tr("s", None, "ended", Cause::Observed, T)]
+    );
 }
 
 #[test]
@@ -560,7 +616,11 @@ fn a_future_event_time_raises_an_anomaly_and_does_not_move_the_watermark() {
     let mut run = Run::with(config);
     let now = T;
     run.live_record(obs("a", "active", now + 5 * 60_000), Some(now));
-    assert_eq!(run.engine.watermark(), Some(now + 5 * 60_000), "at the limit: accepted");
+    assert_eq!(
+        run.engine.watermark(),
+        Some(now + 5 * 60_000),
+        "at the limit: accepted"
+    );
     run.take();
     let outcome = run.live_record(obs("b", "active", now + H), Some(now));
     assert_eq!(outcome, Outcome::Applied, "still applied");
@@ -570,7 +630,10 @@ fn a_future_event_time_raises_an_anomaly_and_does_not_move_the_watermark() {
         &events[0],
         OwnedEvent::Anomaly { kind: AnomalyKind::FutureEventTime, status: None, at, .. } if *at == now + H
     ));
-    assert!(matches!(&events[1], OwnedEvent::Transition { from: None, .. }));
+    assert!(matches!(
+        &events[1],
+        OwnedEvent::Transition { from: None, .. }
+    ));
 }
 
 #[test]
@@ -631,7 +694,13 @@ fn a_retried_resurrection_applies_after_an_older_unknown_status_arrives() {
     run.record(obs("s", "active", T + 2 * H)); // the retry
     assert_eq!(
         run.transitions(),
-        vec![tr("s", Some("quarantined"), "active", Cause::Observed, T + 2 * H)]
+        vec![tr(
+            "s",
+            Some("quarantined"),
+            "active",
+            Cause::Observed,
+            T + 2 * H
+        )]
     );
 }
 
@@ -642,8 +711,16 @@ fn an_unknown_status_between_can_make_the_same_inference_twice() {
     let mut run = Run::new(0);
     run.record(obs("z", "active", T + 10 * H));
     run.record(with_deadlines(obs("s", "active", T), None, Some(T + 5 * H)));
-    run.record(with_deadlines(obs("s", "quarantined", T + H), None, Some(T + 5 * H)));
-    run.record(with_deadlines(obs("s", "active", T + 2 * H), None, Some(T + 5 * H)));
+    run.record(with_deadlines(
+        obs("s", "quarantined", T + H),
+        None,
+        Some(T + 5 * H),
+    ));
+    run.record(with_deadlines(
+        obs("s", "active", T + 2 * H),
+        None,
+        Some(T + 5 * H),
+    ));
     let inferred: Vec<_> = run
         .transitions()
         .into_iter()

@@ -71,14 +71,33 @@ fn steady_state_parsing_allocates_nothing() {
     paginated.extend_from_slice(b",\"total_count\":2}");
     let shapes: Vec<(&str, Vec<u8>)> = vec![
         ("raw session", raw.clone()),
-        ("session.created webhook", fixture("session_created_webhook.json")),
-        ("session.ended webhook", fixture("session_ended_webhook.json")),
-        ("pending impersonated", fixture("session_pending_impersonated.json")),
+        (
+            "session.created webhook",
+            fixture("session_created_webhook.json"),
+        ),
+        (
+            "session.ended webhook",
+            fixture("session_ended_webhook.json"),
+        ),
+        (
+            "pending impersonated",
+            fixture("session_pending_impersonated.json"),
+        ),
         ("bare list", list),
         ("paginated list", paginated),
-        ("ignored event", br#"{"object":"event","type":"user.created","data":{"object":"user","id":"u"}}"#.to_vec()),
-        ("other object", br#"{"object":"organization","id":"org_1"}"#.to_vec()),
-        ("wrong type", br#"{"object":"session","id":"s","status":"active","updated_at":"1"}"#.to_vec()),
+        (
+            "ignored event",
+            br#"{"object":"event","type":"user.created","data":{"object":"user","id":"u"}}"#
+                .to_vec(),
+        ),
+        (
+            "other object",
+            br#"{"object":"organization","id":"org_1"}"#.to_vec(),
+        ),
+        (
+            "wrong type",
+            br#"{"object":"session","id":"s","status":"active","updated_at":"1"}"#.to_vec(),
+        ),
         ("truncated", raw[..raw.len() / 2].to_vec()),
     ];
     let mut parser = Parser::default();
@@ -94,7 +113,10 @@ fn steady_state_parsing_allocates_nothing() {
             checksum += parser.parse(bytes, consume);
         }
         let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
-        assert_eq!(allocations, 0, "{name}: {allocations} allocations in 10 000 parses");
+        assert_eq!(
+            allocations, 0,
+            "{name}: {allocations} allocations in 10 000 parses"
+        );
     }
 
     // Batches of every shape mixed, on the one-call path and on the fallback path.
@@ -109,7 +131,12 @@ fn steady_state_parsing_allocates_nothing() {
             parser.parse_batch(batch, |_, r| checksum += consume(r));
         }
         let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
-        assert_eq!(allocations, 0, "batch of {}: {allocations} allocations", batch.len());
+        assert_eq!(
+            allocations,
+            0,
+            "batch of {}: {allocations} allocations",
+            batch.len()
+        );
     }
     assert!(parser.batch_stats().one_call > 0 && parser.batch_stats().fallback > 0);
     assert!(checksum > 0);

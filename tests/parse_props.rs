@@ -3,7 +3,7 @@
 //! including records that are JSON fragments mixed with valid ones.
 
 use proptest::prelude::*;
-use sessionflow::parse::{ErrorKind, Parsed, Parser, ParseError};
+use sessionflow::parse::{ErrorKind, ParseError, Parsed, Parser};
 
 /// Cases per property; CI runs the default (100 000 for the single-record properties).
 fn cases(default: u32) -> u32 {
@@ -44,7 +44,11 @@ fn fixtures() -> Vec<Vec<u8>> {
 /// A record's result in a comparable form.
 fn render(result: Result<Parsed<'_>, ParseError>) -> String {
     match result {
-        Ok(parsed) => format!("ok {:?} {:?}", parsed.ignored(), parsed.observations().collect::<Vec<_>>()),
+        Ok(parsed) => format!(
+            "ok {:?} {:?}",
+            parsed.ignored(),
+            parsed.observations().collect::<Vec<_>>()
+        ),
         Err(e) => format!("err {:?} {e}", e.kind),
     }
 }
@@ -65,8 +69,35 @@ fn check_classified(result: Result<Parsed<'_>, ParseError>) -> Result<(), TestCa
 /// A fixture with a few random edits: byte changes, deletions, insertions, truncation.
 fn mutated() -> impl Strategy<Value = Vec<u8>> {
     let pool = fixtures();
-    let tokens: &[&[u8]] = &[b"{", b"}", b"[", b"]", b"\"", b",", b":", b"null", b"-1", b"1.5", b"\\", b"\\u00", b"\xff", b"  ", b"99999999999999999999"];
-    (0..pool.len(), prop::collection::vec((any::<u8>(), any::<prop::sample::Index>(), 0..4u8, 0..tokens.len()), 1..5))
+    let tokens: &[&[u8]] = &[
+        b"{",
+        b"}",
+        b"[",
+        b"]",
+        b"\"",
+        b",",
+        b":",
+        b"null",
+        b"-1",
+        b"1.5",
+        b"\\",
+        b"\\u00",
+        b"\xff",
+        b"  ",
+        b"99999999999999999999",
+    ];
+    (
+        0..pool.len(),
+        prop::collection::vec(
+            (
+                any::<u8>(),
+                any::<prop::sample::Index>(),
+                0..4u8,
+                0..tokens.len(),
+            ),
+            1..5,
+        ),
+    )
         .prop_map(move |(which, edits)| {
             let mut bytes = pool[which].clone();
             for (byte, at, op, token) in edits {
@@ -95,10 +126,24 @@ fn mutated() -> impl Strategy<Value = Vec<u8>> {
 fn batch_record() -> impl Strategy<Value = Vec<u8>> {
     let valid = fixtures();
     let fragments: Vec<&'static [u8]> = vec![
-        b"1,2", b"]", b"[", b"{\"a\":1},{\"b\":2}", b" ", b"", b"\t\r", b",", b"\"~\"", b",\"~\",",
-        b"\"~\",{\"id\":\"s\",\"status\":\"active\",\"updated_at\":1}", b"{\"id\":\"s\",\"status\":\"active\",\"updated_at\":1,\"x\":[1",
-        b"2]}", b"{}]},{\"id\":\"t\",\"status\":\"active\",\"updated_at\":2}", b"[{\"id\":\"u\",\"status\":\"ended\",\"updated_at\":3}",
-        b"null", b"{\"object\":\"event\",\"type\":\"user.created\"}", b"{\"id\":\"s\",\"status\":\"active\",\"updated_at\":1}",
+        b"1,2",
+        b"]",
+        b"[",
+        b"{\"a\":1},{\"b\":2}",
+        b" ",
+        b"",
+        b"\t\r",
+        b",",
+        b"\"~\"",
+        b",\"~\",",
+        b"\"~\",{\"id\":\"s\",\"status\":\"active\",\"updated_at\":1}",
+        b"{\"id\":\"s\",\"status\":\"active\",\"updated_at\":1,\"x\":[1",
+        b"2]}",
+        b"{}]},{\"id\":\"t\",\"status\":\"active\",\"updated_at\":2}",
+        b"[{\"id\":\"u\",\"status\":\"ended\",\"updated_at\":3}",
+        b"null",
+        b"{\"object\":\"event\",\"type\":\"user.created\"}",
+        b"{\"id\":\"s\",\"status\":\"active\",\"updated_at\":1}",
     ];
     prop_oneof![
         (0..valid.len()).prop_map(move |i| valid[i].clone()),
@@ -176,13 +221,21 @@ fn a_batch_takes_one_call_unless_it_holds_a_bad_record() {
         seen += 1;
     });
     assert_eq!(seen, records.len());
-    assert_eq!((parser.batch_stats().one_call, parser.batch_stats().fallback), (1, 0));
+    assert_eq!(
+        (parser.batch_stats().one_call, parser.batch_stats().fallback),
+        (1, 0)
+    );
     records.insert(2, b"{\"id\":".to_vec());
     let mut kinds = Vec::new();
-    parser.parse_batch(&records, |_, result| kinds.push(result.err().map(|e| e.kind)));
+    parser.parse_batch(&records, |_, result| {
+        kinds.push(result.err().map(|e| e.kind))
+    });
     assert_eq!(kinds.iter().filter(|k| k.is_some()).count(), 1);
     assert_eq!(kinds[2], Some(ErrorKind::InvalidJson));
-    assert_eq!((parser.batch_stats().one_call, parser.batch_stats().fallback), (1, 1));
+    assert_eq!(
+        (parser.batch_stats().one_call, parser.batch_stats().fallback),
+        (1, 1)
+    );
 }
 
 #[test]
@@ -190,7 +243,10 @@ fn nesting_at_the_limit_is_judged_the_same_alone_and_in_a_batch() {
     let limit = sessionflow::parse::DEFAULT_MAX_DEPTH;
     for depth in [limit - 1, limit, limit + 1] {
         let deep = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
-        let records = vec![deep.clone().into_bytes(), b"{\"id\":\"s\",\"status\":\"a\",\"updated_at\":1}".to_vec()];
+        let records = vec![
+            deep.clone().into_bytes(),
+            b"{\"id\":\"s\",\"status\":\"a\",\"updated_at\":1}".to_vec(),
+        ];
         let mut parser = Parser::default();
         let alone = parser.parse(deep.as_bytes(), render);
         let mut batched = Vec::new();

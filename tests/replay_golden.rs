@@ -12,7 +12,9 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_sessionflow");
 
 fn case_dirs(group: &str) -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(group);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(group);
     let mut dirs: Vec<PathBuf> = fs::read_dir(&root)
         .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
         .map(|e| e.unwrap().path())
@@ -70,7 +72,10 @@ fn run_case(dir: &Path) {
     for d in &dead {
         let line = d["line"].as_u64().unwrap() as usize;
         assert_eq!(d["raw"], input_lines[line], "{name}: raw bytes kept");
-        assert!(d["kind"].is_string() && d["error"].is_string(), "{name}: {d}");
+        assert!(
+            d["kind"].is_string() && d["error"].is_string(),
+            "{name}: {d}"
+        );
     }
 }
 
@@ -105,7 +110,9 @@ fn stdin_to_stdout_with_dead_letters_on_stderr() {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"{\"id\":\"s\",\"status\":\"active\",\"updated_at\":1764000000000}\r\nnot json\n")
+        .write_all(
+            b"{\"id\":\"s\",\"status\":\"active\",\"updated_at\":1764000000000}\r\nnot json\n",
+        )
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
@@ -169,5 +176,8 @@ fn generate_is_deterministic_and_replays_cleanly() {
     let events = json_lines(&String::from_utf8(out.stdout).unwrap());
     let causes: std::collections::HashSet<&str> =
         events.iter().filter_map(|e| e["cause"].as_str()).collect();
-    assert!(causes.contains("observed") && causes.contains("inferred"), "{causes:?}");
+    assert!(
+        causes.contains("observed") && causes.contains("inferred"),
+        "{causes:?}"
+    );
 }

@@ -19,7 +19,10 @@ pub const MAX_PACKED_LEN: usize = 7 + BODY_CHARS;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CompactId {
     Absent,
-    Packed { prefix: u8, body: [u8; PACKED_BYTES] },
+    Packed {
+        prefix: u8,
+        body: [u8; PACKED_BYTES],
+    },
     Text(Box<str>),
 }
 
@@ -155,7 +158,13 @@ mod tests {
 
     #[test]
     fn other_ids_fall_back_to_text() {
-        for id in ["sess_a", "sess_2g7np7Hrk0SN6kj5EDMLDaKNL0!", "org_1", "", "séss"] {
+        for id in [
+            "sess_a",
+            "sess_2g7np7Hrk0SN6kj5EDMLDaKNL0!",
+            "org_1",
+            "",
+            "séss",
+        ] {
             let stored = CompactId::new(id);
             assert!(matches!(stored, CompactId::Text(_)), "{id}");
             let mut buf = [0; MAX_PACKED_LEN];

@@ -19,8 +19,8 @@ pub use ids::CompactId;
 use ids::{pack, IdBuf, MAX_PACKED_LEN};
 
 use crate::model::{
-    deadline_of, status_is_live, Anomaly, AnomalyKind, Cause, DerivedEvent, Observation,
-    Outcome, Source, StatusCode, Transition, KNOWN_STATUSES,
+    deadline_of, status_is_live, Anomaly, AnomalyKind, Cause, DerivedEvent, Observation, Outcome,
+    Source, StatusCode, Transition, KNOWN_STATUSES,
 };
 
 /// Where derived events go. Events borrow from the engine and the observation: serialise or
@@ -226,7 +226,8 @@ pub enum OwnedEvent {
 impl From<&DerivedEvent<'_>> for OwnedEvent {
     fn from(event: &DerivedEvent<'_>) -> Self {
         let owned = |s: Option<&str>| s.map(str::to_owned);
-        let source = |s: &Option<Source<'_>>| s.map(|s| (s.topic.to_owned(), s.partition, s.offset));
+        let source =
+            |s: &Option<Source<'_>>| s.map(|s| (s.topic.to_owned(), s.partition, s.offset));
         match event {
             DerivedEvent::Transition(t) => OwnedEvent::Transition {
                 session_id: t.session_id.to_owned(),
@@ -384,7 +385,10 @@ impl Engine {
     }
 
     fn note_event_time(&mut self, updated_at: i64) {
-        self.max_event_time = Some(self.max_event_time.map_or(updated_at, |m| m.max(updated_at)));
+        self.max_event_time = Some(
+            self.max_event_time
+                .map_or(updated_at, |m| m.max(updated_at)),
+        );
         let candidate = updated_at.saturating_sub(self.config.allowed_lateness_ms);
         self.watermark = self.watermark.max(candidate);
     }
@@ -578,11 +582,8 @@ impl Engine {
         // Already in deadline order; only equal deadlines need the id tie-break.
         let slots = &self.slots;
         due.sort_by(|a, b| {
-            a.0.cmp(&b.0).then_with(|| {
-                slots[a.1 as usize]
-                    .key
-                    .cmp_text(&slots[b.1 as usize].key)
-            })
+            a.0.cmp(&b.0)
+                .then_with(|| slots[a.1 as usize].key.cmp_text(&slots[b.1 as usize].key))
         });
         for &(deadline, index) in &due {
             self.fire(index, deadline, sink);
@@ -612,8 +613,11 @@ impl Engine {
             },
         );
         let slot = &self.slots[index as usize];
-        let (mut id_buf, mut user_buf, mut client_buf): (IdBuf, IdBuf, IdBuf) =
-            ([0; MAX_PACKED_LEN], [0; MAX_PACKED_LEN], [0; MAX_PACKED_LEN]);
+        let (mut id_buf, mut user_buf, mut client_buf): (IdBuf, IdBuf, IdBuf) = (
+            [0; MAX_PACKED_LEN],
+            [0; MAX_PACKED_LEN],
+            [0; MAX_PACKED_LEN],
+        );
         sink.emit(&DerivedEvent::Transition(Transition {
             session_id: slot.key.as_str(&mut id_buf).unwrap_or(""),
             user_id: slot.user_id.as_str(&mut user_buf),
