@@ -1,7 +1,7 @@
 //! The `sessionflow` command line: parses flags, runs a subcommand, maps errors to exit codes.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,7 +11,7 @@ use clap::{Parser as ClapParser, Subcommand};
 use sessionflow::engine::EngineConfig;
 use sessionflow::generate::{GenerateOptions, Generator};
 use sessionflow::parse::Limits;
-use sessionflow::replay::{replay, ReplayOptions};
+use sessionflow::replay::{replay, replay_bytes, ReplayOptions};
 
 #[derive(ClapParser)]
 #[command(
@@ -79,14 +79,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn open_input(path: &str) -> anyhow::Result<Box<dyn Read>> {
-    if path == "-" {
-        return Ok(Box::new(io::stdin().lock()));
-    }
-    let file = File::open(path).with_context(|| format!("cannot open input {path}"))?;
-    Ok(Box::new(file))
-}
-
 fn open_output(path: &str) -> anyhow::Result<Box<dyn Write>> {
     if path == "-" {
         return Ok(Box::new(io::stdout().lock()));
@@ -113,7 +105,6 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<()> {
         until_ms: args.until_ms,
         limits: Limits::default(),
     };
-    let input = open_input(&args.input)?;
     let output = open_output(&args.output)?;
     let dlq: Box<dyn Write> = match &args.dlq {
         Some(path) => Box::new(BufWriter::new(
@@ -121,7 +112,20 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<()> {
         )),
         None => Box::new(io::stderr().lock()),
     };
-    let summary = replay(input, output, dlq, &options).context("replay failed")?;
+    let summary = if args.input == "-" {
+        replay(io::stdin().lock(), output, dlq, &options)
+    } else {
+        let file = File::open(&args.input)
+            .with_context(|| format!("cannot open input {}", args.input))?;
+        // SAFETY: the file is only read; if another process truncates it meanwhile, reads
+        // of the vanished pages fault (the usual caveat of mapping files).
+        match unsafe { memmap2::Mmap::map(&file) } {
+            Ok(map) => replay_bytes(&map, output, dlq, &options),
+            // Not mappable (empty, a pipe, a special file): read it.
+            Err(_) => replay(file, output, dlq, &options),
+        }
+    }
+    .context("replay failed")?;
     eprintln!("sessionflow {}", summary.line());
     Ok(())
 }

@@ -107,6 +107,132 @@ impl<W: Write> EventSink for NdjsonSink<W> {
     }
 }
 
+/// One replay in progress: the engine and everything it writes.
+struct Run<W: Write, D: Write> {
+    engine: Engine,
+    parser: Parser,
+    stats: Stats,
+    events: NdjsonSink<W>,
+    dead: NdjsonSink<D>,
+    lines: u64,
+    /// (line number, start, end) of the lines of the current batch, within the block.
+    batch: Vec<(u64, usize, usize)>,
+}
+
+impl<W: Write, D: Write> Run<W, D> {
+    /// Processes every complete line of `block` (and a final unterminated one at `eof`);
+    /// returns how many bytes were consumed.
+    fn feed(&mut self, block: &[u8], eof: bool) -> usize {
+        let mut start = 0;
+        while start < block.len() {
+            let end = match memchr::memchr(b'\n', &block[start..]) {
+                Some(i) => start + i,
+                None if eof => block.len(),
+                None => break,
+            };
+            let mut line_end = end;
+            if line_end > start && block[line_end - 1] == b'\r' {
+                line_end -= 1;
+            }
+            if !block[start..line_end].iter().all(u8::is_ascii_whitespace) {
+                self.batch.push((self.lines, start, line_end));
+            }
+            self.lines += 1;
+            start = end + 1;
+            if self.batch.len() == BATCH_LINES {
+                self.run_batch(block);
+            }
+        }
+        self.run_batch(block);
+        self.events.flush_if_full();
+        self.dead.flush_if_full();
+        start.min(block.len())
+    }
+
+    /// Parses and applies the batched lines, then empties the batch.
+    fn run_batch(&mut self, block: &[u8]) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let slices: Vec<&[u8]> = self.batch.iter().map(|&(_, s, e)| &block[s..e]).collect();
+        let (batch, engine, stats, events, dead) = (
+            &self.batch,
+            &mut self.engine,
+            &mut self.stats,
+            &mut self.events,
+            &mut self.dead,
+        );
+        self.parser.parse_batch(&slices, |i, result| {
+            let line = batch[i].0;
+            match result {
+                Ok(parsed) => {
+                    let source = Source {
+                        topic: "-",
+                        partition: 0,
+                        offset: line as i64,
+                    };
+                    driver::apply_record(engine, &parsed, source, None, stats, events);
+                }
+                Err(error) => {
+                    stats.count_invalid(&error);
+                    write_dead_letter_line(&mut dead.buf, line, &error, slices[i]);
+                    dead.buf.push(b'\n');
+                }
+            }
+        });
+        self.batch.clear();
+    }
+
+    /// The end-of-input flush, then the summary.
+    fn finish(mut self, options: &ReplayOptions, input_bytes: u64, started: Instant) -> io::Result<ReplaySummary> {
+        if let Some(to) = options.until_ms.or(self.engine.max_event_time()) {
+            driver::advance_watermark(&mut self.engine, to, &mut self.stats, &mut self.events);
+        }
+        self.events.finish()?;
+        self.dead.finish()?;
+        Ok(ReplaySummary {
+            lines: self.lines,
+            input_bytes,
+            sessions_held: self.engine.len(),
+            stats: self.stats,
+            elapsed: started.elapsed(),
+        })
+    }
+}
+
+fn start<W: Write, D: Write>(output: W, dlq: D, options: &ReplayOptions) -> Run<W, D> {
+    Run {
+        engine: Engine::new(options.engine),
+        parser: Parser::new(options.limits),
+        stats: Stats::new(),
+        events: NdjsonSink {
+            out: output,
+            buf: Vec::with_capacity(FLUSH_AT * 2),
+            error: None,
+        },
+        dead: NdjsonSink {
+            out: dlq,
+            buf: Vec::new(),
+            error: None,
+        },
+        lines: 0,
+        batch: Vec::with_capacity(BATCH_LINES),
+    }
+}
+
+/// Runs the engine over NDJSON held in memory (a memory-mapped file, say).
+pub fn replay_bytes(
+    input: &[u8],
+    output: impl Write,
+    dlq: impl Write,
+    options: &ReplayOptions,
+) -> io::Result<ReplaySummary> {
+    let started = Instant::now();
+    let mut run = start(output, dlq, options);
+    run.feed(input, true);
+    run.finish(options, input.len() as u64, started)
+}
+
 /// Runs the engine over NDJSON `input`, writing events to `output` and dead letters to `dlq`.
 /// Errors only when input or output fails.
 pub fn replay(
@@ -116,129 +242,28 @@ pub fn replay(
     options: &ReplayOptions,
 ) -> io::Result<ReplaySummary> {
     let started = Instant::now();
-    let mut engine = Engine::new(options.engine);
-    let mut parser = Parser::new(options.limits);
-    let mut stats = Stats::new();
-    let mut events = NdjsonSink {
-        out: output,
-        buf: Vec::with_capacity(FLUSH_AT * 2),
-        error: None,
-    };
-    let mut dead = NdjsonSink {
-        out: dlq,
-        buf: Vec::new(),
-        error: None,
-    };
-
-    let mut block: Vec<u8> = Vec::with_capacity(READ_BLOCK);
-    let mut line_no: u64 = 0;
+    let mut run = start(output, dlq, options);
+    let mut block: Vec<u8> = vec![0; READ_BLOCK];
+    // `block[..filled]` holds bytes read but not yet consumed (an unfinished line).
+    let mut filled = 0;
     let mut input_bytes: u64 = 0;
-    let mut eof = false;
-    // (line number, byte range in `block`) of the lines of the current batch.
-    let mut batch: Vec<(u64, usize, usize)> = Vec::with_capacity(BATCH_LINES);
-    while !eof {
-        // Fill the block up to READ_BLOCK beyond what is left of an unfinished line.
-        let kept = block.len();
-        block.resize(kept + READ_BLOCK, 0);
-        let n = read_full(&mut input, &mut block[kept..])?;
-        block.truncate(kept + n);
+    loop {
+        if filled == block.len() {
+            // A line longer than the block: grow it.
+            block.resize(block.len() * 2, 0);
+        }
+        let n = read_full(&mut input, &mut block[filled..])?;
         input_bytes += n as u64;
-        eof = n == 0;
-
-        let mut start = 0;
-        loop {
-            let end = match memchr::memchr(b'\n', &block[start..]) {
-                Some(i) => start + i,
-                None if eof && start < block.len() => block.len(),
-                None => break,
-            };
-            let mut line_end = end;
-            if line_end > start && block[line_end - 1] == b'\r' {
-                line_end -= 1;
-            }
-            if !block[start..line_end].iter().all(u8::is_ascii_whitespace) {
-                batch.push((line_no, start, line_end));
-            }
-            line_no += 1;
-            start = end + 1;
-            if batch.len() == BATCH_LINES {
-                run_batch(
-                    &mut parser,
-                    &block,
-                    &mut batch,
-                    &mut engine,
-                    &mut stats,
-                    &mut events,
-                    &mut dead,
-                );
-            }
-            if start >= block.len() {
-                break;
-            }
+        filled += n;
+        let eof = n == 0;
+        let consumed = run.feed(&block[..filled], eof);
+        block.copy_within(consumed..filled, 0);
+        filled -= consumed;
+        if eof {
+            break;
         }
-        run_batch(
-            &mut parser,
-            &block,
-            &mut batch,
-            &mut engine,
-            &mut stats,
-            &mut events,
-            &mut dead,
-        );
-        events.flush_if_full();
-        dead.flush_if_full();
-        block.drain(..start.min(block.len()));
     }
-
-    let end_watermark = options.until_ms.or(engine.max_event_time());
-    if let Some(to) = end_watermark {
-        driver::advance_watermark(&mut engine, to, &mut stats, &mut events);
-    }
-    events.finish()?;
-    dead.finish()?;
-    Ok(ReplaySummary {
-        lines: line_no,
-        input_bytes,
-        sessions_held: engine.len(),
-        stats,
-        elapsed: started.elapsed(),
-    })
-}
-
-/// Parses and applies the batched lines, then empties the batch.
-#[allow(clippy::too_many_arguments)]
-fn run_batch<W: Write, D: Write>(
-    parser: &mut Parser,
-    block: &[u8],
-    batch: &mut Vec<(u64, usize, usize)>,
-    engine: &mut Engine,
-    stats: &mut Stats,
-    events: &mut NdjsonSink<W>,
-    dead: &mut NdjsonSink<D>,
-) {
-    if batch.is_empty() {
-        return;
-    }
-    let slices: Vec<&[u8]> = batch.iter().map(|&(_, s, e)| &block[s..e]).collect();
-    parser.parse_batch(&slices, |i, result| {
-        let line = batch[i].0;
-        match result {
-            Ok(parsed) => {
-                let source = Source {
-                    topic: "-",
-                    partition: 0,
-                    offset: line as i64,
-                };
-                driver::apply_record(engine, &parsed, source, None, stats, events);
-            }
-            Err(error) => {
-                stats.count_invalid(&error);
-                write_dead_letter_line(&mut dead.buf, line, &error, slices[i]);
-                dead.buf.push(b'\n');
-            }
-        }
-    });
-    batch.clear();
+    run.finish(options, input_bytes, started)
 }
 
 /// Reads until `buf` is full or the input ends.

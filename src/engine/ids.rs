@@ -5,6 +5,7 @@
 //! of the same prefix compare like their text; ordering across forms goes through text.
 
 use std::cmp::Ordering;
+use std::hash::Hasher;
 
 /// Prefixes that pack; the index is stored in the packed form.
 const PREFIXES: [&str; 3] = ["sess_", "user_", "client_"];
@@ -29,22 +30,36 @@ pub enum CompactId {
 /// Scratch space to decode a packed id into, on the stack.
 pub type IdBuf = [u8; MAX_PACKED_LEN];
 
-#[inline]
-fn digit(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'A'..=b'Z' => Some(c - b'A' + 10),
-        b'a'..=b'z' => Some(c - b'a' + 36),
-        _ => None,
+/// Base62 digit of each byte, or `INVALID`.
+const INVALID: u8 = 0xff;
+const DIGITS: [u8; 256] = {
+    let mut table = [INVALID; 256];
+    let mut c = 0;
+    while c < 256 {
+        table[c] = match c as u8 {
+            b'0'..=b'9' => c as u8 - b'0',
+            b'A'..=b'Z' => c as u8 - b'A' + 10,
+            b'a'..=b'z' => c as u8 - b'a' + 36,
+            _ => INVALID,
+        };
+        c += 1;
     }
-}
+    table
+};
 
+/// The base62 alphabet in ASCII order.
+const BASE62: &[u8; 64] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz??";
+
+/// The hash of an id as the store computes it from its stored form (see
+/// [`CompactId::hash_stored`]), given the text and its packing.
 #[inline]
-fn char_of(d: u8) -> u8 {
-    match d {
-        0..=9 => b'0' + d,
-        10..=35 => b'A' + d - 10,
-        _ => b'a' + d - 36,
+pub fn hash_lookup(text: &str, packed: Option<&(u8, [u8; PACKED_BYTES])>, state: &mut impl Hasher) {
+    match packed {
+        Some((prefix, body)) => {
+            state.write_u8(*prefix);
+            state.write(body);
+        }
+        None => state.write(text.as_bytes()),
     }
 }
 
@@ -59,22 +74,27 @@ pub fn pack(id: &str) -> Option<(u8, [u8; PACKED_BYTES])> {
     if rest.len() != BODY_CHARS {
         return None;
     }
+    // Four characters (24 bits) make three bytes; the last three characters (18 bits) are
+    // left-aligned in the last three bytes.
     let mut body = [0u8; PACKED_BYTES];
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    let mut out = 0;
-    for &c in rest {
-        acc = (acc << 6) | u32::from(digit(c)?);
-        bits += 6;
-        while bits >= 8 {
-            bits -= 8;
-            body[out] = (acc >> bits) as u8;
-            out += 1;
+    let mut invalid = 0u8;
+    let mut group = |chars: &[u8]| {
+        let mut acc = 0u32;
+        for &c in chars {
+            let d = DIGITS[c as usize];
+            invalid |= d & 0x40;
+            acc = (acc << 6) | u32::from(d & 0x3f);
         }
+        acc << (6 * (4 - chars.len()))
+    };
+    for (i, chunk) in rest.chunks(4).enumerate() {
+        let acc = group(chunk);
+        body[3 * i] = (acc >> 16) as u8;
+        body[3 * i + 1] = (acc >> 8) as u8;
+        body[3 * i + 2] = acc as u8;
     }
-    // 162 bits leave 2 bits over: left-align them in the last byte.
-    body[out] = (acc << (8 - bits)) as u8;
-    Some((prefix, body))
+    // Valid digits are below 64, so bit 6 is set only by INVALID.
+    (invalid == 0).then_some((prefix, body))
 }
 
 impl CompactId {
@@ -110,22 +130,33 @@ impl CompactId {
             CompactId::Packed { prefix, body } => {
                 let prefix = PREFIXES[*prefix as usize].as_bytes();
                 buf[..prefix.len()].copy_from_slice(prefix);
-                let mut acc: u32 = 0;
-                let mut bits = 0;
-                let mut next = 0;
-                for slot in &mut buf[prefix.len()..prefix.len() + BODY_CHARS] {
-                    if bits < 6 {
-                        acc = (acc << 8) | u32::from(body[next]);
-                        next += 1;
-                        bits += 8;
+                let chars = &mut buf[prefix.len()..prefix.len() + BODY_CHARS];
+                // Three bytes hold four characters; the last group holds three.
+                for (group, bytes) in chars.chunks_mut(4).zip(body.chunks(3)) {
+                    let acc = u32::from(bytes[0]) << 16 | u32::from(bytes[1]) << 8 | u32::from(bytes[2]);
+                    for (i, c) in group.iter_mut().enumerate() {
+                        *c = BASE62[((acc >> (18 - 6 * i)) & 0x3f) as usize];
                     }
-                    bits -= 6;
-                    *slot = char_of(((acc >> bits) & 0x3f) as u8);
                 }
                 let len = prefix.len() + BODY_CHARS;
                 // Only ASCII bytes were written, so this cannot fail.
                 std::str::from_utf8(&buf[..len]).ok()
             }
+        }
+    }
+
+    /// Feeds the stored form to `state`: packed bytes for packed ids, text otherwise.
+    /// [`hash_lookup`] gives the same for the id's text, so the store hashes without
+    /// decoding.
+    #[inline]
+    pub fn hash_stored(&self, state: &mut impl Hasher) {
+        match self {
+            CompactId::Absent => state.write_u8(0),
+            CompactId::Packed { prefix, body } => {
+                state.write_u8(*prefix);
+                state.write(body);
+            }
+            CompactId::Text(t) => state.write(t.as_bytes()),
         }
     }
 

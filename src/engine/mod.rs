@@ -11,12 +11,12 @@
 mod ids;
 
 use std::collections::BTreeSet;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
 pub use ids::CompactId;
-use ids::{pack, IdBuf, MAX_PACKED_LEN};
+use ids::{hash_lookup, pack, IdBuf, MAX_PACKED_LEN};
 
 use crate::model::{
     deadline_of, status_is_live, Anomaly, AnomalyKind, Cause, DerivedEvent, Observation, Outcome,
@@ -141,6 +141,13 @@ impl Slot {
     fn client_id_is(&self, id: Option<&str>) -> bool {
         same_id(&self.client_id, id)
     }
+}
+
+/// The table hash of a stored key, without decoding it.
+fn stored_hash(hasher: &DefaultHashBuilder, key: &CompactId) -> u64 {
+    let mut state = hasher.build_hasher();
+    key.hash_stored(&mut state);
+    state.finish()
 }
 
 /// Avoids re-boxing an unchanged id on every refresh.
@@ -346,7 +353,7 @@ impl Engine {
         sink: &mut impl EventSink,
     ) -> Outcome {
         let packed = pack(o.id);
-        let hash = self.hasher.hash_one(o.id);
+        let hash = self.lookup_hash(o.id, packed.as_ref());
         let found = {
             let slots = &self.slots;
             self.table
@@ -429,10 +436,8 @@ impl Engine {
             }
         };
         let (slots, hasher) = (&self.slots, &self.hasher);
-        self.table.insert_unique(hash, index, |&i| {
-            let mut buf = [0u8; MAX_PACKED_LEN];
-            hasher.hash_one(slots[i as usize].key.as_str(&mut buf).unwrap_or(""))
-        });
+        self.table
+            .insert_unique(hash, index, |&i| stored_hash(hasher, &slots[i as usize].key));
         self.by_status[Self::bucket(status)] += 1;
         self.reindex(index, None);
         sink.emit(&DerivedEvent::Transition(Transition {
@@ -645,9 +650,7 @@ impl Engine {
 
     fn remove(&mut self, index: u32) {
         let slot = &self.slots[index as usize];
-        let mut buf = [0u8; MAX_PACKED_LEN];
-        let id = slot.key.as_str(&mut buf).unwrap_or("");
-        let hash = self.hasher.hash_one(id);
+        let hash = stored_hash(&self.hasher, &slot.key);
         if let Ok(entry) = self.table.find_entry(hash, |&i| i == index) {
             entry.remove();
         }
@@ -661,6 +664,12 @@ impl Engine {
         slot.user_id = CompactId::Absent;
         slot.client_id = CompactId::Absent;
         self.free.push(index);
+    }
+
+    fn lookup_hash(&self, id: &str, packed: Option<&(u8, [u8; 21])>) -> u64 {
+        let mut state = self.hasher.build_hasher();
+        hash_lookup(id, packed, &mut state);
+        state.finish()
     }
 
     fn bucket(status: StatusCode) -> usize {
@@ -710,7 +719,7 @@ impl Engine {
     /// The state of one session, if held.
     pub fn session(&self, id: &str) -> Option<SessionView> {
         let packed = pack(id);
-        let hash = self.hasher.hash_one(id);
+        let hash = self.lookup_hash(id, packed.as_ref());
         let index = *self.table.find(hash, |&i| {
             self.slots[i as usize].key.matches(id, packed.as_ref())
         })?;
