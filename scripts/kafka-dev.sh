@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# A real single-node Apache Kafka broker (KRaft, broker and controller in one JVM, 127.0.0.1)
+# from Maven Central jars, for development and CI. See docs/kafka-dev.md.
+#
+#   scripts/kafka-dev.sh start            start a fresh broker, print its bootstrap address
+#   scripts/kafka-dev.sh stop             stop it (by PID) and delete its data
+#   scripts/kafka-dev.sh restart          stop and start again, keeping its data
+#   scripts/kafka-dev.sh run -- CMD ...   start, run CMD with SESSIONFLOW_TEST_BOOTSTRAP set,
+#                                         always stop; exits with CMD's status
+#
+# Environment: KAFKA_VERSION (4.1.1), KAFKA_PORT (39092; the controller uses +1),
+# SESSIONFLOW_KAFKA_DIR (/tmp/sessionflow-kafka), SESSIONFLOW_CACHE (~/.cache/sessionflow).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+version=${KAFKA_VERSION:-4.1.1}
+port=${KAFKA_PORT:-39092}
+controller_port=$((port + 1))
+dir=${SESSIONFLOW_KAFKA_DIR:-/tmp/sessionflow-kafka}
+cache=${SESSIONFLOW_CACHE:-$HOME/.cache/sessionflow}/kafka-$version
+libs=$cache/libs
+bootstrap=127.0.0.1:$port
+
+log() { echo "kafka-dev: $*" >&2; }
+
+resolve_jars() {
+  if [ -d "$libs" ] && ls "$libs"/kafka_2.13-*.jar >/dev/null 2>&1; then
+    return
+  fi
+  log "resolving Kafka $version jars from Maven Central into $libs"
+  mvn -q -B -f "$here/kafka/pom.xml" -Dkafka.version="$version" \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$libs"
+}
+
+java_cp() { echo "$libs/*"; }
+
+write_config() {
+  mkdir -p "$dir/data"
+  cat > "$dir/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$controller_port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=5
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=5
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.cleaner.dedupe.buffer.size=2097152
+num.network.threads=2
+num.io.threads=4
+num.recovery.threads.per.data.dir=1
+PROPS
+  cat > "$dir/log4j2.properties" <<'PROPS'
+status = warn
+appender.out.type = Console
+appender.out.name = STDOUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = STDOUT
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+logger.statechange.name = state.change.logger
+logger.statechange.level = WARN
+PROPS
+  sed -e 's/rootLogger.level = INFO/rootLogger.level = WARN/' \
+      -e 's/appender.out.type = Console/appender.out.type = Console\nappender.out.target = SYSTEM_ERR/' \
+      "$dir/log4j2.properties" > "$dir/tools-log4j2.properties"
+}
+
+running_pid() {
+  local pid
+  pid=$(cat "$dir/broker.pid" 2>/dev/null) || return 1
+  # Only ever signal our own broker: the PID must still be a kafka.Kafka JVM.
+  if [ -n "$pid" ] && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q 'kafka.Kafka'; then
+    echo "$pid"
+    return 0
+  fi
+  return 1
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
+
+start_broker() {
+  local format=$1
+  resolve_jars
+  if running_pid >/dev/null; then
+    log "already running (PID $(running_pid)) at $bootstrap"
+    echo "$bootstrap"
+    return 0
+  fi
+  if port_open; then
+    log "port $port is taken by another process; set KAFKA_PORT"
+    return 1
+  fi
+  if [ "$format" = fresh ]; then
+    rm -rf "$dir"
+    write_config
+    local id
+    id=$(java -Dlog4j2.configurationFile="$dir/tools-log4j2.properties" -cp "$(java_cp)" \
+      kafka.tools.StorageTool random-uuid)
+    java -Dlog4j2.configurationFile="$dir/tools-log4j2.properties" -cp "$(java_cp)" \
+      kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" >"$dir/format.log" 2>&1 ||
+      { cat "$dir/format.log" >&2; return 1; }
+  fi
+  nohup java -Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -Djava.awt.headless=true -Dkafka.logs.dir="$dir" \
+    -Dlog4j2.configurationFile="$dir/log4j2.properties" \
+    -cp "$(java_cp)" kafka.Kafka "$dir/server.properties" >>"$dir/broker.log" 2>&1 &
+  local pid=$!
+  echo "$pid" > "$dir/broker.pid"
+  local waited=0
+  # The PLAINTEXT port opens only once the broker is unfenced and serving.
+  until port_open; do
+    # kill -0, not running_pid: right after the fork the child is not yet the JVM.
+    if ! kill -0 "$pid" 2>/dev/null; then
+      log "broker exited during start-up; last log lines:"
+      tail -n 40 "$dir/broker.log" >&2
+      return 1
+    fi
+    if [ "$waited" -ge 120 ]; then
+      log "broker not ready after 120 s; last log lines:"
+      tail -n 40 "$dir/broker.log" >&2
+      return 1
+    fi
+    sleep 1
+    waited=$((waited + 1))
+  done
+  log "broker ready at $bootstrap (PID $(cat "$dir/broker.pid"), dir $dir, ${waited}s)"
+  echo "$bootstrap"
+}
+
+stop_broker() {
+  local keep=$1 pid
+  if pid=$(running_pid); then
+    kill -TERM "$pid"
+    local waited=0
+    while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt 30 ]; do
+      sleep 1
+      waited=$((waited + 1))
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "broker did not stop in 30 s; killing PID $pid"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    log "broker stopped (PID $pid)"
+  fi
+  rm -f "$dir/broker.pid"
+  if [ "$keep" = discard ]; then
+    rm -rf "$dir"
+  fi
+}
+
+case "${1:-}" in
+  start) start_broker fresh ;;
+  stop) stop_broker discard ;;
+  restart)
+    stop_broker keep
+    start_broker keep
+    ;;
+  run)
+    shift
+    [ "${1:-}" = "--" ] && shift
+    [ $# -gt 0 ] || { log "usage: $0 run -- CMD ..."; exit 2; }
+    start_broker fresh >/dev/null
+    trap 'stop_broker discard' EXIT
+    status=0
+    SESSIONFLOW_TEST_BOOTSTRAP=$bootstrap "$@" || status=$?
+    exit "$status"
+    ;;
+  *)
+    sed -n '2,14p' "$0" >&2
+    exit 2
+    ;;
+esac
