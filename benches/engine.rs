@@ -55,9 +55,18 @@ fn bench(c: &mut Criterion) {
         let users: Vec<String> = (0..sessions).map(|i| clerk_id("user_", i)).collect();
         let mut engine = Engine::new(EngineConfig::default());
         let mut sink = Count(0);
-        let source = Source { topic: "-", partition: 0, offset: 0 };
+        let source = Source {
+            topic: "-",
+            partition: 0,
+            offset: 0,
+        };
         for (i, (id, user)) in ids.iter().zip(&users).enumerate() {
-            engine.apply(&observation(id, user, T + i as i64), source, None, &mut sink);
+            engine.apply(
+                &observation(id, user, T + i as i64),
+                source,
+                None,
+                &mut sink,
+            );
         }
         engine.finish_record(&mut sink);
         assert_eq!(engine.len() as u64, sessions);

@@ -36,7 +36,10 @@ fn clerk_id(buf: &mut String, prefix: &str, mut n: u64) {
 }
 
 fn main() {
-    let sessions: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let sessions: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let t = 1_764_000_000_000_i64;
     let mut engine = Engine::new(EngineConfig::default());
     let (mut id, mut user, mut client) = (String::new(), String::new(), String::new());
@@ -56,7 +59,11 @@ fn main() {
             client_id: Some(&client),
             impersonated: false,
         };
-        let source = Source { topic: "-", partition: 0, offset: i as i64 };
+        let source = Source {
+            topic: "-",
+            partition: 0,
+            offset: i as i64,
+        };
         engine.apply(&o, source, None, &mut Discard);
         engine.finish_record(&mut Discard);
     }

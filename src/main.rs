@@ -120,8 +120,8 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<()> {
     let mut summary = if args.input == "-" {
         replay(io::stdin().lock(), output, dlq, &options)
     } else {
-        let file = File::open(&args.input)
-            .with_context(|| format!("cannot open input {}", args.input))?;
+        let file =
+            File::open(&args.input).with_context(|| format!("cannot open input {}", args.input))?;
         // SAFETY: the file is only read; if another process truncates it meanwhile, reads
         // of the vanished pages fault (the usual caveat of mapping files).
         // Populated up front: one call instead of a page fault every 4 KiB.

@@ -184,7 +184,12 @@ impl<W: Write, D: Write> Run<W, D> {
     }
 
     /// The end-of-input flush, then the summary.
-    fn finish(mut self, options: &ReplayOptions, input_bytes: u64, started: Instant) -> io::Result<ReplaySummary> {
+    fn finish(
+        mut self,
+        options: &ReplayOptions,
+        input_bytes: u64,
+        started: Instant,
+    ) -> io::Result<ReplaySummary> {
         if let Some(to) = options.until_ms.or(self.engine.max_event_time()) {
             driver::advance_watermark(&mut self.engine, to, &mut self.stats, &mut self.events);
         }

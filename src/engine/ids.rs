@@ -133,7 +133,8 @@ impl CompactId {
                 let chars = &mut buf[prefix.len()..prefix.len() + BODY_CHARS];
                 // Three bytes hold four characters; the last group holds three.
                 for (group, bytes) in chars.chunks_mut(4).zip(body.chunks(3)) {
-                    let acc = u32::from(bytes[0]) << 16 | u32::from(bytes[1]) << 8 | u32::from(bytes[2]);
+                    let acc =
+                        u32::from(bytes[0]) << 16 | u32::from(bytes[1]) << 8 | u32::from(bytes[2]);
                     for (i, c) in group.iter_mut().enumerate() {
                         *c = BASE62[((acc >> (18 - 6 * i)) & 0x3f) as usize];
                     }

@@ -436,8 +436,9 @@ impl Engine {
             }
         };
         let (slots, hasher) = (&self.slots, &self.hasher);
-        self.table
-            .insert_unique(hash, index, |&i| stored_hash(hasher, &slots[i as usize].key));
+        self.table.insert_unique(hash, index, |&i| {
+            stored_hash(hasher, &slots[i as usize].key)
+        });
         self.by_status[Self::bucket(status)] += 1;
         self.reindex(index, None);
         sink.emit(&DerivedEvent::Transition(Transition {
