@@ -11,10 +11,20 @@
 //! - [`output`]: derived events and dead-letter lines as JSON.
 //! - [`replay`]: the offline NDJSON driver.
 //! - [`generate`]: realistic synthetic Clerk traffic.
+//! - [`config`]: layered, strict configuration for the live pipeline.
+//! - [`kafka`]: clients, rebalance and delivery callbacks, offset tracking, topic checks.
+//! - [`app`]: the live pipeline's select loop and shutdown.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`metrics`]: every metric name, described once.
 
+pub mod app;
+pub mod config;
 pub mod driver;
 pub mod engine;
 pub mod generate;
+pub mod http;
+pub mod kafka;
+pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod parse;

@@ -4,6 +4,11 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use anyhow::Context;
 use clap::{Parser as ClapParser, Subcommand};
@@ -28,8 +33,32 @@ struct Cli {
 enum Command {
     /// Run the engine over NDJSON records (one partition) and write derived events as NDJSON.
     Replay(ReplayArgs),
-    /// Write realistic synthetic Clerk traffic as NDJSON (deterministic for a seed).
+    /// Write realistic synthetic Clerk traffic as NDJSON, or send it to Kafka.
     Generate(GenerateArgs),
+    /// Run the live pipeline on Kafka.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Configuration file (TOML); see config/sessionflow.toml for every key.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Kafka bootstrap servers (the `brokers` key).
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Consumer group id (the `group_id` key).
+    #[arg(long)]
+    group_id: Option<String>,
+    /// Input topic (the `topics.input` key).
+    #[arg(long)]
+    input_topic: Option<String>,
+    /// Address of the HTTP listener (the `http.listen` key).
+    #[arg(long)]
+    http_listen: Option<String>,
+    /// Any key, dotted: --set lifecycle.idle_timeout_ms=0 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -45,6 +74,15 @@ struct GenerateArgs {
     /// Output NDJSON file, or - for standard output.
     #[arg(long, default_value = "-")]
     output: String,
+    /// Send to Kafka at these bootstrap servers instead of writing NDJSON.
+    #[arg(long, requires = "topic")]
+    brokers: Option<String>,
+    /// Topic to send to (with --brokers); records are keyed by session id.
+    #[arg(long)]
+    topic: Option<String>,
+    /// Records per second when sending to Kafka (default: as fast as possible).
+    #[arg(long)]
+    rate: Option<u64>,
 }
 
 #[derive(clap::Args)]
@@ -72,6 +110,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Replay(args) => run_replay(args),
         Command::Generate(args) => run_generate(args),
+        Command::Run(args) => run_live(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -138,6 +177,13 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<()> {
 }
 
 fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
+    if let (Some(brokers), Some(topic)) = (&args.brokers, &args.topic) {
+        let options = GenerateOptions::new(args.sessions, args.seed);
+        let limit = args.records.unwrap_or(u64::MAX);
+        let sent = sessionflow::generate::send_to_kafka(options, limit, brokers, topic, args.rate)?;
+        eprintln!("sessionflow generate: sent {sent} records to {topic}");
+        return Ok(());
+    }
     let mut out = BufWriter::with_capacity(1 << 20, open_output(&args.output)?);
     let mut generator = Generator::new(GenerateOptions::new(args.sessions, args.seed));
     let (mut record, mut key) = (Vec::new(), Vec::new());
@@ -154,4 +200,81 @@ fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
         args.sessions
     );
     Ok(())
+}
+
+fn run_live(args: RunArgs) -> anyhow::Result<()> {
+    let mut overrides: Vec<(String, String)> = Vec::new();
+    for (key, value) in [
+        ("brokers", args.brokers),
+        ("group_id", args.group_id),
+        ("topics.input", args.input_topic),
+        ("http.listen", args.http_listen),
+    ] {
+        if let Some(value) = value {
+            overrides.push((key.into(), value));
+        }
+    }
+    for pair in &args.set {
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--set {pair:?}: expected KEY=VALUE"))?;
+        overrides.push((key.trim().into(), value.trim().into()));
+    }
+    let config = sessionflow::config::load(args.config.as_deref(), &overrides)?;
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        spawn_signal_handler(shutdown.clone());
+        let metrics = sessionflow::metrics::install(Duration::from_secs(10))?;
+        let ready = Arc::new(AtomicBool::new(false));
+        let http =
+            sessionflow::http::serve(config.http_listen, metrics, ready.clone(), shutdown.clone())
+                .await?;
+        let result = sessionflow::app::run(config, shutdown.clone(), ready).await;
+        shutdown.cancel();
+        let _ = http.await;
+        result
+    })
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+/// First SIGTERM/SIGINT: drain and stop. Second: exit at once.
+fn spawn_signal_handler(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(error) => {
+                    tracing::warn!(%error, "Cannot listen for SIGTERM.");
+                    return;
+                }
+            };
+        for count in 0.. {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            if count == 0 {
+                tracing::info!("Signal received: draining (a second signal exits at once).");
+                shutdown.cancel();
+            } else {
+                tracing::warn!("Second signal: exiting without draining.");
+                std::process::exit(130);
+            }
+        }
+    });
 }

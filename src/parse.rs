@@ -119,6 +119,8 @@ impl fmt::Display for Place {
 /// one-line reason of the `sessionflow-error` header.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Problem {
+    /// A Kafka message without a value (a tombstone).
+    NoValue,
     /// simd-json rejected the bytes: what it expected, and near which byte.
     Json(&'static str, usize),
     RecordTooLarge {
@@ -163,12 +165,20 @@ impl ParseError {
     }
 }
 
+impl ParseError {
+    /// A Kafka message without a value: not a record of any shape.
+    pub fn no_value() -> Self {
+        ParseError::new(ErrorKind::InvalidShape, Place::Root, Problem::NoValue)
+    }
+}
+
 impl std::error::Error for ParseError {}
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let place = self.place;
         match &self.problem {
+            Problem::NoValue => f.write_str("message has no value (a tombstone)"),
             Problem::Json(what, at) => write!(f, "malformed JSON near byte {at}: {what}"),
             Problem::RecordTooLarge { bytes, limit } => {
                 write!(

@@ -1,0 +1,726 @@
+//! The live pipeline (`sessionflow run`): one select loop that consumes input batches, runs
+//! them through the same parser, driver and engine as `replay` (one engine per assigned
+//! partition), produces derived events and dead letters, and stores input offsets only once
+//! everything they caused is acknowledged (at-least-once, SPEC section 6).
+//!
+//! Shutdown order (SIGTERM/SIGINT, bounded by `drain_timeout_ms`): stop polling → send what
+//! waits for retry → flush the producer → store and commit offsets → leave the group.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use futures_util::FutureExt;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Delivery};
+use crate::driver::{self, Stats};
+use crate::engine::{Engine, EventSink};
+use crate::kafka::{
+    self, AssignmentChange, DeliveryState, InputContext, OutputContext, RetryMessage,
+};
+use crate::metrics as m;
+use crate::model::{Cause, DerivedEvent, Outcome, Source, StatusCode};
+use crate::output::write_event;
+use crate::parse::{ErrorKind, ParseError, Parser};
+
+/// How often gauges, counters, idle partitions and retries are looked at.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Which output topic a message goes to.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Output {
+    Transitions,
+    Anomalies,
+    DeadLetters,
+}
+
+/// One output message, its bytes in the outbox's arena.
+struct Outgoing {
+    output: Output,
+    partition: i32,
+    key: Option<(usize, usize)>,
+    payload: Option<(usize, usize)>,
+    /// Dead letters: error kind, reason, source offset.
+    dead_letter: Option<(ErrorKind, String, i64)>,
+}
+
+/// The outputs of the records of one batch, and which record caused which.
+#[derive(Default)]
+struct Outbox {
+    arena: Vec<u8>,
+    messages: Vec<Outgoing>,
+    /// (partition, input offset or None for idle firing, number of messages).
+    records: Vec<(i32, Option<i64>, u32)>,
+    /// The partition of the record being applied.
+    partition: i32,
+}
+
+impl Outbox {
+    fn clear(&mut self) {
+        self.arena.clear();
+        self.messages.clear();
+        self.records.clear();
+    }
+
+    fn push_bytes(&mut self, bytes: &[u8]) -> (usize, usize) {
+        let start = self.arena.len();
+        self.arena.extend_from_slice(bytes);
+        (start, self.arena.len())
+    }
+
+    /// Closes the current record: every message since the last close is its.
+    fn close_record(&mut self, partition: i32, offset: Option<i64>) {
+        let before: u32 = self.records.iter().map(|r| r.2).sum();
+        let count = self.messages.len() as u32 - before;
+        self.records.push((partition, offset, count));
+    }
+
+    fn dead_letter(&mut self, message: &BorrowedMessage<'_>, error: &ParseError) {
+        let key = message.key().map(|k| self.push_bytes(k));
+        let payload = message.payload().map(|p| self.push_bytes(p));
+        self.messages.push(Outgoing {
+            output: Output::DeadLetters,
+            partition: message.partition(),
+            key,
+            payload,
+            dead_letter: Some((error.kind, error.to_string(), message.offset())),
+        });
+    }
+}
+
+impl EventSink for Outbox {
+    fn emit(&mut self, event: &DerivedEvent<'_>) {
+        let (output, session_id) = match event {
+            DerivedEvent::Transition(t) => {
+                if let (Some(age), Some(code)) = (t.session_age_ms, StatusCode::known(t.to)) {
+                    if code.is_terminal() {
+                        metrics::histogram!(m::SESSION_LIFETIME_SECONDS, "end" => code.label())
+                            .record(age.max(0) as f64 / 1000.0);
+                    }
+                }
+                (Output::Transitions, t.session_id)
+            }
+            DerivedEvent::Anomaly(a) => (Output::Anomalies, a.session_id),
+        };
+        let key = self.push_bytes(session_id.as_bytes());
+        let start = self.arena.len();
+        write_event(&mut self.arena, event);
+        let payload = (start, self.arena.len());
+        self.messages.push(Outgoing {
+            output,
+            partition: self.partition,
+            key: Some(key),
+            payload: Some(payload),
+            dead_letter: None,
+        });
+    }
+}
+
+/// State of one assigned partition.
+struct PartitionState {
+    engine: Engine,
+    last_message: Instant,
+}
+
+/// The running pipeline.
+struct Pipeline {
+    config: Config,
+    consumer: Arc<StreamConsumer<InputContext>>,
+    producer: Arc<ThreadedProducer<OutputContext>>,
+    delivery: Arc<DeliveryState>,
+    parser: Parser,
+    partitions: HashMap<i32, PartitionState>,
+    stats: Stats,
+    exported: Stats,
+    exported_delivery_errors: u64,
+    outbox: Outbox,
+    /// Partition counts of the output topics.
+    output_partitions: [i32; 3],
+    ready: Arc<AtomicBool>,
+}
+
+/// Runs until `shutdown` is cancelled; `ready` reports whether partitions are assigned and
+/// consumed. Errors are start-up problems (configuration, topics, clients).
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    ready: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        config.delivery == Delivery::AtLeastOnce,
+        "delivery = \"exactly_once\" is not available in this version; use \"at_least_once\""
+    );
+    let topics = &config.topics;
+    let create = topics
+        .create
+        .then_some((topics.create_partitions, topics.create_replication_factor));
+    let outputs = [
+        topics.transitions.as_str(),
+        topics.anomalies.as_str(),
+        topics.dead_letters.as_str(),
+    ];
+    let counts = tokio::select! {
+        counts = kafka::ensure_topics(&config.kafka, &topics.input, &outputs, create)
+            => counts.context("checking topics")?,
+        () = shutdown.cancelled() => return Ok(()),
+    };
+    let output_partitions = [
+        counts[&topics.transitions],
+        counts[&topics.anomalies],
+        counts[&topics.dead_letters],
+    ];
+
+    let delivery = DeliveryState::new();
+    let producer = Arc::new(kafka::output_producer(
+        &config.kafka,
+        delivery.clone(),
+        config.limits.max_record_bytes,
+    )?);
+    let context = InputContext {
+        topic: topics.input.clone(),
+        changes: Default::default(),
+        lag: Default::default(),
+        delivery: delivery.clone(),
+        drain: Default::default(),
+    };
+    let mut consumer_config = kafka::base_config(&config.kafka);
+    for (key, value) in [
+        ("group.id", config.group_id.as_str()),
+        ("enable.auto.commit", "true"),
+        ("auto.commit.interval.ms", "1000"),
+        ("enable.auto.offset.store", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("partition.assignment.strategy", "cooperative-sticky"),
+        ("statistics.interval.ms", "1000"),
+    ] {
+        if consumer_config.get(key).is_none() || key == "group.id" {
+            consumer_config.set(key, value);
+        }
+    }
+    let consumer: StreamConsumer<InputContext> = consumer_config
+        .create_with_context(context)
+        .context("creating the Kafka consumer")?;
+    let consumer = Arc::new(consumer);
+    {
+        let producer = producer.clone();
+        let timeout = config.drain_timeout;
+        let drain: Box<dyn Fn() + Send + Sync> = Box::new(move || {
+            if let Err(error) = producer.flush(timeout) {
+                tracing::warn!(%error, "Outputs not all acknowledged within drain_timeout_ms.");
+            }
+        });
+        if let Ok(mut slot) = consumer.context().drain.lock() {
+            *slot = Some(drain);
+        }
+    }
+    consumer
+        .subscribe(&[&topics.input])
+        .context("subscribing to the input topic")?;
+    tracing::info!(topic = %topics.input, group = %config.group_id, "Consuming.");
+
+    let mut pipeline = Pipeline {
+        parser: Parser::new(config.limits),
+        config,
+        consumer,
+        producer,
+        delivery,
+        partitions: HashMap::new(),
+        stats: Stats::new(),
+        exported: Stats::new(),
+        exported_delivery_errors: 0,
+        outbox: Outbox::default(),
+        output_partitions,
+        ready,
+    };
+    pipeline.run_loop(shutdown).await;
+    pipeline.shut_down().await;
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Pipeline {
+    async fn run_loop(&mut self, shutdown: CancellationToken) {
+        let consumer = self.consumer.clone();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let first = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                _ = tick.tick() => {
+                    self.apply_changes(&mut Vec::new());
+                    self.on_tick().await;
+                    continue;
+                }
+                message = consumer.recv() => message,
+            };
+            let mut batch = Vec::with_capacity(self.config.batch_size);
+            match first {
+                Ok(message) => batch.push(message),
+                Err(error) => {
+                    tracing::warn!(%error, "Consumer error; retrying.");
+                    tokio::time::sleep(self.config.retry_backoff).await;
+                    continue;
+                }
+            }
+            while batch.len() < self.config.batch_size {
+                match consumer.recv().now_or_never() {
+                    Some(Ok(message)) => batch.push(message),
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, "Consumer error.");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            self.apply_changes(&mut batch);
+            self.process(&batch).await;
+            drop(batch);
+            self.store_offsets();
+        }
+    }
+
+    /// Takes the rebalances seen by the consumer: revoked partitions lose their engine (their
+    /// outputs were drained and committed in the callback) and their not yet processed
+    /// messages (uncommitted, so the next owner reads them); assigned ones get a fresh engine.
+    fn apply_changes(&mut self, batch: &mut Vec<BorrowedMessage<'_>>) {
+        let changes = match self.consumer.context().changes.lock() {
+            Ok(mut changes) => std::mem::take(&mut *changes),
+            Err(_) => return,
+        };
+        for change in changes {
+            match change {
+                AssignmentChange::Revoked(partitions) => {
+                    for p in &partitions {
+                        self.partitions.remove(p);
+                    }
+                    batch.retain(|m| !partitions.contains(&m.partition()));
+                }
+                AssignmentChange::Assigned(partitions) => {
+                    for p in partitions {
+                        self.partitions.entry(p).or_insert_with(|| PartitionState {
+                            engine: Engine::new(self.config.engine),
+                            last_message: Instant::now(),
+                        });
+                    }
+                }
+            }
+        }
+        self.ready
+            .store(!self.partitions.is_empty(), Ordering::Relaxed);
+    }
+
+    /// Parses and applies one batch, then sends what it caused.
+    async fn process(&mut self, batch: &[BorrowedMessage<'_>]) {
+        if batch.is_empty() {
+            return;
+        }
+        self.outbox.clear();
+        let wall_clock = now_ms();
+        let received = Instant::now();
+        let payloads: Vec<&[u8]> = batch.iter().map(|m| m.payload().unwrap_or(b"")).collect();
+        let topic = self.config.topics.input.clone();
+        let (partitions, stats, outbox, engine_config) = (
+            &mut self.partitions,
+            &mut self.stats,
+            &mut self.outbox,
+            self.config.engine,
+        );
+        self.parser.parse_batch(&payloads, |i, result| {
+            let message = &batch[i];
+            let partition = message.partition();
+            let state = partitions
+                .entry(partition)
+                .or_insert_with(|| PartitionState {
+                    engine: Engine::new(engine_config),
+                    last_message: received,
+                });
+            state.last_message = received;
+            outbox.partition = partition;
+            let result = if message.payload().is_none() {
+                Err(ParseError::no_value())
+            } else {
+                result
+            };
+            match result {
+                Ok(parsed) => {
+                    let source = Source {
+                        topic: &topic,
+                        partition,
+                        offset: message.offset(),
+                    };
+                    driver::apply_record(
+                        &mut state.engine,
+                        &parsed,
+                        source,
+                        Some(wall_clock),
+                        stats,
+                        outbox,
+                    );
+                }
+                Err(error) => {
+                    stats.count_invalid(&error);
+                    outbox.dead_letter(message, &error);
+                }
+            }
+            outbox.close_record(partition, Some(message.offset()));
+        });
+        // Event lag, sampled once per batch per partition: wall clock minus the newest event
+        // time the partition has seen.
+        for state in self.partitions.values() {
+            if let Some(event_time) = state.engine.max_event_time() {
+                metrics::histogram!(m::EVENT_LAG_SECONDS)
+                    .record((wall_clock - event_time).max(0) as f64 / 1000.0);
+            }
+        }
+        self.send_outbox().await;
+    }
+
+    /// Registers the outbox's records with the tracker (one lock), then sends the messages.
+    async fn send_outbox(&mut self) {
+        let mut tickets = Vec::with_capacity(self.outbox.records.len());
+        if let Ok(mut tracker) = self.delivery.tracker.lock() {
+            for &(partition, offset, count) in &self.outbox.records {
+                tickets.push((tracker.register(partition, offset, count), count));
+            }
+        }
+        let mut next = 0;
+        for (ticket, count) in tickets {
+            let opaque = kafka::ticket_to_opaque(ticket);
+            for _ in 0..count {
+                let message = &self.outbox.messages[next];
+                next += 1;
+                let (topic, partitions) = match message.output {
+                    Output::Transitions => {
+                        (&self.config.topics.transitions, self.output_partitions[0])
+                    }
+                    Output::Anomalies => (&self.config.topics.anomalies, self.output_partitions[1]),
+                    Output::DeadLetters => {
+                        (&self.config.topics.dead_letters, self.output_partitions[2])
+                    }
+                };
+                let bytes =
+                    |range: Option<(usize, usize)>| range.map(|(s, e)| &self.outbox.arena[s..e]);
+                let headers = message.dead_letter.as_ref().map(|(kind, reason, offset)| {
+                    dead_letter_headers(
+                        kind.as_str(),
+                        reason,
+                        &self.config.topics.input,
+                        message.partition,
+                        *offset,
+                    )
+                });
+                let retry = RetryMessage {
+                    topic: topic.clone(),
+                    // Co-partitioned: output partition p holds what input partition p caused.
+                    partition: message.partition % partitions.max(1),
+                    key: bytes(message.key).map(<[u8]>::to_vec),
+                    payload: bytes(message.payload).map(<[u8]>::to_vec),
+                    headers,
+                    opaque,
+                };
+                send_with_backoff(
+                    &self.producer,
+                    retry,
+                    self.config.retry_backoff,
+                    &self.delivery,
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Hands committable offsets to the consumer; auto-commit sends them in batches.
+    fn store_offsets(&mut self) {
+        let moved = match self.delivery.tracker.lock() {
+            Ok(mut tracker) => tracker.take_committable(),
+            Err(_) => return,
+        };
+        if moved.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        for (partition, offset) in moved {
+            if self.partitions.contains_key(&partition) {
+                let _ = list.add_partition_offset(
+                    &self.config.topics.input,
+                    partition,
+                    Offset::Offset(offset),
+                );
+            }
+        }
+        if let Err(error) = self.consumer.store_offsets(&list) {
+            tracing::debug!(%error, "Could not store offsets (partition revoked meanwhile?).");
+        }
+    }
+
+    /// Once a second: retries, idle partitions, offsets and metrics.
+    async fn on_tick(&mut self) {
+        self.send_retries().await;
+        self.advance_idle_partitions().await;
+        self.store_offsets();
+        self.export_metrics();
+    }
+
+    async fn send_retries(&mut self) {
+        let retries: Vec<RetryMessage> = match self.delivery.retries.lock() {
+            Ok(mut queue) => queue.drain(..).collect(),
+            Err(_) => return,
+        };
+        for retry in retries {
+            send_with_backoff(
+                &self.producer,
+                retry,
+                self.config.retry_backoff,
+                &self.delivery,
+            )
+            .await;
+        }
+    }
+
+    /// SPEC section 3: a caught-up partition that read nothing for `idle_timeout_ms`
+    /// advances its watermark to `now − allowed_lateness`.
+    async fn advance_idle_partitions(&mut self) {
+        let Some(idle_timeout) = self.config.idle_timeout else {
+            return;
+        };
+        let lag = self
+            .consumer
+            .context()
+            .lag
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        let now = Instant::now();
+        let wall_clock = now_ms();
+        self.outbox.clear();
+        for (&partition, state) in &mut self.partitions {
+            let caught_up = lag.get(&partition).is_some_and(|&l| l == 0);
+            if caught_up && now.duration_since(state.last_message) >= idle_timeout {
+                self.outbox.partition = partition;
+                driver::advance_watermark(
+                    &mut state.engine,
+                    wall_clock.saturating_sub(self.config.engine.allowed_lateness_ms),
+                    &mut self.stats,
+                    &mut self.outbox,
+                );
+                self.outbox.close_record(partition, None);
+            }
+        }
+        self.outbox.records.retain(|r| r.2 > 0);
+        if !self.outbox.records.is_empty() {
+            self.send_outbox().await;
+        }
+    }
+
+    /// Counters grow by what the driver counted since the last export.
+    fn export_metrics(&mut self) {
+        let (now, before) = (&self.stats, &self.exported);
+        for outcome in Outcome::ALL {
+            let delta = now.outcome(outcome) - before.outcome(outcome);
+            if delta > 0 {
+                metrics::counter!(m::RECORDS_TOTAL, "outcome" => outcome.as_str()).increment(delta);
+            }
+        }
+        let ignored = now.ignored - before.ignored;
+        if ignored > 0 {
+            metrics::counter!(m::RECORDS_TOTAL, "outcome" => "ignored").increment(ignored);
+        }
+        let invalid = now.invalid_total() - before.invalid_total();
+        if invalid > 0 {
+            metrics::counter!(m::RECORDS_TOTAL, "outcome" => "invalid").increment(invalid);
+        }
+        for kind in ErrorKind::ALL {
+            let delta = now.invalid_of(kind) - before.invalid_of(kind);
+            if delta > 0 {
+                metrics::counter!(m::DEAD_LETTERS_TOTAL, "kind" => kind.as_str()).increment(delta);
+            }
+        }
+        let previous: HashMap<(&str, &str, Cause), u64> = before
+            .transition_counts()
+            .map(|(f, t, c, n)| ((f, t, c), n))
+            .collect();
+        for (from, to, cause, n) in now.transition_counts() {
+            let delta = n - previous.get(&(from, to, cause)).copied().unwrap_or(0);
+            if delta > 0 {
+                metrics::counter!(m::TRANSITIONS_TOTAL, "from" => from, "to" => to, "cause" => cause.as_str())
+                    .increment(delta);
+            }
+        }
+        for kind in crate::model::AnomalyKind::ALL {
+            let delta = now.anomalies[kind as usize] - before.anomalies[kind as usize];
+            if delta > 0 {
+                metrics::counter!(m::ANOMALIES_TOTAL, "kind" => kind.as_str()).increment(delta);
+            }
+        }
+        self.exported = self.stats.clone();
+        let errors = self.delivery.delivery_errors.load(Ordering::Relaxed);
+        if errors > self.exported_delivery_errors {
+            metrics::counter!(m::DELIVERY_ERRORS_TOTAL)
+                .increment(errors - self.exported_delivery_errors);
+            self.exported_delivery_errors = errors;
+        }
+
+        let mut by_status: HashMap<&str, u64> = HashMap::new();
+        let wall_clock = now_ms();
+        for (partition, state) in &self.partitions {
+            for (status, n) in state.engine.sessions_by_status() {
+                *by_status.entry(status).or_default() += n;
+            }
+            if let Some(w) = state.engine.watermark() {
+                metrics::gauge!(m::WATERMARK_LAG_SECONDS, "partition" => partition.to_string())
+                    .set((wall_clock - w) as f64 / 1000.0);
+            }
+        }
+        for (status, n) in by_status {
+            metrics::gauge!(m::SESSIONS, "status" => status).set(n as f64);
+        }
+        if let Ok(lag) = self.consumer.context().lag.lock() {
+            for partition in self.partitions.keys() {
+                if let Some(&l) = lag.get(partition) {
+                    if l >= 0 {
+                        metrics::gauge!(m::CONSUMER_LAG_RECORDS, "partition" => partition.to_string())
+                            .set(l as f64);
+                    }
+                }
+            }
+        }
+        // Restore metrics exist from the start (restoring comes with the changelog).
+        metrics::counter!(m::STATE_RESTORED_SESSIONS_TOTAL).increment(0);
+    }
+
+    /// Bounded drain: retries, producer flush, final offsets, group leave.
+    async fn shut_down(&mut self) {
+        self.ready.store(false, Ordering::Relaxed);
+        let deadline = Instant::now() + self.config.drain_timeout;
+        tracing::info!(
+            in_flight = self.in_flight(),
+            "Shutting down: draining outputs."
+        );
+        loop {
+            self.send_retries().await;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let flushed = self.producer.flush(remaining.min(Duration::from_secs(1)));
+            let retries_left = self.delivery.retries.lock().map(|q| q.len()).unwrap_or(0);
+            if flushed.is_ok() && retries_left == 0 {
+                break;
+            }
+            if remaining.is_zero() {
+                tracing::warn!(
+                    in_flight = self.in_flight(),
+                    "Drain timeout: outputs not acknowledged are re-derived after restart."
+                );
+                break;
+            }
+        }
+        kafka::store_and_commit(
+            self.consumer.as_ref(),
+            &self.config.topics.input,
+            &self.delivery,
+            None,
+        );
+        self.export_metrics();
+        self.consumer.unsubscribe();
+        tracing::info!(records = self.stats.records, "Stopped.");
+    }
+
+    fn in_flight(&self) -> usize {
+        self.delivery
+            .tracker
+            .lock()
+            .map(|t| t.in_flight())
+            .unwrap_or(0)
+    }
+}
+
+/// The SPEC section 1 headers of a dead letter.
+fn dead_letter_headers(
+    kind: &str,
+    reason: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> OwnedHeaders {
+    let partition = partition.to_string();
+    let offset = offset.to_string();
+    OwnedHeaders::new()
+        .insert(Header {
+            key: "sessionflow-error-kind",
+            value: Some(kind),
+        })
+        .insert(Header {
+            key: "sessionflow-error",
+            value: Some(reason),
+        })
+        .insert(Header {
+            key: "sessionflow-source-topic",
+            value: Some(topic),
+        })
+        .insert(Header {
+            key: "sessionflow-source-partition",
+            value: Some(&partition),
+        })
+        .insert(Header {
+            key: "sessionflow-source-offset",
+            value: Some(&offset),
+        })
+}
+
+/// Sends one message; a full local queue means the broker is slow or down: wait and retry.
+/// Any other send error queues the message for retry, so nothing is dropped.
+async fn send_with_backoff(
+    producer: &ThreadedProducer<OutputContext>,
+    message: RetryMessage,
+    backoff: Duration,
+    delivery: &DeliveryState,
+) {
+    let mut waited = Duration::ZERO;
+    loop {
+        let mut record: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(&message.topic, message.opaque).partition(message.partition);
+        if let Some(key) = &message.key {
+            record = record.key(key.as_slice());
+        }
+        if let Some(payload) = &message.payload {
+            record = record.payload(payload.as_slice());
+        }
+        if let Some(headers) = &message.headers {
+            record = record.headers(headers.clone());
+        }
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                if waited >= Duration::from_secs(5) && waited.as_millis() % 5000 < 10 {
+                    tracing::warn!(
+                        waited_ms = waited.as_millis() as u64,
+                        "Producer queue full; waiting for the broker."
+                    );
+                }
+                let pause = Duration::from_millis(5).min(backoff);
+                tokio::time::sleep(pause).await;
+                waited += pause;
+            }
+            Err((error, _)) => {
+                tracing::warn!(%error, topic = %message.topic, "Could not send an output; retrying later.");
+                delivery.delivery_errors.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut retries) = delivery.retries.lock() {
+                    retries.push_back(message);
+                }
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! Configuration for `sessionflow run`: defaults < file (`--config`) < environment
+//! (`SESSIONFLOW__SECTION__KEY`) < CLI flags, strict (an unknown key is an error naming it),
+//! and validated once into a typed [`Config`] that is passed explicitly.
+//!
+//! Every key, its default and its meaning are documented in `config/sessionflow.toml`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::EngineConfig;
+use crate::parse::{Limits, DEFAULT_MAX_DEPTH, DEFAULT_MAX_RECORD_BYTES};
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file, variable or flag could not be read into the schema (unknown key, wrong type).
+    #[error("{0}")]
+    Load(String),
+    /// A key has a value of the right type but outside what it accepts.
+    #[error("`{key}` {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+/// The configuration as written: every key with its default.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Kafka bootstrap servers (`bootstrap.servers`), `host:port[,host:port]`.
+    pub brokers: String,
+    /// Consumer group; also names the changelog topic.
+    pub group_id: String,
+    /// `at_least_once` (default) or `exactly_once`.
+    pub delivery: String,
+    pub topics: RawTopics,
+    pub lifecycle: RawLifecycle,
+    pub limits: RawLimits,
+    pub pipeline: RawPipeline,
+    pub http: RawHttp,
+    /// librdkafka properties passed through as they are (`"linger.ms" = "5"`).
+    pub kafka: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTopics {
+    pub input: String,
+    pub transitions: String,
+    pub anomalies: String,
+    pub dead_letters: String,
+    pub create_topics: bool,
+    /// Partitions of the input topic when `create_topics` creates it.
+    pub create_partitions: i32,
+    pub create_replication_factor: i32,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLifecycle {
+    pub allowed_lateness_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub max_clock_skew_ms: u64,
+    pub terminal_retention_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_record_bytes: u64,
+    pub max_depth: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPipeline {
+    pub batch_size: u64,
+    pub drain_timeout_ms: u64,
+    pub retry_backoff_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub listen: String,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "sessionflow".into(),
+            delivery: "at_least_once".into(),
+            topics: RawTopics {
+                input: "clerk.sessions".into(),
+                transitions: "clerk.session.transitions".into(),
+                anomalies: "clerk.session.anomalies".into(),
+                dead_letters: "clerk.sessions.dlq".into(),
+                create_topics: false,
+                create_partitions: 4,
+                create_replication_factor: 1,
+            },
+            lifecycle: RawLifecycle {
+                allowed_lateness_ms: 300_000,
+                idle_timeout_ms: 30_000,
+                max_clock_skew_ms: 300_000,
+                terminal_retention_ms: 86_400_000,
+            },
+            limits: RawLimits {
+                max_record_bytes: DEFAULT_MAX_RECORD_BYTES as u64,
+                max_depth: DEFAULT_MAX_DEPTH as u64,
+            },
+            pipeline: RawPipeline {
+                batch_size: 512,
+                drain_timeout_ms: 10_000,
+                retry_backoff_ms: 500,
+            },
+            http: RawHttp {
+                listen: "127.0.0.1:9464".into(),
+            },
+            kafka: BTreeMap::new(),
+        }
+    }
+}
+
+/// Delivery guarantee (SPEC section 6).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
+/// Topic names and creation settings.
+#[derive(Clone, Debug)]
+pub struct Topics {
+    pub input: String,
+    pub transitions: String,
+    pub anomalies: String,
+    pub dead_letters: String,
+    pub create: bool,
+    pub create_partitions: i32,
+    pub create_replication_factor: i32,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub group_id: String,
+    pub delivery: Delivery,
+    pub topics: Topics,
+    pub engine: EngineConfig,
+    /// `None` turns the idle-partition advance off.
+    pub idle_timeout: Option<Duration>,
+    pub limits: Limits,
+    pub batch_size: usize,
+    pub drain_timeout: Duration,
+    pub retry_backoff: Duration,
+    pub http_listen: SocketAddr,
+    /// librdkafka properties for every client, `bootstrap.servers` included.
+    pub kafka: BTreeMap<String, String>,
+}
+
+/// Loads the layers: defaults, then `file` if given, then the environment, then `overrides`
+/// (`key=value` pairs with dotted keys, values in TOML syntax or bare strings).
+pub fn load(file: Option<&Path>, overrides: &[(String, String)]) -> Result<Config, ConfigError> {
+    let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(ConfigError::Load(format!(
+                "configuration file {} does not exist",
+                path.display()
+            )));
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    figment = figment.merge(Env::prefixed("SESSIONFLOW__").split("__"));
+    for (key, value) in overrides {
+        figment = figment.merge(Toml::string(&override_toml(key, value)));
+    }
+    let raw: RawConfig = figment
+        .extract()
+        .map_err(|e| ConfigError::Load(describe(e)))?;
+    raw.validate()
+}
+
+/// `key = value` as TOML; a value that is not TOML is taken as a string.
+fn override_toml(key: &str, value: &str) -> String {
+    let candidate = format!("{key} = {value}");
+    let parses = Figment::from(Toml::string(&candidate))
+        .extract::<figment::value::Dict>()
+        .is_ok();
+    if parses {
+        candidate
+    } else {
+        let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+        format!("{key} = \"{escaped}\"")
+    }
+}
+
+/// One line per problem, naming the key and where its value came from.
+fn describe(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let key = if e.path.is_empty() {
+                String::new()
+            } else {
+                format!(" (key `{}`)", e.path.join("."))
+            };
+            let source = e
+                .metadata
+                .as_ref()
+                .and_then(|m| m.source.as_ref())
+                .map(|s| format!(" in {s}"))
+                .unwrap_or_default();
+            format!("invalid configuration{key}{source}: {}", e.kind)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn positive(key: &'static str, value: u64) -> Result<u64, ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::Invalid {
+            key,
+            problem: "must be a positive integer".into(),
+        });
+    }
+    Ok(value)
+}
+
+fn millis(key: &'static str, value: u64) -> Result<i64, ConfigError> {
+    i64::try_from(value).map_err(|_| ConfigError::Invalid {
+        key,
+        problem: format!("must be at most {} milliseconds", i64::MAX),
+    })
+}
+
+fn non_empty(key: &'static str, value: String) -> Result<String, ConfigError> {
+    if value.trim().is_empty() {
+        return Err(ConfigError::Invalid {
+            key,
+            problem: "must not be empty".into(),
+        });
+    }
+    Ok(value)
+}
+
+impl RawConfig {
+    /// Checks every value and builds the typed configuration.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let delivery = match self.delivery.as_str() {
+            "at_least_once" => Delivery::AtLeastOnce,
+            "exactly_once" => Delivery::ExactlyOnce,
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "delivery",
+                    problem: format!(
+                        "must be \"at_least_once\" or \"exactly_once\", got {other:?}"
+                    ),
+                })
+            }
+        };
+        let http_listen = self.http.listen.parse().map_err(|_| ConfigError::Invalid {
+            key: "http.listen",
+            problem: format!(
+                "must be an address like 127.0.0.1:9464, got {:?}",
+                self.http.listen
+            ),
+        })?;
+        let t = self.topics;
+        if t.create_partitions < 1 {
+            return Err(ConfigError::Invalid {
+                key: "topics.create_partitions",
+                problem: "must be at least 1".into(),
+            });
+        }
+        if t.create_replication_factor < 1 {
+            return Err(ConfigError::Invalid {
+                key: "topics.create_replication_factor",
+                problem: "must be at least 1".into(),
+            });
+        }
+        let topics = Topics {
+            input: non_empty("topics.input", t.input)?,
+            transitions: non_empty("topics.transitions", t.transitions)?,
+            anomalies: non_empty("topics.anomalies", t.anomalies)?,
+            dead_letters: non_empty("topics.dead_letters", t.dead_letters)?,
+            create: t.create_topics,
+            create_partitions: t.create_partitions,
+            create_replication_factor: t.create_replication_factor,
+        };
+        let l = self.lifecycle;
+        let engine = EngineConfig {
+            allowed_lateness_ms: millis("lifecycle.allowed_lateness_ms", l.allowed_lateness_ms)?,
+            terminal_retention_ms: millis(
+                "lifecycle.terminal_retention_ms",
+                l.terminal_retention_ms,
+            )?,
+            max_clock_skew_ms: millis("lifecycle.max_clock_skew_ms", l.max_clock_skew_ms)?,
+        };
+        let limits = Limits {
+            max_record_bytes: positive("limits.max_record_bytes", self.limits.max_record_bytes)?
+                as usize,
+            max_depth: positive("limits.max_depth", self.limits.max_depth)? as usize,
+        };
+        let mut kafka = self.kafka;
+        kafka
+            .entry("bootstrap.servers".into())
+            .or_insert(non_empty("brokers", self.brokers)?);
+        Ok(Config {
+            group_id: non_empty("group_id", self.group_id)?,
+            delivery,
+            topics,
+            engine,
+            idle_timeout: (l.idle_timeout_ms > 0).then(|| Duration::from_millis(l.idle_timeout_ms)),
+            limits,
+            batch_size: positive("pipeline.batch_size", self.pipeline.batch_size)? as usize,
+            drain_timeout: Duration::from_millis(positive(
+                "pipeline.drain_timeout_ms",
+                self.pipeline.drain_timeout_ms,
+            )?),
+            retry_backoff: Duration::from_millis(positive(
+                "pipeline.retry_backoff_ms",
+                self.pipeline.retry_backoff_ms,
+            )?),
+            http_listen,
+            kafka,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file
+    }
+
+    #[test]
+    fn the_shipped_file_is_complete_and_matches_the_defaults() {
+        let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sessionflow.toml");
+        let from_file: RawConfig = Figment::new().merge(Toml::file(shipped)).extract().unwrap();
+        let defaults = RawConfig::default();
+        assert_eq!(
+            serde_json::to_value(&from_file).unwrap(),
+            serde_json::to_value(&defaults).unwrap()
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_naming_it() {
+        let file = write("[lifecycle]\nallowed_lateness = 5\n");
+        let error = load(Some(file.path()), &[]).unwrap_err().to_string();
+        assert!(error.contains("allowed_lateness"), "{error}");
+        assert!(error.contains("unknown field"), "{error}");
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key_and_the_expected_form() {
+        let file = write("[lifecycle]\nidle_timeout_ms = \"soon\"\n");
+        let error = load(Some(file.path()), &[]).unwrap_err().to_string();
+        assert!(error.contains("lifecycle.idle_timeout_ms"), "{error}");
+        assert!(
+            error.contains("u64") || error.contains("integer"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn overrides_beat_the_file_and_kafka_properties_pass_through() {
+        let file = write("brokers = \"a:1\"\n[kafka]\n\"linger.ms\" = \"5\"\n");
+        let config = load(
+            Some(file.path()),
+            &[
+                ("lifecycle.idle_timeout_ms".into(), "0".into()),
+                ("topics.input".into(), "in.topic".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.idle_timeout, None);
+        assert_eq!(config.topics.input, "in.topic");
+        assert_eq!(config.kafka["bootstrap.servers"], "a:1");
+        assert_eq!(config.kafka["linger.ms"], "5");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (key, value, needle) in [
+            ("delivery", "\"twice\"", "delivery"),
+            ("http.listen", "\"nowhere\"", "http.listen"),
+            ("pipeline.batch_size", "0", "pipeline.batch_size"),
+            ("group_id", "\"\"", "group_id"),
+        ] {
+            let error = load(None, &[(key.into(), value.into())])
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(needle), "{key}: {error}");
+        }
+    }
+}

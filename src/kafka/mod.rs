@@ -1,0 +1,376 @@
+//! Kafka plumbing for the live pipeline: client configuration, the consumer context that
+//! reports rebalances and statistics, the producer whose delivery reports drive the offset
+//! tracker, failed outputs queued for retry, and topic checks at start-up.
+
+pub mod offsets;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{DeliveryResult, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{ProducerContext, ThreadedProducer};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+pub use offsets::{OffsetTracker, Ticket};
+
+/// Errors of the Kafka layer, wrapped, never stringified early.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    #[error("cannot create the Kafka {role}: {source}")]
+    Client {
+        role: &'static str,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("cannot read topic metadata from {brokers}: {source}")]
+    Metadata {
+        brokers: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("topic {0:?} does not exist (create it, or set topics.create_topics = true)")]
+    MissingTopic(String),
+    #[error("cannot create topic {topic:?}: {reason}")]
+    CreateTopic { topic: String, reason: String },
+}
+
+/// librdkafka properties for every client, from the configuration's `[kafka]` table.
+pub fn base_config(properties: &BTreeMap<String, String>) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    for (key, value) in properties {
+        config.set(key, value);
+    }
+    config.set_log_level(RDKafkaLogLevel::Warning);
+    config
+}
+
+/// Packs a ticket into the producer's per-message opaque without allocating:
+/// 16 bits of partition, 48 bits of sequence number.
+pub fn ticket_to_opaque((partition, seq): Ticket) -> usize {
+    ((partition as u64 & 0xffff) << 48 | (seq & 0xffff_ffff_ffff)) as usize
+}
+
+pub fn opaque_to_ticket(opaque: usize) -> Ticket {
+    let raw = opaque as u64;
+    ((raw >> 48) as i32, raw & 0xffff_ffff_ffff)
+}
+
+/// A message whose delivery failed, kept for another try: nothing is dropped.
+#[derive(Debug)]
+pub struct RetryMessage {
+    pub topic: String,
+    pub partition: i32,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Option<OwnedHeaders>,
+    pub opaque: usize,
+}
+
+/// What delivery reports update: the offset tracker and the retry queue.
+pub struct DeliveryState {
+    pub tracker: Mutex<OffsetTracker>,
+    pub retries: Mutex<VecDeque<RetryMessage>>,
+    pub delivery_errors: AtomicU64,
+}
+
+impl DeliveryState {
+    pub fn new() -> Arc<Self> {
+        Arc::new(DeliveryState {
+            tracker: Mutex::new(OffsetTracker::default()),
+            retries: Mutex::new(VecDeque::new()),
+            delivery_errors: AtomicU64::new(0),
+        })
+    }
+}
+
+/// Producer context: acknowledged outputs complete their record's ticket; failed ones are
+/// queued for retry with their original bytes.
+pub struct OutputContext {
+    pub state: Arc<DeliveryState>,
+}
+
+impl ClientContext for OutputContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "Kafka producer error.");
+    }
+}
+
+impl ProducerContext for OutputContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        match result {
+            Ok(_) => {
+                if let Ok(mut tracker) = self.state.tracker.lock() {
+                    tracker.delivered(opaque_to_ticket(opaque));
+                }
+            }
+            Err((error, message)) => {
+                self.state.delivery_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, topic = message.topic(), "Output delivery failed; it will be retried.");
+                let headers = message.headers().map(|h| {
+                    h.iter().fold(OwnedHeaders::new(), |acc, header| {
+                        acc.insert(Header {
+                            key: header.key,
+                            value: header.value,
+                        })
+                    })
+                });
+                let retry = RetryMessage {
+                    topic: message.topic().to_owned(),
+                    partition: message.partition(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    payload: message.payload().map(<[u8]>::to_vec),
+                    headers,
+                    opaque,
+                };
+                if let Ok(mut retries) = self.state.retries.lock() {
+                    retries.push_back(retry);
+                }
+            }
+        }
+    }
+}
+
+/// The output producer: idempotent, lz4, deliveries retried by librdkafka without a local
+/// timeout (a broker that is down makes outputs wait, never fail by time).
+pub fn output_producer(
+    properties: &BTreeMap<String, String>,
+    state: Arc<DeliveryState>,
+    max_record_bytes: usize,
+) -> Result<ThreadedProducer<OutputContext>, KafkaSetupError> {
+    let mut config = base_config(properties);
+    set_default(&mut config, "enable.idempotence", "true");
+    set_default(&mut config, "compression.type", "lz4");
+    set_default(&mut config, "linger.ms", "5");
+    set_default(&mut config, "message.timeout.ms", "0");
+    // Dead letters carry the original record: leave room for the largest one plus headers.
+    let max_message = (max_record_bytes + 64 * 1024).max(1_000_000);
+    set_default(&mut config, "message.max.bytes", &max_message.to_string());
+    config
+        .create_with_context(OutputContext { state })
+        .map_err(|source| KafkaSetupError::Client {
+            role: "producer",
+            source,
+        })
+}
+
+fn set_default(config: &mut ClientConfig, key: &str, value: &str) {
+    if config.get(key).is_none() {
+        config.set(key, value);
+    }
+}
+
+/// A change of assignment, seen by the processing loop after the consumer's poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssignmentChange {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
+
+/// Consumer context: records rebalances for the processing loop, drains outputs and commits
+/// before partitions are revoked, and keeps per-partition lag from statistics.
+pub struct InputContext {
+    pub topic: String,
+    pub changes: Mutex<Vec<AssignmentChange>>,
+    /// Consumer lag per partition from the latest statistics (-1: unknown).
+    pub lag: Mutex<HashMap<i32, i64>>,
+    pub delivery: Arc<DeliveryState>,
+    /// Flushes the producer, bounded; set once the producer exists.
+    pub drain: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+}
+
+impl ClientContext for InputContext {
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        if let Ok(mut lag) = self.lag.lock() {
+            lag.clear();
+            for (id, partition) in &topic.partitions {
+                if *id >= 0 {
+                    lag.insert(*id, partition.consumer_lag);
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "Kafka consumer error; librdkafka retries.");
+    }
+}
+
+impl ConsumerContext for InputContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+            tracing::info!(?partitions, "Partitions revoked; draining their outputs.");
+            // Every record of these partitions was processed and its outputs sent: wait for
+            // their acknowledgements, then commit what they make committable.
+            if let Ok(drain) = self.drain.lock() {
+                if let Some(drain) = drain.as_ref() {
+                    drain();
+                }
+            }
+            store_and_commit(consumer, &self.topic, &self.delivery, Some(&partitions));
+            if let Ok(mut changes) = self.changes.lock() {
+                changes.push(AssignmentChange::Revoked(partitions));
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(?partitions, "Partitions assigned.");
+                if let Ok(mut changes) = self.changes.lock() {
+                    changes.push(AssignmentChange::Assigned(partitions));
+                }
+            }
+            Rebalance::Error(error) => tracing::warn!(%error, "Rebalance error."),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+/// Stores the committable offsets (of `only` these partitions, or all) and commits them
+/// synchronously. Used on revocation and shutdown; in steady state auto-commit batches them.
+pub fn store_and_commit<C: ConsumerContext, K: Consumer<C>>(
+    consumer: &K,
+    topic: &str,
+    delivery: &DeliveryState,
+    only: Option<&[i32]>,
+) {
+    let moved = match delivery.tracker.lock() {
+        Ok(mut tracker) => {
+            let moved = tracker.take_committable();
+            if let Some(partitions) = only {
+                for &p in partitions {
+                    tracker.remove(p);
+                }
+            }
+            moved
+        }
+        Err(_) => return,
+    };
+    let mut list = TopicPartitionList::new();
+    for (partition, offset) in moved {
+        if only.is_none_or(|ps| ps.contains(&partition)) {
+            let _ = list.add_partition_offset(topic, partition, Offset::Offset(offset));
+        }
+    }
+    if list.count() == 0 {
+        return;
+    }
+    if let Err(error) = consumer.store_offsets(&list) {
+        tracing::warn!(%error, "Could not store offsets.");
+    }
+    if let Err(error) = consumer.commit(&list, rdkafka::consumer::CommitMode::Sync) {
+        tracing::warn!(%error, "Could not commit offsets; they are committed later or re-read.");
+    }
+}
+
+/// Partition counts of the topics the pipeline uses; creates missing ones when allowed.
+/// Outputs are created with the input's partition count (co-partitioned with it).
+pub async fn ensure_topics(
+    properties: &BTreeMap<String, String>,
+    input: &str,
+    outputs: &[&str],
+    create: Option<(i32, i32)>,
+) -> Result<HashMap<String, i32>, KafkaSetupError> {
+    let brokers = properties
+        .get("bootstrap.servers")
+        .cloned()
+        .unwrap_or_default();
+    let admin: AdminClient<DefaultClientContext> =
+        base_config(properties)
+            .create()
+            .map_err(|source| KafkaSetupError::Client {
+                role: "admin client",
+                source,
+            })?;
+    let counts = |admin: &AdminClient<DefaultClientContext>| -> Result<HashMap<String, i32>, KafkaSetupError> {
+        let metadata = admin
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(10))
+            .map_err(|source| KafkaSetupError::Metadata {
+                brokers: brokers.clone(),
+                source,
+            })?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| (t.name().to_owned(), t.partitions().len() as i32))
+            .collect())
+    };
+    let mut known = counts(&admin)?;
+    let missing_input = !known.contains_key(input);
+    let missing: Vec<&str> = std::iter::once(input)
+        .chain(outputs.iter().copied())
+        .filter(|t| !known.contains_key(*t))
+        .collect();
+    if missing.is_empty() {
+        return Ok(known);
+    }
+    let Some((partitions, replication)) = create else {
+        return Err(KafkaSetupError::MissingTopic(missing[0].to_owned()));
+    };
+    let input_partitions = if missing_input {
+        partitions
+    } else {
+        known[input]
+    };
+    let new_topics: Vec<NewTopic<'_>> = missing
+        .iter()
+        .map(|t| NewTopic::new(t, input_partitions, TopicReplication::Fixed(replication)))
+        .collect();
+    let results = admin
+        .create_topics(&new_topics, &AdminOptions::new())
+        .await
+        .map_err(|e| KafkaSetupError::CreateTopic {
+            topic: missing.join(", "),
+            reason: e.to_string(),
+        })?;
+    for result in results {
+        if let Err((topic, code)) = result {
+            if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                return Err(KafkaSetupError::CreateTopic {
+                    topic,
+                    reason: code.to_string(),
+                });
+            }
+        }
+    }
+    tracing::info!(topics = ?missing, partitions = input_partitions, "Created missing topics.");
+    // Metadata may lag creation briefly.
+    for _ in 0..50 {
+        known = counts(&admin)?;
+        if missing.iter().all(|t| known.contains_key(*t)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(known)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickets_round_trip_through_the_opaque() {
+        for ticket in [(0, 0), (3, 12345), (65_535, (1 << 48) - 1)] {
+            assert_eq!(opaque_to_ticket(ticket_to_opaque(ticket)), ticket);
+        }
+    }
+}

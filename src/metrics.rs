@@ -1,0 +1,124 @@
+//! Every metric sessionflow exports (SPEC section 7): names as constants, described once at
+//! start-up, and the Prometheus recorder that `/metrics` renders. Label values always come
+//! from closed sets (statuses, causes, kinds, partition numbers), never from input text.
+
+use std::time::Duration;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const RECORDS_TOTAL: &str = "sessionflow_records_total";
+pub const TRANSITIONS_TOTAL: &str = "sessionflow_transitions_total";
+pub const ANOMALIES_TOTAL: &str = "sessionflow_anomalies_total";
+pub const DEAD_LETTERS_TOTAL: &str = "sessionflow_dead_letters_total";
+pub const SESSIONS: &str = "sessionflow_sessions";
+pub const SESSION_LIFETIME_SECONDS: &str = "sessionflow_session_lifetime_seconds";
+pub const EVENT_LAG_SECONDS: &str = "sessionflow_event_lag_seconds";
+pub const WATERMARK_LAG_SECONDS: &str = "sessionflow_watermark_lag_seconds";
+pub const CONSUMER_LAG_RECORDS: &str = "sessionflow_consumer_lag_records";
+pub const STATE_RESTORE_SECONDS: &str = "sessionflow_state_restore_seconds";
+pub const STATE_RESTORED_SESSIONS_TOTAL: &str = "sessionflow_state_restored_sessions_total";
+pub const BUILD_INFO: &str = "sessionflow_build_info";
+/// Beyond the SPEC's table: output deliveries that failed and were retried.
+pub const DELIVERY_ERRORS_TOTAL: &str = "sessionflow_delivery_errors_total";
+
+/// Every metric name, for checks (dashboards, docs) against the code.
+pub const ALL: [&str; 13] = [
+    RECORDS_TOTAL,
+    TRANSITIONS_TOTAL,
+    ANOMALIES_TOTAL,
+    DEAD_LETTERS_TOTAL,
+    SESSIONS,
+    SESSION_LIFETIME_SECONDS,
+    EVENT_LAG_SECONDS,
+    WATERMARK_LAG_SECONDS,
+    CONSUMER_LAG_RECORDS,
+    STATE_RESTORE_SECONDS,
+    STATE_RESTORED_SESSIONS_TOTAL,
+    BUILD_INFO,
+    DELIVERY_ERRORS_TOTAL,
+];
+
+/// Installs the global Prometheus recorder and describes every metric. Per-partition gauges
+/// that stop being updated (a revoked partition) disappear after `idle`.
+pub fn install(idle: Duration) -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .idle_timeout(metrics_util::MetricKindMask::GAUGE, Some(idle))
+        .set_buckets_for_metric(
+            Matcher::Full(SESSION_LIFETIME_SECONDS.into()),
+            &[
+                60.0, 600.0, 3600.0, 14400.0, 86400.0, 259200.0, 604800.0, 2592000.0,
+            ],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(EVENT_LAG_SECONDS.into()),
+            &[
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                3600.0,
+            ],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(STATE_RESTORE_SECONDS.into()),
+            &[0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+        )?
+        .install_recorder()?;
+    describe();
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    Ok(handle)
+}
+
+fn describe() {
+    describe_counter!(RECORDS_TOTAL, Unit::Count, "Input observations by outcome (applied, duplicate, stale, late) and records by outcome (ignored, invalid).");
+    describe_counter!(
+        TRANSITIONS_TOTAL,
+        Unit::Count,
+        "Derived session transitions by from, to and cause."
+    );
+    describe_counter!(ANOMALIES_TOTAL, Unit::Count, "Derived anomalies by kind.");
+    describe_counter!(
+        DEAD_LETTERS_TOTAL,
+        Unit::Count,
+        "Invalid records sent to the dead-letter topic, by kind."
+    );
+    describe_gauge!(SESSIONS, Unit::Count, "Sessions held in state, by status.");
+    describe_histogram!(
+        SESSION_LIFETIME_SECONDS,
+        Unit::Seconds,
+        "Session age on entering a terminal status, by terminal status."
+    );
+    describe_histogram!(
+        EVENT_LAG_SECONDS,
+        Unit::Seconds,
+        "Wall clock minus event time when processed (newest event time of each batch)."
+    );
+    describe_gauge!(
+        WATERMARK_LAG_SECONDS,
+        Unit::Seconds,
+        "Wall clock minus the partition's watermark."
+    );
+    describe_gauge!(
+        CONSUMER_LAG_RECORDS,
+        Unit::Count,
+        "Records behind the partition's high watermark (assigned partitions only)."
+    );
+    describe_histogram!(
+        STATE_RESTORE_SECONDS,
+        Unit::Seconds,
+        "Time to restore a partition's state from its changelog."
+    );
+    describe_counter!(
+        STATE_RESTORED_SESSIONS_TOTAL,
+        Unit::Count,
+        "Sessions restored from changelogs."
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        Unit::Count,
+        "Always 1; the version label names the running build."
+    );
+    describe_counter!(
+        DELIVERY_ERRORS_TOTAL,
+        Unit::Count,
+        "Output deliveries that failed and were queued for retry."
+    );
+}
