@@ -598,8 +598,6 @@ impl Pipeline {
                 }
             }
         }
-        // Restore metrics exist from the start (restoring comes with the changelog).
-        metrics::counter!(m::STATE_RESTORED_SESSIONS_TOTAL).increment(0);
     }
 
     /// Bounded drain: retries, producer flush, final offsets, group leave.

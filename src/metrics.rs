@@ -63,8 +63,43 @@ pub fn install(idle: Duration) -> anyhow::Result<PrometheusHandle> {
         )?
         .install_recorder()?;
     describe();
+    register();
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)
+}
+
+/// Creates every series whose labels are known up front, at zero, so that `/metrics` shows
+/// every metric from the start (a counter that never moved is otherwise absent).
+fn register() {
+    use crate::model::{AnomalyKind, Outcome, KNOWN_STATUSES};
+    use crate::parse::ErrorKind;
+    for outcome in Outcome::ALL
+        .iter()
+        .map(|o| o.as_str())
+        .chain(["ignored", "invalid"])
+    {
+        metrics::counter!(RECORDS_TOTAL, "outcome" => outcome).increment(0);
+    }
+    for kind in AnomalyKind::ALL {
+        metrics::counter!(ANOMALIES_TOTAL, "kind" => kind.as_str()).increment(0);
+    }
+    for kind in ErrorKind::ALL {
+        metrics::counter!(DEAD_LETTERS_TOTAL, "kind" => kind.as_str()).increment(0);
+    }
+    metrics::counter!(TRANSITIONS_TOTAL, "from" => "none", "to" => "active", "cause" => "observed")
+        .increment(0);
+    for status in KNOWN_STATUSES.iter().copied().chain(["other"]) {
+        metrics::gauge!(SESSIONS, "status" => status).set(0.0);
+    }
+    metrics::counter!(STATE_RESTORED_SESSIONS_TOTAL).increment(0);
+    metrics::counter!(DELIVERY_ERRORS_TOTAL).increment(0);
+    // Histograms appear with their first sample; these are the zero-information samples
+    // that keep the series present without skewing them: none. They are described above.
+    let _ = (
+        metrics::histogram!(SESSION_LIFETIME_SECONDS, "end" => "ended"),
+        metrics::histogram!(EVENT_LAG_SECONDS),
+        metrics::histogram!(STATE_RESTORE_SECONDS),
+    );
 }
 
 fn describe() {

@@ -1,0 +1,456 @@
+//! Helpers for tests against a real Kafka broker (started by `scripts/kafka-dev.sh run --`,
+//! which sets SESSIONFLOW_TEST_BOOTSTRAP). Without a broker the tests say so and pass, except
+//! under CI=true, where a missing broker fails them.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sessionflow");
+
+/// The broker's address, or `None` (with a message) when no broker is configured.
+pub fn bootstrap() -> Option<String> {
+    match std::env::var("SESSIONFLOW_TEST_BOOTSTRAP") {
+        Ok(b) if !b.is_empty() => Some(b),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but no Kafka broker: run the tests through scripts/kafka-dev.sh run --"
+            );
+            eprintln!("SKIPPED: no Kafka broker configured (SESSIONFLOW_TEST_BOOTSTRAP); run through scripts/kafka-dev.sh run --");
+            None
+        }
+    }
+}
+
+/// A name unique to this test run.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A free local port for the HTTP listener.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+pub fn create_topics(bootstrap: &str, topics: &[&str], partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let results = runtime()
+        .block_on(admin.create_topics(&new, &AdminOptions::new()))
+        .unwrap();
+    for r in results {
+        r.unwrap();
+    }
+}
+
+/// One record read back.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Record {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(self.value.as_deref().unwrap_or(b"null")).unwrap()
+    }
+}
+
+/// Every record of `topic`, per partition in offset order, read with read_committed.
+pub fn read_all(bootstrap: &str, topic: &str) -> BTreeMap<i32, Vec<Record>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let partitions: Vec<i32> = metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect();
+    let mut ends = HashMap::new();
+    let mut list = TopicPartitionList::new();
+    for &p in &partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .unwrap();
+        ends.insert(p, high);
+        if high > low {
+            list.add_partition_offset(topic, p, Offset::Offset(low))
+                .unwrap();
+        }
+    }
+    let mut out: BTreeMap<i32, Vec<Record>> = partitions.iter().map(|&p| (p, Vec::new())).collect();
+    if list.count() == 0 {
+        return out;
+    }
+    consumer.assign(&list).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = |out: &BTreeMap<i32, Vec<Record>>| {
+        partitions.iter().all(|p| {
+            let end = ends[p];
+            out[p]
+                .last()
+                .map_or(end == 0 || list.find_partition(topic, *p).is_none(), |r| {
+                    r.offset + 1 >= end
+                })
+        })
+    };
+    while !done(&out) {
+        assert!(Instant::now() < deadline, "timed out reading {topic}");
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            let m = message.unwrap();
+            let mut headers = BTreeMap::new();
+            if let Some(h) = m.headers() {
+                for header in h.iter() {
+                    headers.insert(
+                        header.key.to_owned(),
+                        String::from_utf8_lossy(header.value.unwrap_or(b"")).into_owned(),
+                    );
+                }
+            }
+            out.get_mut(&m.partition()).unwrap().push(Record {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+                headers,
+            });
+        }
+    }
+    out
+}
+
+/// Committed offsets of `group` on `topic`'s partitions (-1 where none).
+pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p);
+    }
+    // A new group's coordinator may still be loading: retry transient errors.
+    let mut attempts = 0;
+    let committed = loop {
+        match consumer.committed_offsets(list.clone(), Duration::from_secs(10)) {
+            Ok(committed) => break committed,
+            Err(error) if attempts < 40 => {
+                attempts += 1;
+                eprintln!("committed offsets not available yet ({error}); retrying");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(error) => panic!("committed offsets of {group}: {error}"),
+        }
+    };
+    (0..partitions)
+        .map(
+            |p| match committed.find_partition(topic, p).unwrap().offset() {
+                Offset::Offset(o) => o,
+                _ => -1,
+            },
+        )
+        .collect()
+}
+
+/// End offsets of `topic`'s partitions.
+pub fn end_offsets(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    (0..partitions)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .collect()
+}
+
+/// Sends generated records with `sessionflow generate --brokers`.
+pub fn generate_into(bootstrap: &str, topic: &str, records: u64, seed: u64) {
+    let status = Command::new(BIN)
+        .args([
+            "generate",
+            "--sessions",
+            &(records / 3).to_string(),
+            "--seed",
+            &seed.to_string(),
+        ])
+        .args([
+            "--records",
+            &records.to_string(),
+            "--brokers",
+            bootstrap,
+            "--topic",
+            topic,
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A running `sessionflow run`, its stderr in a file.
+pub struct Running {
+    pub child: Child,
+    pub port: u16,
+    pub log: std::path::PathBuf,
+}
+
+impl Running {
+    pub fn metrics(&self) -> Option<String> {
+        http_get(self.port, "/metrics")
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        signal(self.child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sessionflow did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Starts `sessionflow run` against `bootstrap` with `--set` overrides.
+pub fn start_run(
+    bootstrap: &str,
+    dir: &Path,
+    group: &str,
+    input: &str,
+    prefix: &str,
+    sets: &[&str],
+) -> Running {
+    let port = free_port();
+    let log = dir.join(format!("{}.log", unique("run")));
+    let mut command = Command::new(BIN);
+    command
+        .arg("run")
+        .args([
+            "--brokers",
+            bootstrap,
+            "--group-id",
+            group,
+            "--input-topic",
+            input,
+        ])
+        .args(["--http-listen", &format!("127.0.0.1:{port}")])
+        .args(["--set", &format!("topics.transitions={prefix}.transitions")])
+        .args(["--set", &format!("topics.anomalies={prefix}.anomalies")])
+        .args(["--set", &format!("topics.dead_letters={prefix}.dlq")])
+        .args(["--set", "topics.create_topics=true"]);
+    for set in sets {
+        command.args(["--set", set]);
+    }
+    let child = command
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    Running { child, port, log }
+}
+
+/// A plain HTTP/1.0 GET on localhost; `None` while nothing listens.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+/// Sum of a metric's samples whose line contains every `labels` fragment.
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with(name)
+                && (l.as_bytes().get(name.len()) == Some(&b'{')
+                    || l.as_bytes().get(name.len()) == Some(&b' '))
+        })
+        .filter(|l| labels.iter().all(|f| l.contains(f)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// What `sessionflow replay` derives from each input partition, with sources rewritten to
+/// the Kafka topic, partition and offsets of the records: (transitions, anomalies, dead-letter
+/// offsets) per partition.
+pub struct Expected {
+    pub transitions: BTreeMap<i32, Vec<Value>>,
+    pub anomalies: BTreeMap<i32, Vec<Value>>,
+    pub dead_letters: BTreeMap<i32, Vec<i64>>,
+    pub observations: u64,
+    pub ignored: u64,
+}
+
+pub fn expected_from_replay(
+    input: &BTreeMap<i32, Vec<Record>>,
+    topic: &str,
+    dir: &Path,
+    extra: &[&str],
+) -> Expected {
+    let mut expected = Expected {
+        transitions: BTreeMap::new(),
+        anomalies: BTreeMap::new(),
+        dead_letters: BTreeMap::new(),
+        observations: 0,
+        ignored: 0,
+    };
+    for (&partition, records) in input {
+        let path = dir.join(format!("p{partition}.ndjson"));
+        let mut text = Vec::new();
+        for r in records {
+            // One record a line: generated records never contain a raw newline.
+            text.extend_from_slice(r.value.as_deref().unwrap_or(b""));
+            text.push(b'\n');
+        }
+        std::fs::write(&path, text).unwrap();
+        let dlq = dir.join(format!("p{partition}.dlq"));
+        let out = Command::new(BIN)
+            .args(["replay", "--until-ms", "0"])
+            .args(extra)
+            .arg("--input")
+            .arg(&path)
+            .arg("--dlq")
+            .arg(&dlq)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let summary = String::from_utf8_lossy(&out.stderr);
+        expected.observations += number_before(&summary, " observations");
+        expected.ignored += number_before(&summary, " ignored");
+        let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
+        let fix = |mut v: Value| {
+            if let Some(source) = v.get_mut("source").filter(|s| !s.is_null()) {
+                let line = source["offset"].as_i64().unwrap() as usize;
+                *source = serde_json::json!({"topic": topic, "partition": partition, "offset": offsets[line]});
+            }
+            v
+        };
+        let (mut transitions, mut anomalies) = (Vec::new(), Vec::new());
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let v = fix(serde_json::from_str(line).unwrap());
+            if v["type"] == "session.transition" {
+                transitions.push(v);
+            } else {
+                anomalies.push(v);
+            }
+        }
+        expected.transitions.insert(partition, transitions);
+        expected.anomalies.insert(partition, anomalies);
+        let dead: Vec<i64> = std::fs::read_to_string(&dlq)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                offsets[serde_json::from_str::<Value>(l).unwrap()["line"]
+                    .as_u64()
+                    .unwrap() as usize]
+            })
+            .collect();
+        expected.dead_letters.insert(partition, dead);
+    }
+    expected
+}
+
+fn number_before(text: &str, marker: &str) -> u64 {
+    let at = text
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker} in {text}"));
+    text[..at]
+        .rsplit(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn values(records: &[Record]) -> Vec<Value> {
+    records.iter().map(Record::json).collect()
+}

@@ -1,0 +1,316 @@
+//! The live pipeline against a real Apache Kafka broker (`scripts/kafka-dev.sh run --`):
+//! live output equals what replay derives per partition, dead letters are exactly the
+//! malformed records with their headers, metrics agree with what was read back, SIGTERM
+//! drains and commits exactly what was processed, and bad configuration fails clearly.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const PARTITIONS: i32 = 4;
+/// Historical event times: no idle advance, no future check (SPEC section 3).
+const HISTORICAL: [&str; 2] = [
+    "lifecycle.idle_timeout_ms=0",
+    "lifecycle.max_clock_skew_ms=0",
+];
+
+#[test]
+fn live_output_equals_replay_per_partition_with_dead_letters_and_metrics() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let input = unique("live-in");
+    let prefix = unique("live-out");
+    let group = unique("live-group");
+    create_topics(&bootstrap, &[&input], PARTITIONS);
+    let total = 100_000;
+    generate_into(&bootstrap, &input, total, 11);
+
+    let mut run = start_run(&bootstrap, dir.path(), &group, &input, &prefix, &HISTORICAL);
+    let mut scraped_mid_run = false;
+    wait_until(
+        "every input offset committed",
+        Duration::from_secs(240),
+        || {
+            if let Some(text) = run.metrics() {
+                scraped_mid_run |= text.contains("sessionflow_records_total");
+            }
+            let ends = end_offsets(&bootstrap, &input, PARTITIONS);
+            committed(&bootstrap, &group, &input, PARTITIONS) == ends
+        },
+    );
+    assert!(scraped_mid_run, "/metrics answered during the run");
+    assert!(http_get(run.port, "/readyz")
+        .unwrap()
+        .starts_with("HTTP/1.0 200"));
+    // Counters are exported once a second.
+    std::thread::sleep(Duration::from_millis(2500));
+    let metrics = run.metrics().unwrap();
+    let status = run.terminate();
+    assert!(status.success(), "exit {status:?}: {}", run.log_text());
+
+    let records = read_all(&bootstrap, &input);
+    assert_eq!(records.values().map(Vec::len).sum::<usize>() as u64, total);
+    let expected = expected_from_replay(&records, &input, dir.path(), &[]);
+    let transitions = read_all(&bootstrap, &format!("{prefix}.transitions"));
+    let anomalies = read_all(&bootstrap, &format!("{prefix}.anomalies"));
+    let dead = read_all(&bootstrap, &format!("{prefix}.dlq"));
+    let mut transitions_total = 0;
+    for p in 0..PARTITIONS {
+        let got = values(&transitions[&p]);
+        assert_eq!(
+            got.len(),
+            expected.transitions[&p].len(),
+            "partition {p}: transition count"
+        );
+        for (i, (g, e)) in got.iter().zip(&expected.transitions[&p]).enumerate() {
+            assert_eq!(g, e, "partition {p}: transition {i}");
+        }
+        transitions_total += got.len();
+        assert_eq!(
+            values(&anomalies[&p]),
+            expected.anomalies[&p],
+            "partition {p}: anomalies"
+        );
+        for t in &transitions[&p] {
+            assert_eq!(
+                t.key.as_deref(),
+                t.json()["session_id"].as_str().map(str::as_bytes)
+            );
+        }
+
+        // Dead letters: exactly the malformed records, original key and value, SPEC headers.
+        let dead_offsets: Vec<i64> = dead[&p]
+            .iter()
+            .map(|d| d.headers["sessionflow-source-offset"].parse().unwrap())
+            .collect();
+        assert_eq!(
+            dead_offsets, expected.dead_letters[&p],
+            "partition {p}: dead letters"
+        );
+        for d in &dead[&p] {
+            let offset: i64 = d.headers["sessionflow-source-offset"].parse().unwrap();
+            let original = records[&p].iter().find(|r| r.offset == offset).unwrap();
+            assert_eq!(d.value, original.value);
+            assert_eq!(d.key, original.key);
+            assert_eq!(d.headers["sessionflow-source-topic"], input);
+            assert_eq!(d.headers["sessionflow-source-partition"], p.to_string());
+            let kind = d.headers["sessionflow-error-kind"].as_str();
+            assert!(
+                [
+                    "invalid_json",
+                    "invalid_shape",
+                    "missing_field",
+                    "wrong_type",
+                    "invalid_value",
+                    "too_large"
+                ]
+                .contains(&kind),
+                "{kind}"
+            );
+            assert!(!d.headers["sessionflow-error"].is_empty());
+        }
+    }
+    assert!(
+        transitions_total > 10_000,
+        "a real workload: {transitions_total} transitions"
+    );
+    let dead_total: usize = expected.dead_letters.values().map(Vec::len).sum();
+    assert!(
+        dead_total > 0,
+        "the generator's malformed share reached the dead-letter topic"
+    );
+
+    // Metrics agree with what was sent and read back.
+    let observed = ["applied", "duplicate", "stale", "late"]
+        .iter()
+        .map(|o| {
+            metric_sum(
+                &metrics,
+                "sessionflow_records_total",
+                &[&format!("outcome=\"{o}\"")],
+            )
+        })
+        .sum::<f64>();
+    assert_eq!(
+        observed as u64, expected.observations,
+        "observation outcomes"
+    );
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "sessionflow_records_total",
+            &["outcome=\"invalid\""]
+        ) as usize,
+        dead_total
+    );
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "sessionflow_records_total",
+            &["outcome=\"ignored\""]
+        ) as u64,
+        expected.ignored
+    );
+    assert_eq!(
+        metric_sum(&metrics, "sessionflow_dead_letters_total", &[]) as usize,
+        dead_total
+    );
+    assert_eq!(
+        metric_sum(&metrics, "sessionflow_transitions_total", &[]) as usize,
+        transitions_total
+    );
+    for name in sessionflow::metrics::ALL {
+        assert!(
+            metrics.contains(&format!("# HELP {name}"))
+                || metrics.contains(&format!("# TYPE {name}")),
+            "{name} described"
+        );
+    }
+}
+
+#[test]
+fn sigterm_mid_stream_drains_commits_what_was_processed_and_a_restart_continues() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let input = unique("stop-in");
+    let prefix = unique("stop-out");
+    let group = unique("stop-group");
+    create_topics(&bootstrap, &[&input], PARTITIONS);
+    let total: u64 = 100_000;
+
+    // Input arrives at a steady 20 000 records/s while the processor runs, so SIGTERM lands
+    // mid-stream.
+    let mut first = start_run(&bootstrap, dir.path(), &group, &input, &prefix, &HISTORICAL);
+    let mut generator = std::process::Command::new(BIN)
+        .args([
+            "generate",
+            "--sessions",
+            "40000",
+            "--seed",
+            "12",
+            "--records",
+            &total.to_string(),
+        ])
+        .args([
+            "--brokers",
+            &bootstrap,
+            "--topic",
+            &input,
+            "--rate",
+            "20000",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("some progress", Duration::from_secs(120), || {
+        committed(&bootstrap, &group, &input, PARTITIONS)
+            .iter()
+            .sum::<i64>()
+            > 10_000
+    });
+    let status = first.terminate();
+    assert!(generator.wait().unwrap().success());
+    let ends = end_offsets(&bootstrap, &input, PARTITIONS);
+    assert_eq!(ends.iter().sum::<i64>() as u64, total);
+    assert!(status.success(), "exit {status:?}: {}", first.log_text());
+    let stopped_at = committed(&bootstrap, &group, &input, PARTITIONS);
+    assert!(
+        stopped_at.iter().sum::<i64>() < ends.iter().sum::<i64>(),
+        "stopped mid-stream: {stopped_at:?} of {ends:?}"
+    );
+
+    // Committed offsets equal the processed input: every output of the first run comes from
+    // a committed record, and every expected observed event of a committed record is there.
+    let records = read_all(&bootstrap, &input);
+    let expected = expected_from_replay(&records, &input, dir.path(), &[]);
+    let after_first = read_all(&bootstrap, &format!("{prefix}.transitions"));
+    for p in 0..PARTITIONS as usize {
+        let committed_p = stopped_at[p].max(0);
+        let got = values(&after_first[&(p as i32)]);
+        for event in &got {
+            if let Some(offset) = event["source"]["offset"].as_i64() {
+                assert!(offset < committed_p, "partition {p}: output of uncommitted offset {offset} (committed {committed_p})");
+            }
+        }
+        let observed_expected: Vec<&serde_json::Value> = expected.transitions[&(p as i32)]
+            .iter()
+            .filter(|e| {
+                e["source"]["offset"]
+                    .as_i64()
+                    .is_some_and(|o| o < committed_p)
+            })
+            .collect();
+        let observed_got: Vec<&serde_json::Value> =
+            got.iter().filter(|e| !e["source"].is_null()).collect();
+        assert_eq!(
+            observed_got, observed_expected,
+            "partition {p}: observed events up to the commit"
+        );
+    }
+
+    // A restart continues from the committed offsets and finishes the input.
+    let marks = end_offsets(&bootstrap, &format!("{prefix}.transitions"), PARTITIONS);
+    let mut second = start_run(&bootstrap, dir.path(), &group, &input, &prefix, &HISTORICAL);
+    wait_until("the rest committed", Duration::from_secs(240), || {
+        committed(&bootstrap, &group, &input, PARTITIONS) == ends
+    });
+    assert!(second.terminate().success());
+    let all = read_all(&bootstrap, &format!("{prefix}.transitions"));
+    for p in 0..PARTITIONS {
+        if stopped_at[p as usize] >= ends[p as usize] {
+            continue; // Finished by the first run.
+        }
+        let resumed: Vec<i64> = all[&p]
+            .iter()
+            .filter(|r| r.offset >= marks[p as usize])
+            .filter_map(|r| r.json()["source"]["offset"].as_i64())
+            .collect();
+        assert!(
+            !resumed.is_empty(),
+            "partition {p}: the restart produced output"
+        );
+        let first_resumed = resumed.iter().min().unwrap();
+        assert!(
+            *first_resumed >= stopped_at[p as usize],
+            "partition {p}: nothing before the commit was re-read"
+        );
+    }
+}
+
+#[test]
+fn bad_configuration_fails_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &str); 3] = [
+        ("[lifecycle]\nallowed_lateness = 1\n", "allowed_lateness"),
+        (
+            "[lifecycle]\nidle_timeout_ms = \"later\"\n",
+            "lifecycle.idle_timeout_ms",
+        ),
+        ("delivery = \"sometimes\"\n", "delivery"),
+    ];
+    for (text, needle) in cases {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{text}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{text}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // An unreachable broker: a clear error naming it, a non-zero exit, no panic.
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--brokers", "127.0.0.1:1", "--http-listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
