@@ -22,26 +22,63 @@ fn a_broker_restart_mid_stream_loses_nothing() {
     let group = unique("restart-group");
     create_topics(&bootstrap, &[&input], PARTITIONS);
     let total: u64 = 100_000;
-    let sets = ["lifecycle.idle_timeout_ms=0", "lifecycle.max_clock_skew_ms=0"];
+    let sets = [
+        "lifecycle.idle_timeout_ms=0",
+        "lifecycle.max_clock_skew_ms=0",
+    ];
     let mut run = start_run(&bootstrap, dir.path(), &group, &input, &prefix, &sets);
     let mut generator = std::process::Command::new(BIN)
-        .args(["generate", "--sessions", "40000", "--seed", "13", "--records", &total.to_string()])
-        .args(["--brokers", &bootstrap, "--topic", &input, "--rate", "20000"])
+        .args([
+            "generate",
+            "--sessions",
+            "40000",
+            "--seed",
+            "13",
+            "--records",
+            &total.to_string(),
+        ])
+        .args([
+            "--brokers",
+            &bootstrap,
+            "--topic",
+            &input,
+            "--rate",
+            "20000",
+        ])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     wait_until("some progress", Duration::from_secs(120), || {
-        committed(&bootstrap, &group, &input, PARTITIONS).iter().sum::<i64>() > 10_000
+        committed(&bootstrap, &group, &input, PARTITIONS)
+            .iter()
+            .sum::<i64>()
+            > 10_000
     });
-    let restart = std::process::Command::new("bash").arg(script).arg("restart").output().unwrap();
-    assert!(restart.status.success(), "{}", String::from_utf8_lossy(&restart.stderr));
-    assert!(run.child.try_wait().unwrap().is_none(), "the processor stayed up through the restart");
-    assert!(generator.wait().unwrap().success(), "the generator rode out the restart");
+    let restart = std::process::Command::new("bash")
+        .arg(script)
+        .arg("restart")
+        .output()
+        .unwrap();
+    assert!(
+        restart.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restart.stderr)
+    );
+    assert!(
+        run.child.try_wait().unwrap().is_none(),
+        "the processor stayed up through the restart"
+    );
+    assert!(
+        generator.wait().unwrap().success(),
+        "the generator rode out the restart"
+    );
     let ends = end_offsets(&bootstrap, &input, PARTITIONS);
     assert_eq!(ends.iter().sum::<i64>() as u64, total);
-    wait_until("caught up after the restart", Duration::from_secs(240), || {
-        committed(&bootstrap, &group, &input, PARTITIONS) == ends
-    });
+    wait_until(
+        "caught up after the restart",
+        Duration::from_secs(240),
+        || committed(&bootstrap, &group, &input, PARTITIONS) == ends,
+    );
     assert!(run.terminate().success(), "{}", run.log_text());
 
     let records = read_all(&bootstrap, &input);
@@ -55,10 +92,15 @@ fn a_broker_restart_mid_stream_loses_nothing() {
         }
         for e in &expected.transitions[&p] {
             let n = got.get_mut(&e.to_string());
-            assert!(n.as_ref().is_some_and(|n| **n > 0), "partition {p}: missing {e}");
+            assert!(
+                n.as_ref().is_some_and(|n| **n > 0),
+                "partition {p}: missing {e}"
+            );
             *n.unwrap() -= 1;
         }
         duplicates += got.values().filter(|&&n| n > 0).sum::<i64>();
     }
-    eprintln!("broker restart: all expected transitions present; {duplicates} duplicates (at-least-once)");
+    eprintln!(
+        "broker restart: all expected transitions present; {duplicates} duplicates (at-least-once)"
+    );
 }

@@ -1,0 +1,57 @@
+//! The baseline of `scripts/bench-e2e.sh`: a consume-only rdkafka loop over a topic (the same
+//! consumer settings and batch draining as `sessionflow run`, no parsing, no producing).
+//! Joins a fresh group, reads every partition to its end offset, prints records per second
+//! from the first message to the last (group join excluded, as for sessionflow's figure).
+//! Usage: `cargo run --release --example consume_only -- BROKERS TOPIC`
+
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let (brokers, topic) = (args.next().expect("BROKERS"), args.next().expect("TOPIC"));
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", format!("consume-only-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+    let mut remaining: i64 = 0;
+    for p in metadata.topics()[0].partitions() {
+        let (low, high) = consumer.fetch_watermarks(&topic, p.id(), Duration::from_secs(10))?;
+        remaining += high - low;
+    }
+    let total = remaining;
+    consumer.subscribe(&[&topic])?;
+    let mut bytes: u64 = 0;
+    let mut started: Option<Instant> = None;
+    while remaining > 0 {
+        let message = consumer.recv().await?;
+        started.get_or_insert_with(Instant::now);
+        bytes += message.payload().map_or(0, <[u8]>::len) as u64;
+        remaining -= 1;
+        // Drain what is ready, like the pipeline's batches (512).
+        for _ in 0..511 {
+            match consumer.recv().now_or_never() {
+                Some(Ok(m)) => {
+                    bytes += m.payload().map_or(0, <[u8]>::len) as u64;
+                    remaining -= 1;
+                }
+                _ => break,
+            }
+        }
+    }
+    let secs = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    println!(
+        "consume-only: {total} records, {bytes} bytes in {secs:.2} s: {:.0} records/s",
+        total as f64 / secs
+    );
+    Ok(())
+}
