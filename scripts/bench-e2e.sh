@@ -92,7 +92,7 @@ lat_in=bench-lat-in-$run_id
   --set lifecycle.idle_timeout_ms=0 --set lifecycle.max_clock_skew_ms=0 >"$work/lat.log" 2>&1 &
 lat_pid=$!
 pids+=("$lat_pid")
-until curl -s 127.0.0.1:19998/readyz | grep -q ready; do sleep 0.2; done
+until curl -sf 127.0.0.1:19998/readyz >/dev/null; do sleep 0.2; done
 target/release/examples/e2e_latency "$b" "$lat_in" "bench-lat-t-$run_id" $((seconds + 5)) > "$work/latency.txt" &
 probe_pid=$!
 sleep 2

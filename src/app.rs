@@ -200,6 +200,9 @@ pub async fn run(
         ("auto.offset.reset", "earliest"),
         ("partition.assignment.strategy", "cooperative-sticky"),
         ("statistics.interval.ms", "1000"),
+        // Larger fetches keep the local queue full while the broker also takes our writes
+        // (measured: about 1.5x the throughput of the 1 MiB default, docs/benchmarks.md).
+        ("max.partition.fetch.bytes", "10485760"),
     ] {
         if consumer_config.get(key).is_none() || key == "group.id" {
             consumer_config.set(key, value);
@@ -389,7 +392,9 @@ impl Pipeline {
         self.send_outbox().await;
     }
 
-    /// Registers the outbox's records with the tracker (one lock), then sends the messages.
+    /// Registers the outbox's records with the tracker (one lock), then sends the messages
+    /// straight from the outbox's arena (librdkafka copies them); only a message that cannot
+    /// be sent is copied, into the retry queue.
     async fn send_outbox(&mut self) {
         let mut tickets = Vec::with_capacity(self.outbox.records.len());
         if let Ok(mut tracker) = self.delivery.tracker.lock() {
@@ -397,6 +402,7 @@ impl Pipeline {
                 tickets.push((tracker.register(partition, offset, count), count));
             }
         }
+        let topics = &self.config.topics;
         let mut next = 0;
         for (ticket, count) in tickets {
             let opaque = kafka::ticket_to_opaque(ticket);
@@ -404,37 +410,32 @@ impl Pipeline {
                 let message = &self.outbox.messages[next];
                 next += 1;
                 let (topic, partitions) = match message.output {
-                    Output::Transitions => {
-                        (&self.config.topics.transitions, self.output_partitions[0])
-                    }
-                    Output::Anomalies => (&self.config.topics.anomalies, self.output_partitions[1]),
-                    Output::DeadLetters => {
-                        (&self.config.topics.dead_letters, self.output_partitions[2])
-                    }
+                    Output::Transitions => (&topics.transitions, self.output_partitions[0]),
+                    Output::Anomalies => (&topics.anomalies, self.output_partitions[1]),
+                    Output::DeadLetters => (&topics.dead_letters, self.output_partitions[2]),
                 };
-                let bytes =
-                    |range: Option<(usize, usize)>| range.map(|(s, e)| &self.outbox.arena[s..e]);
-                let headers = message.dead_letter.as_ref().map(|(kind, reason, offset)| {
-                    dead_letter_headers(
-                        kind.as_str(),
-                        reason,
-                        &self.config.topics.input,
-                        message.partition,
-                        *offset,
-                    )
-                });
-                let retry = RetryMessage {
-                    topic: topic.clone(),
+                let arena = &self.outbox.arena;
+                let bytes = |range: Option<(usize, usize)>| range.map(|(s, e)| &arena[s..e]);
+                let outgoing = OutgoingRef {
+                    topic,
                     // Co-partitioned: output partition p holds what input partition p caused.
                     partition: message.partition % partitions.max(1),
-                    key: bytes(message.key).map(<[u8]>::to_vec),
-                    payload: bytes(message.payload).map(<[u8]>::to_vec),
-                    headers,
+                    key: bytes(message.key),
+                    payload: bytes(message.payload),
+                    headers: message.dead_letter.as_ref().map(|(kind, reason, offset)| {
+                        dead_letter_headers(
+                            kind.as_str(),
+                            reason,
+                            &topics.input,
+                            message.partition,
+                            *offset,
+                        )
+                    }),
                     opaque,
                 };
                 send_with_backoff(
                     &self.producer,
-                    retry,
+                    outgoing,
                     self.config.retry_backoff,
                     &self.delivery,
                 )
@@ -480,10 +481,18 @@ impl Pipeline {
             Ok(mut queue) => queue.drain(..).collect(),
             Err(_) => return,
         };
-        for retry in retries {
+        for retry in &retries {
+            let outgoing = OutgoingRef {
+                topic: &retry.topic,
+                partition: retry.partition,
+                key: retry.key.as_deref(),
+                payload: retry.payload.as_deref(),
+                headers: retry.headers.clone(),
+                opaque: retry.opaque,
+            };
             send_with_backoff(
                 &self.producer,
-                retry,
+                outgoing,
                 self.config.retry_backoff,
                 &self.delivery,
             )
@@ -677,30 +686,42 @@ fn dead_letter_headers(
         })
 }
 
+/// One output message, borrowed.
+struct OutgoingRef<'a> {
+    topic: &'a str,
+    partition: i32,
+    key: Option<&'a [u8]>,
+    payload: Option<&'a [u8]>,
+    headers: Option<OwnedHeaders>,
+    opaque: usize,
+}
+
 /// Sends one message; a full local queue means the broker is slow or down: wait and retry.
-/// Any other send error queues the message for retry, so nothing is dropped.
+/// Any other send error queues a copy for retry, so nothing is dropped.
 async fn send_with_backoff(
     producer: &ThreadedProducer<OutputContext>,
-    message: RetryMessage,
+    message: OutgoingRef<'_>,
     backoff: Duration,
     delivery: &DeliveryState,
 ) {
     let mut waited = Duration::ZERO;
+    let mut headers = message.headers;
     loop {
         let mut record: BaseRecord<'_, [u8], [u8], usize> =
-            BaseRecord::with_opaque_to(&message.topic, message.opaque).partition(message.partition);
-        if let Some(key) = &message.key {
-            record = record.key(key.as_slice());
+            BaseRecord::with_opaque_to(message.topic, message.opaque).partition(message.partition);
+        if let Some(key) = message.key {
+            record = record.key(key);
         }
-        if let Some(payload) = &message.payload {
-            record = record.payload(payload.as_slice());
+        if let Some(payload) = message.payload {
+            record = record.payload(payload);
         }
-        if let Some(headers) = &message.headers {
-            record = record.headers(headers.clone());
+        if let Some(h) = headers.take() {
+            record = record.headers(h);
         }
         match producer.send(record) {
             Ok(()) => return,
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), record)) => {
+                headers = record.headers;
                 if waited >= Duration::from_secs(5) && waited.as_millis() % 5000 < 10 {
                     tracing::warn!(
                         waited_ms = waited.as_millis() as u64,
@@ -711,11 +732,19 @@ async fn send_with_backoff(
                 tokio::time::sleep(pause).await;
                 waited += pause;
             }
-            Err((error, _)) => {
+            Err((error, record)) => {
                 tracing::warn!(%error, topic = %message.topic, "Could not send an output; retrying later.");
                 delivery.delivery_errors.fetch_add(1, Ordering::Relaxed);
+                let retry = RetryMessage {
+                    topic: message.topic.to_owned(),
+                    partition: message.partition,
+                    key: message.key.map(<[u8]>::to_vec),
+                    payload: message.payload.map(<[u8]>::to_vec),
+                    headers: record.headers,
+                    opaque: message.opaque,
+                };
                 if let Ok(mut retries) = delivery.retries.lock() {
-                    retries.push_back(message);
+                    retries.push_back(retry);
                 }
                 return;
             }
