@@ -145,15 +145,33 @@ struct Pipeline {
     /// Partition counts of the output topics.
     output_partitions: [i32; 3],
     ready: Arc<AtomicBool>,
+    progress: Arc<std::sync::Mutex<Progress>>,
 }
 
-/// Runs until `shutdown` is cancelled; `ready` reports whether partitions are assigned and
-/// consumed. Errors are start-up problems (configuration, topics, clients).
+/// What the pipeline has done so far, refreshed once a second (for status lines).
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    pub stats: Stats,
+    pub sessions_held: u64,
+    /// Records behind the high watermarks of the assigned partitions.
+    pub consumer_lag: i64,
+}
+
+/// Handles the pipeline shares with its host: readiness for `/readyz` and progress.
+#[derive(Clone, Default)]
+pub struct Shared {
+    pub ready: Arc<AtomicBool>,
+    pub progress: Arc<std::sync::Mutex<Progress>>,
+}
+
+/// Runs until `shutdown` is cancelled. Errors are start-up problems (configuration, topics,
+/// clients).
 pub async fn run(
     config: Config,
     shutdown: CancellationToken,
-    ready: Arc<AtomicBool>,
+    shared: Shared,
 ) -> anyhow::Result<()> {
+    let ready = shared.ready.clone();
     anyhow::ensure!(
         config.delivery == Delivery::AtLeastOnce,
         "delivery = \"exactly_once\" is not available in this version; use \"at_least_once\""
@@ -242,6 +260,7 @@ pub async fn run(
         outbox: Outbox::default(),
         output_partitions,
         ready,
+        progress: shared.progress,
     };
     pipeline.run_loop(shutdown).await;
     pipeline.shut_down().await;
@@ -594,18 +613,31 @@ impl Pipeline {
                     .set((wall_clock - w) as f64 / 1000.0);
             }
         }
+        let sessions_held: u64 = by_status.values().sum();
         for (status, n) in by_status {
             metrics::gauge!(m::SESSIONS, "status" => status).set(n as f64);
         }
+        let mut consumer_lag = 0;
         if let Ok(lag) = self.consumer.context().lag.lock() {
             for partition in self.partitions.keys() {
                 if let Some(&l) = lag.get(partition) {
                     if l >= 0 {
+                        consumer_lag += l;
                         metrics::gauge!(m::CONSUMER_LAG_RECORDS, "partition" => partition.to_string())
                             .set(l as f64);
                     }
                 }
             }
+        }
+        self.publish_progress(sessions_held, consumer_lag);
+    }
+
+    /// Publishes progress for status lines (called with the metrics export).
+    fn publish_progress(&self, sessions_held: u64, consumer_lag: i64) {
+        if let Ok(mut progress) = self.progress.lock() {
+            progress.stats = self.stats.clone();
+            progress.sessions_held = sessions_held;
+            progress.consumer_lag = consumer_lag;
         }
     }
 

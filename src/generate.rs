@@ -289,11 +289,19 @@ impl Generator {
             if next >= snap.expire_at.min(snap.abandon_at) {
                 break;
             }
+            let old_deadline = snap.expire_at.min(snap.abandon_at);
             snap.updated_at = next;
             snap.last_active_at = next;
             snap.abandon_at = (next + inactivity).min(created_at + 30 * DAY);
             let format = self.snapshot_format();
-            self.emit(session, snap, format);
+            if self.rng.u32(..100) < 3 && snap.abandon_at > old_deadline {
+                // Delivered only after the old deadline passed: the inference it undoes
+                // has already been made (a correction).
+                let delay = old_deadline - next + self.rng.i64(10 * MINUTE..40 * MINUTE);
+                self.push(session, snap, format, delay);
+            } else {
+                self.emit(session, snap, format);
+            }
         }
 
         let end = snap.updated_at + self.rng.i64(MINUTE..60 * MINUTE);
@@ -339,6 +347,25 @@ impl Generator {
     }
 }
 
+/// Sends generated records at `rate` records per second until `stop` (the embedded demo).
+pub fn send_until(
+    options: GenerateOptions,
+    brokers: &str,
+    topic: &str,
+    rate: u64,
+    stop: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<u64> {
+    send(
+        options,
+        u64::MAX,
+        brokers,
+        topic,
+        Some(rate),
+        Some(stop),
+        false,
+    )
+}
+
 /// Sends generated records to `topic`, keyed by session id, at `rate` records per second if
 /// given; prints a progress line every second. Returns how many were sent.
 pub fn send_to_kafka(
@@ -347,6 +374,18 @@ pub fn send_to_kafka(
     brokers: &str,
     topic: &str,
     rate: Option<u64>,
+) -> anyhow::Result<u64> {
+    send(options, limit, brokers, topic, rate, None, true)
+}
+
+fn send(
+    options: GenerateOptions,
+    limit: u64,
+    brokers: &str,
+    topic: &str,
+    rate: Option<u64>,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+    progress: bool,
 ) -> anyhow::Result<u64> {
     use rdkafka::config::ClientConfig;
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -364,7 +403,10 @@ pub fn send_to_kafka(
     let started = Instant::now();
     let mut last_report = started;
     let mut sent: u64 = 0;
-    while sent < limit && generator.next_record(&mut record, &mut key) {
+    while sent < limit
+        && !stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+        && generator.next_record(&mut record, &mut key)
+    {
         if let Some(rate) = rate.filter(|&r| r > 0) {
             // Steady pacing: record n is due at n / rate seconds.
             let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
@@ -389,7 +431,7 @@ pub fn send_to_kafka(
             }
         }
         sent += 1;
-        if last_report.elapsed() >= Duration::from_secs(1) {
+        if progress && last_report.elapsed() >= Duration::from_secs(1) {
             last_report = Instant::now();
             let secs = started.elapsed().as_secs_f64();
             eprintln!(
@@ -398,7 +440,7 @@ pub fn send_to_kafka(
             );
         }
     }
-    producer.flush(Duration::from_secs(60))?;
+    producer.flush(Duration::from_secs(if stop.is_some() { 2 } else { 60 }))?;
     Ok(sent)
 }
 

@@ -14,11 +14,13 @@
 //! - [`config`]: layered, strict configuration for the live pipeline.
 //! - [`kafka`]: clients, rebalance and delivery callbacks, offset tracking, topic checks.
 //! - [`app`]: the live pipeline's select loop and shutdown.
+//! - [`demo`]: the pipeline on an embedded (mock) Kafka, fed by the generator.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`metrics`]: every metric name, described once.
 
 pub mod app;
 pub mod config;
+pub mod demo;
 pub mod driver;
 pub mod engine;
 pub mod generate;

@@ -4,8 +4,6 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -37,6 +35,21 @@ enum Command {
     Generate(GenerateArgs),
     /// Run the live pipeline on Kafka.
     Run(RunArgs),
+    /// Run the real pipeline on an embedded Kafka (no external services) fed by the generator.
+    Demo(DemoArgs),
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Generated records per second.
+    #[arg(long, default_value_t = 5000)]
+    rate: u64,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    http_listen: String,
 }
 
 #[derive(clap::Args)]
@@ -111,6 +124,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => run_replay(args),
         Command::Generate(args) => run_generate(args),
         Command::Run(args) => run_live(args),
+        Command::Demo(args) => run_demo(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -230,21 +244,63 @@ fn run_live(args: RunArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         spawn_signal_handler(shutdown.clone());
-        let metrics = sessionflow::metrics::install(Duration::from_secs(10))?;
-        let ready = Arc::new(AtomicBool::new(false));
-        let http =
-            sessionflow::http::serve(config.http_listen, metrics, ready.clone(), shutdown.clone())
-                .await?;
-        let result = sessionflow::app::run(config, shutdown.clone(), ready).await;
+        serve_and_run(config, shutdown, sessionflow::app::Shared::default()).await
+    })
+}
+
+/// The HTTP listener and the pipeline, until `shutdown`.
+async fn serve_and_run(
+    config: sessionflow::config::Config,
+    shutdown: CancellationToken,
+    shared: sessionflow::app::Shared,
+) -> anyhow::Result<()> {
+    let metrics = sessionflow::metrics::install(Duration::from_secs(10))?;
+    let http = sessionflow::http::serve(
+        config.http_listen,
+        metrics,
+        shared.ready.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    let result = sessionflow::app::run(config, shutdown.clone(), shared).await;
+    shutdown.cancel();
+    let _ = http.await;
+    result
+}
+
+fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
+    init_tracing_at("warn");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        spawn_signal_handler(shutdown.clone());
+        let demo = sessionflow::demo::Demo::start(args.rate, &args.http_listen)?;
+        let shared = sessionflow::app::Shared::default();
+        let status = tokio::spawn(sessionflow::demo::print_status(
+            shared.clone(),
+            shutdown.clone(),
+            args.duration.map(Duration::from_secs),
+        ));
+        let result = serve_and_run(demo.config.clone(), shutdown.clone(), shared.clone()).await;
         shutdown.cancel();
-        let _ = http.await;
+        let _ = status.await;
+        demo.stop();
+        sessionflow::demo::print_summary(&shared);
         result
     })
 }
 
 fn init_tracing() {
+    init_tracing_at("info");
+}
+
+fn init_tracing_at(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)

@@ -1,0 +1,150 @@
+//! `sessionflow demo`: the real pipeline (same code path as `run`) on librdkafka's in-process
+//! mock cluster, fed by the generator at a steady rate, with a status line a second and a
+//! summary at the end. Needs nothing but this binary.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::Shared;
+use crate::config::{self, Config};
+use crate::generate::{self, GenerateOptions};
+use crate::model::Cause;
+
+const INPUT: &str = "clerk.sessions";
+const PARTITIONS: i32 = 4;
+
+/// The embedded cluster and the generator feeding it.
+pub struct Demo {
+    pub config: Config,
+    cluster: MockCluster<'static, DefaultProducerContext>,
+    stop: Arc<AtomicBool>,
+    generator: Option<JoinHandle<()>>,
+}
+
+impl Demo {
+    /// Starts the mock cluster, creates the topics and starts the generator.
+    pub fn start(rate: u64, http_listen: &str) -> anyhow::Result<Demo> {
+        let cluster = MockCluster::new(1).context("starting the embedded Kafka")?;
+        let bootstrap = cluster.bootstrap_servers();
+        let defaults = config::RawConfig::default();
+        for topic in [
+            INPUT,
+            &defaults.topics.transitions,
+            &defaults.topics.anomalies,
+            &defaults.topics.dead_letters,
+        ] {
+            cluster
+                .create_topic(topic, PARTITIONS, 1)
+                .with_context(|| format!("creating {topic}"))?;
+        }
+        let config = config::load(
+            None,
+            &[
+                ("brokers".into(), bootstrap.clone()),
+                ("group_id".into(), "sessionflow-demo".into()),
+                ("http.listen".into(), http_listen.into()),
+                // The generator's event times are historical and run faster than the clock.
+                ("lifecycle.max_clock_skew_ms".into(), "0".into()),
+                ("lifecycle.idle_timeout_ms".into(), "0".into()),
+            ],
+        )?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let generator = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let options = GenerateOptions::new(u64::MAX / 8, 1);
+                if let Err(error) = generate::send_until(options, &bootstrap, INPUT, rate, &stop) {
+                    eprintln!("demo: generator stopped: {error:#}");
+                }
+            })
+        };
+        println!(
+            "sessionflow demo: embedded Kafka at {} (topics {INPUT} → clerk.session.transitions, \
+             clerk.session.anomalies, clerk.sessions.dlq; {PARTITIONS} partitions), {rate} records/s.",
+            cluster.bootstrap_servers()
+        );
+        println!(
+            "  metrics: http://{http_listen}/metrics   readiness: http://{http_listen}/readyz"
+        );
+        println!(
+            "  read the output while it runs: kcat -C -b {} -t clerk.session.transitions",
+            cluster.bootstrap_servers()
+        );
+        Ok(Demo {
+            config,
+            cluster,
+            stop,
+            generator: Some(generator),
+        })
+    }
+
+    /// Stops the generator, then the cluster.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(generator) = self.generator.take() {
+            let _ = generator.join();
+        }
+        drop(self.cluster);
+    }
+}
+
+/// One line a second until `shutdown` (or `duration`, which then triggers it).
+pub async fn print_status(shared: Shared, shutdown: CancellationToken, duration: Option<Duration>) {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_records = 0;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if duration.is_some_and(|d| started.elapsed() >= d) {
+            shutdown.cancel();
+            return;
+        }
+        let Ok(progress) = shared.progress.lock().map(|p| p.clone()) else {
+            return;
+        };
+        let s = &progress.stats;
+        println!(
+            "{:>4}s  {:>7} records/s  transitions: observed {} inferred {} correction {}  anomalies {}  dead letters {}  sessions held {}  lag {}",
+            started.elapsed().as_secs(),
+            s.records - last_records,
+            s.transitions_by_cause(Cause::Observed),
+            s.transitions_by_cause(Cause::Inferred),
+            s.transitions_by_cause(Cause::Correction),
+            s.anomalies_total(),
+            s.invalid_total(),
+            progress.sessions_held,
+            progress.consumer_lag,
+        );
+        last_records = s.records;
+    }
+}
+
+/// The closing summary.
+pub fn print_summary(shared: &Shared) {
+    let Ok(progress) = shared.progress.lock().map(|p| p.clone()) else {
+        return;
+    };
+    let s = &progress.stats;
+    println!(
+        "summary: {} records processed ({} observations, {} ignored, {} dead letters); transitions: observed {}, inferred {}, correction {}; {} anomalies; {} sessions held",
+        s.records,
+        s.observations,
+        s.ignored,
+        s.invalid_total(),
+        s.transitions_by_cause(Cause::Observed),
+        s.transitions_by_cause(Cause::Inferred),
+        s.transitions_by_cause(Cause::Correction),
+        s.anomalies_total(),
+        progress.sessions_held,
+    );
+}

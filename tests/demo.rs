@@ -1,0 +1,68 @@
+//! `sessionflow demo --duration 10` needs nothing but the binary (librdkafka's in-process mock
+//! cluster) and runs the real pipeline: its summary shows records processed, transitions of
+//! every cause and dead letters.
+
+use std::process::Command;
+
+/// The number after `label` in `text`.
+fn number_after(text: &str, label: &str) -> u64 {
+    let at = text
+        .find(label)
+        .unwrap_or_else(|| panic!("{label:?} in {text}"))
+        + label.len();
+    text[at..]
+        .trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a number after {label:?} in {text}"))
+}
+
+#[test]
+fn the_demo_runs_the_pipeline_on_an_embedded_kafka() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(env!("CARGO_BIN_EXE_sessionflow"))
+        .args([
+            "demo",
+            "--duration",
+            "10",
+            "--http-listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("http://127.0.0.1:{port}/metrics")),
+        "{stdout}"
+    );
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("summary:"))
+        .expect("a summary line");
+    assert!(number_after(summary, "summary:") > 1000, "{summary}");
+    assert!(number_after(summary, "observed") > 0, "{summary}");
+    assert!(number_after(summary, "inferred") > 0, "{summary}");
+    assert!(number_after(summary, "correction") > 0, "{summary}");
+    assert!(
+        number_after(summary, "ignored,") > 0 || summary.contains("ignored"),
+        "{summary}"
+    );
+    let dead = summary
+        .split("ignored, ")
+        .nth(1)
+        .map(|s| number_after(s, ""))
+        .unwrap_or(0);
+    assert!(dead > 0, "dead letters in {summary}");
+    let status_lines = stdout.lines().filter(|l| l.contains("records/s")).count();
+    assert!(status_lines >= 8, "one status line a second: {stdout}");
+}
