@@ -629,6 +629,7 @@ impl Pipeline {
                 }
             }
         }
+        metrics::gauge!(m::READY).set(f64::from(u8::from(self.ready.load(Ordering::Relaxed))));
         self.publish_progress(sessions_held, consumer_lag);
     }
 
@@ -665,6 +666,7 @@ impl Pipeline {
                 break;
             }
         }
+        metrics::gauge!(m::READY).set(0.0);
         kafka::store_and_commit(
             self.consumer.as_ref(),
             &self.config.topics.input,

@@ -21,9 +21,11 @@ pub const STATE_RESTORED_SESSIONS_TOTAL: &str = "sessionflow_state_restored_sess
 pub const BUILD_INFO: &str = "sessionflow_build_info";
 /// Beyond the SPEC's table: output deliveries that failed and were retried.
 pub const DELIVERY_ERRORS_TOTAL: &str = "sessionflow_delivery_errors_total";
+/// Beyond the SPEC's table: 1 while `/readyz` answers 200 (for alerting).
+pub const READY: &str = "sessionflow_ready";
 
-/// Every metric name, for checks (dashboards, docs) against the code.
-pub const ALL: [&str; 13] = [
+/// Every metric name, for checks (dashboards, alerts, docs) against the code.
+pub const ALL: [&str; 14] = [
     RECORDS_TOTAL,
     TRANSITIONS_TOTAL,
     ANOMALIES_TOTAL,
@@ -37,6 +39,7 @@ pub const ALL: [&str; 13] = [
     STATE_RESTORED_SESSIONS_TOTAL,
     BUILD_INFO,
     DELIVERY_ERRORS_TOTAL,
+    READY,
 ];
 
 /// Installs the global Prometheus recorder and describes every metric. Per-partition gauges
@@ -93,6 +96,7 @@ fn register() {
     }
     metrics::counter!(STATE_RESTORED_SESSIONS_TOTAL).increment(0);
     metrics::counter!(DELIVERY_ERRORS_TOTAL).increment(0);
+    metrics::gauge!(READY).set(0.0);
     // Histograms appear with their first sample; these are the zero-information samples
     // that keep the series present without skewing them: none. They are described above.
     let _ = (

@@ -1,0 +1,117 @@
+//! The operations assets agree with the code: every metric a Grafana panel or an alerting
+//! rule uses is one the code declares (`src/metrics.rs`), the dashboard is valid JSON with the
+//! panels operators need, and docs/operations.md documents every configuration key of
+//! config/sessionflow.toml and every metric.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+
+fn read(path: &str) -> String {
+    fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Metric names in a text: `sessionflow_…`, without histogram series suffixes.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(at) = text[i..].find("sessionflow_") {
+        let start = i + at;
+        let mut end = start;
+        while end < bytes.len()
+            && (bytes[end].is_ascii_lowercase()
+                || bytes[end] == b'_'
+                || bytes[end].is_ascii_digit())
+        {
+            end += 1;
+        }
+        let mut name = &text[start..end];
+        for suffix in ["_bucket", "_sum", "_count"] {
+            if let Some(base) = name.strip_suffix(suffix) {
+                if sessionflow::metrics::ALL.contains(&base) {
+                    name = base;
+                }
+            }
+        }
+        names.insert(name.to_owned());
+        i = end;
+    }
+    names
+}
+
+#[test]
+fn dashboard_panels_use_only_declared_metrics() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/dashboards/sessionflow.json")).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    let mut used = BTreeSet::new();
+    for panel in panels {
+        for target in panel["targets"].as_array().unwrap() {
+            used.extend(metric_names(target["expr"].as_str().unwrap()));
+        }
+    }
+    for name in &used {
+        assert!(
+            sessionflow::metrics::ALL.contains(&name.as_str()),
+            "dashboard uses undeclared {name}"
+        );
+    }
+    for needed in [
+        "sessionflow_transitions_total",
+        "sessionflow_sessions",
+        "sessionflow_session_lifetime_seconds",
+        "sessionflow_consumer_lag_records",
+        "sessionflow_watermark_lag_seconds",
+        "sessionflow_dead_letters_total",
+        "sessionflow_anomalies_total",
+        "sessionflow_event_lag_seconds",
+    ] {
+        assert!(used.contains(needed), "the dashboard shows {needed}");
+    }
+}
+
+#[test]
+fn alerting_rules_use_only_declared_metrics() {
+    let rules = read("deploy/prometheus/alerts.yml");
+    let used = metric_names(&rules);
+    assert!(used.len() >= 5, "{used:?}");
+    for name in &used {
+        assert!(
+            sessionflow::metrics::ALL.contains(&name.as_str()),
+            "alerts use undeclared {name}"
+        );
+    }
+}
+
+#[test]
+fn the_operations_guide_covers_every_key_and_metric() {
+    let guide = read("docs/operations.md");
+    let config = read("config/sessionflow.toml");
+    let mut section = String::new();
+    for line in config.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_owned();
+        } else if let Some((key, _)) = line.split_once(" = ").filter(|_| !line.starts_with('#')) {
+            let full = if section.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{section}.{key}")
+            };
+            assert!(
+                guide.contains(&format!("`{full}`")),
+                "docs/operations.md documents `{full}`"
+            );
+        }
+    }
+    for name in sessionflow::metrics::ALL {
+        assert!(guide.contains(name), "docs/operations.md documents {name}");
+    }
+    for alert in metric_names(&guide)
+        .iter()
+        .filter(|n| !sessionflow::metrics::ALL.contains(&n.as_str()))
+    {
+        panic!("docs/operations.md names an undeclared metric {alert}");
+    }
+}
