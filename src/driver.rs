@@ -2,7 +2,7 @@
 //! apply each observation in order, then fire the timers the record let pass; count every
 //! outcome on the way. Two drivers, one engine, one set of rules.
 
-use crate::engine::{Engine, EventSink};
+use crate::engine::{Engine, EventSink, StateRecord};
 use crate::model::{Cause, DerivedEvent, Outcome, Source, StatusCode};
 use crate::parse::{ErrorKind, ParseError, Parsed};
 
@@ -124,6 +124,16 @@ impl<S: EventSink> EventSink for Counting<'_, S> {
     fn emit(&mut self, event: &DerivedEvent<'_>) {
         self.stats.count_event(event);
         self.inner.emit(event);
+    }
+
+    #[inline]
+    fn wants_state(&self) -> bool {
+        self.inner.wants_state()
+    }
+
+    #[inline]
+    fn state_changed(&mut self, session_id: &str, state: Option<&StateRecord<'_>>) {
+        self.inner.state_changed(session_id, state);
     }
 }
 

@@ -13,12 +13,14 @@
 //! - [`generate`]: realistic synthetic Clerk traffic.
 //! - [`config`]: layered, strict configuration for the live pipeline.
 //! - [`kafka`]: clients, rebalance and delivery callbacks, offset tracking, topic checks.
+//! - [`changelog`]: the state changelog's record format (encode, decode).
 //! - [`app`]: the live pipeline's select loop and shutdown.
 //! - [`demo`]: the pipeline on an embedded (mock) Kafka, fed by the generator.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`metrics`]: every metric name, described once.
 
 pub mod app;
+pub mod changelog;
 pub mod config;
 pub mod demo;
 pub mod driver;

@@ -27,6 +27,38 @@ use crate::model::{
 /// copy them inside `emit`.
 pub trait EventSink {
     fn emit(&mut self, event: &DerivedEvent<'_>);
+
+    /// Whether [`EventSink::state_changed`] should be called; false spares the hot path the
+    /// work of describing each change (replay needs none).
+    fn wants_state(&self) -> bool {
+        false
+    }
+
+    /// Every change of a session's state, in order, with the state after it (`None`: the
+    /// session was forgotten). Feeds the state changelog (SPEC section 6).
+    fn state_changed(&mut self, _session_id: &str, _state: Option<&StateRecord<'_>>) {}
+}
+
+/// A session's state `S` (SPEC section 2), borrowed: what the changelog stores and restores.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateRecord<'a> {
+    pub status: &'a str,
+    pub since: i64,
+    pub updated_at: i64,
+    pub created_at: Option<i64>,
+    pub expire_at: Option<i64>,
+    pub abandon_at: Option<i64>,
+    pub user_id: Option<&'a str>,
+    pub client_id: Option<&'a str>,
+    pub impersonated: bool,
+    pub inferred: bool,
+}
+
+/// Discards everything (internal bookkeeping that must not notify).
+struct NoSink;
+
+impl EventSink for NoSink {
+    fn emit(&mut self, _: &DerivedEvent<'_>) {}
 }
 
 /// Collects events as owned JSON-able values; for tests and small tools.
@@ -441,6 +473,7 @@ impl Engine {
         });
         self.by_status[Self::bucket(status)] += 1;
         self.reindex(index, None);
+        self.notify(index, sink);
         sink.emit(&DerivedEvent::Transition(Transition {
             session_id: o.id,
             user_id: o.user_id,
@@ -478,6 +511,7 @@ impl Engine {
                 let (status, since) = (slot.status, slot.since);
                 slot.take_all(o, status, since);
                 self.reindex(index, Some(before));
+                self.notify(index, sink);
                 return Outcome::Applied;
             }
             if status_is_live(o.status) {
@@ -503,6 +537,7 @@ impl Engine {
             let before = self.index_keys(index);
             self.slots[index as usize].take_refresh(o);
             self.reindex(index, Some(before));
+            self.notify(index, sink);
             return Outcome::Applied;
         }
         if slot.status.is_terminal() && status_is_live(o.status) {
@@ -538,6 +573,7 @@ impl Engine {
         self.by_status[Self::bucket(from)] -= 1;
         self.by_status[Self::bucket(to)] += 1;
         self.reindex(index, Some(before));
+        self.notify(index, sink);
         sink.emit(&DerivedEvent::Transition(Transition {
             session_id: o.id,
             user_id: o.user_id,
@@ -553,11 +589,127 @@ impl Engine {
         }));
     }
 
+    /// Tells the sink the state of slot `index` changed (when it wants to know).
+    fn notify(&self, index: u32, sink: &mut impl EventSink) {
+        if !sink.wants_state() {
+            return;
+        }
+        let slot = &self.slots[index as usize];
+        let (mut id_buf, mut user_buf, mut client_buf): (IdBuf, IdBuf, IdBuf) = (
+            [0; MAX_PACKED_LEN],
+            [0; MAX_PACKED_LEN],
+            [0; MAX_PACKED_LEN],
+        );
+        let record = StateRecord {
+            status: self.statuses.name(slot.status),
+            since: slot.since,
+            updated_at: slot.updated_at,
+            created_at: known(slot.created_at),
+            expire_at: known(slot.expire_at),
+            abandon_at: known(slot.abandon_at),
+            user_id: slot.user_id.as_str(&mut user_buf),
+            client_id: slot.client_id.as_str(&mut client_buf),
+            impersonated: slot.impersonated(),
+            inferred: slot.inferred(),
+        };
+        sink.state_changed(slot.key.as_str(&mut id_buf).unwrap_or(""), Some(&record));
+    }
+
+    /// Puts a session's state back as the changelog kept it (restore): no events, no
+    /// watermark movement. Replaces any state held for the id.
+    pub fn restore(&mut self, session_id: &str, state: &StateRecord<'_>) {
+        let packed = pack(session_id);
+        let hash = self.lookup_hash(session_id, packed.as_ref());
+        let status = self.statuses.code(state.status);
+        let found = {
+            let slots = &self.slots;
+            self.table
+                .find(hash, |&i| {
+                    slots[i as usize].key.matches(session_id, packed.as_ref())
+                })
+                .copied()
+        };
+        let slot = Slot {
+            key: match packed {
+                Some((prefix, body)) => CompactId::Packed { prefix, body },
+                None => CompactId::Text(session_id.into()),
+            },
+            user_id: CompactId::optional(state.user_id),
+            client_id: CompactId::optional(state.client_id),
+            updated_at: state.updated_at,
+            since: state.since,
+            created_at: stored(state.created_at),
+            expire_at: stored(state.expire_at),
+            abandon_at: stored(state.abandon_at),
+            status,
+            flags: u8::from(state.impersonated) * IMPERSONATED
+                | u8::from(state.inferred) * INFERRED,
+        };
+        let index = match found {
+            Some(index) => {
+                let before = self.index_keys(index);
+                let old = self.slots[index as usize].status;
+                self.by_status[Self::bucket(old)] -= 1;
+                self.slots[index as usize] = slot;
+                self.by_status[Self::bucket(status)] += 1;
+                self.reindex(index, Some(before));
+                return;
+            }
+            None => match self.free.pop() {
+                Some(index) => {
+                    self.slots[index as usize] = slot;
+                    index
+                }
+                None => {
+                    self.slots.push(slot);
+                    (self.slots.len() - 1) as u32
+                }
+            },
+        };
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.table.insert_unique(hash, index, |&i| {
+            stored_hash(hasher, &slots[i as usize].key)
+        });
+        self.by_status[Self::bucket(status)] += 1;
+        self.reindex(index, None);
+    }
+
+    /// Drops a session's state (a changelog tombstone during restore).
+    pub fn forget(&mut self, session_id: &str) {
+        let packed = pack(session_id);
+        let hash = self.lookup_hash(session_id, packed.as_ref());
+        let found = {
+            let slots = &self.slots;
+            self.table
+                .find(hash, |&i| {
+                    slots[i as usize].key.matches(session_id, packed.as_ref())
+                })
+                .copied()
+        };
+        if let Some(index) = found {
+            let before = self.index_keys(index);
+            if let Some(f) = before.forget_at {
+                self.forget_at.remove(&(f, index));
+            }
+            self.remove(index, &mut NoSink);
+        }
+    }
+
+    /// Restores the watermark and the largest event time seen (never moves them back).
+    pub fn restore_watermark(&mut self, watermark: Option<i64>, max_event_time: Option<i64>) {
+        if let Some(w) = watermark {
+            self.watermark = self.watermark.max(w);
+        }
+        if let Some(m) = max_event_time {
+            self.max_event_time = Some(self.max_event_time.map_or(m, |x| x.max(m)));
+        }
+    }
+
     /// Fires the timers the watermark has passed and forgets terminal sessions past their
     /// retention. Call after each record.
     pub fn finish_record(&mut self, sink: &mut impl EventSink) {
         self.fire_due(sink);
-        self.forget_expired();
+        self.forget_expired(sink);
     }
 
     /// Moves the watermark to `to` if that is later (end-of-input flush, idle advance), then
@@ -618,6 +770,7 @@ impl Engine {
                 forget_at: self.forget_time(&self.slots[index as usize]),
             },
         );
+        self.notify(index, sink);
         let slot = &self.slots[index as usize];
         let (mut id_buf, mut user_buf, mut client_buf): (IdBuf, IdBuf, IdBuf) = (
             [0; MAX_PACKED_LEN],
@@ -639,18 +792,23 @@ impl Engine {
         }));
     }
 
-    fn forget_expired(&mut self) {
+    fn forget_expired(&mut self, sink: &mut impl EventSink) {
         while let Some(&(forget_at, index)) = self.forget_at.first() {
             if forget_at > self.watermark {
                 break;
             }
             self.forget_at.pop_first();
-            self.remove(index);
+            self.remove(index, sink);
         }
     }
 
-    fn remove(&mut self, index: u32) {
+    /// Drops a slot; its retention entry must already be gone.
+    fn remove(&mut self, index: u32, sink: &mut impl EventSink) {
         let slot = &self.slots[index as usize];
+        if sink.wants_state() {
+            let mut buf = [0u8; MAX_PACKED_LEN];
+            sink.state_changed(slot.key.as_str(&mut buf).unwrap_or(""), None);
+        }
         let hash = stored_hash(&self.hasher, &slot.key);
         if let Ok(entry) = self.table.find_entry(hash, |&i| i == index) {
             entry.remove();
