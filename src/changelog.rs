@@ -114,7 +114,7 @@ pub fn decode_state(bytes: &[u8]) -> Result<StateRecord<'_>, ChangelogError> {
     let flags = r.header(KIND_STATE, "state")?;
     let since = r.i64()?;
     let updated_at = r.i64()?;
-    let mut optional = |bit: u8, r: &mut Reader<'_>| -> Result<Option<i64>, ChangelogError> {
+    let optional = |bit: u8, r: &mut Reader<'_>| -> Result<Option<i64>, ChangelogError> {
         if flags & bit != 0 {
             r.i64().map(Some)
         } else {

@@ -642,8 +642,8 @@ impl Engine {
             expire_at: stored(state.expire_at),
             abandon_at: stored(state.abandon_at),
             status,
-            flags: u8::from(state.impersonated) * IMPERSONATED
-                | u8::from(state.inferred) * INFERRED,
+            flags: (u8::from(state.impersonated) * IMPERSONATED)
+                | (u8::from(state.inferred) * INFERRED),
         };
         let index = match found {
             Some(index) => {
