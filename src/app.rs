@@ -20,9 +20,10 @@ use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use crate::changelog;
 use crate::config::{Config, Delivery};
 use crate::driver::{self, Stats};
-use crate::engine::{Engine, EventSink};
+use crate::engine::{Engine, EventSink, StateRecord};
 use crate::kafka::{
     self, AssignmentChange, DeliveryState, InputContext, OutputContext, RetryMessage,
 };
@@ -40,6 +41,8 @@ enum Output {
     Transitions,
     Anomalies,
     DeadLetters,
+    /// The state changelog (SPEC section 6).
+    Changelog,
 }
 
 /// One output message, its bytes in the outbox's arena.
@@ -77,6 +80,27 @@ impl Outbox {
     }
 
     /// Closes the current record: every message since the last close is its.
+    /// Queues a partition's watermark record when it moved since the last one written.
+    fn watermark(&mut self, partition: i32, state: &mut PartitionState) {
+        let now = (state.engine.watermark(), state.engine.max_event_time());
+        if now == state.written_watermark {
+            return;
+        }
+        state.written_watermark = now;
+        let key = self.push_bytes(changelog::WATERMARK_KEY);
+        let start = self.arena.len();
+        changelog::encode_watermark(&mut self.arena, now.0, now.1);
+        let payload = (start, self.arena.len());
+        self.messages.push(Outgoing {
+            output: Output::Changelog,
+            partition,
+            key: Some(key),
+            payload: Some(payload),
+            dead_letter: None,
+        });
+        self.close_record(partition, None);
+    }
+
     fn close_record(&mut self, partition: i32, offset: Option<i64>) {
         let before: u32 = self.records.iter().map(|r| r.2).sum();
         let count = self.messages.len() as u32 - before;
@@ -97,6 +121,26 @@ impl Outbox {
 }
 
 impl EventSink for Outbox {
+    fn wants_state(&self) -> bool {
+        true
+    }
+
+    fn state_changed(&mut self, session_id: &str, state: Option<&StateRecord<'_>>) {
+        let key = self.push_bytes(session_id.as_bytes());
+        let payload = state.map(|s| {
+            let start = self.arena.len();
+            changelog::encode_state(&mut self.arena, s);
+            (start, self.arena.len())
+        });
+        self.messages.push(Outgoing {
+            output: Output::Changelog,
+            partition: self.partition,
+            key: Some(key),
+            payload,
+            dead_letter: None,
+        });
+    }
+
     fn emit(&mut self, event: &DerivedEvent<'_>) {
         let (output, session_id) = match event {
             DerivedEvent::Transition(t) => {
@@ -128,6 +172,18 @@ impl EventSink for Outbox {
 struct PartitionState {
     engine: Engine,
     last_message: Instant,
+    /// The watermark record last queued for the changelog (watermark, largest event time).
+    written_watermark: (Option<i64>, Option<i64>),
+}
+
+impl PartitionState {
+    fn new(engine: Engine) -> Self {
+        PartitionState {
+            written_watermark: (engine.watermark(), engine.max_event_time()),
+            engine,
+            last_message: Instant::now(),
+        }
+    }
 }
 
 /// The running pipeline.
@@ -142,8 +198,9 @@ struct Pipeline {
     exported: Stats,
     exported_delivery_errors: u64,
     outbox: Outbox,
-    /// Partition counts of the output topics.
-    output_partitions: [i32; 3],
+    /// Partition counts of the output topics (transitions, anomalies, dead letters,
+    /// changelog).
+    output_partitions: [i32; 4],
     ready: Arc<AtomicBool>,
     progress: Arc<std::sync::Mutex<Progress>>,
 }
@@ -190,10 +247,20 @@ pub async fn run(
             => counts.context("checking topics")?,
         () = shutdown.cancelled() => return Ok(()),
     };
+    let input_partitions = counts[&topics.input];
+    kafka::ensure_changelog(
+        &config.kafka,
+        &topics.changelog,
+        input_partitions,
+        topics.create_replication_factor,
+    )
+    .await
+    .context("checking the state changelog")?;
     let output_partitions = [
         counts[&topics.transitions],
         counts[&topics.anomalies],
         counts[&topics.dead_letters],
+        input_partitions,
     ];
 
     let delivery = DeliveryState::new();
@@ -332,11 +399,15 @@ impl Pipeline {
                     batch.retain(|m| !partitions.contains(&m.partition()));
                 }
                 AssignmentChange::Assigned(partitions) => {
+                    // Not ready while restoring: no input of these partitions is processed
+                    // before their state is back.
+                    self.ready.store(false, Ordering::Relaxed);
                     for p in partitions {
-                        self.partitions.entry(p).or_insert_with(|| PartitionState {
-                            engine: Engine::new(self.config.engine),
-                            last_message: Instant::now(),
-                        });
+                        if self.partitions.contains_key(&p) {
+                            continue;
+                        }
+                        let engine = restore_partition(&self.config, p);
+                        self.partitions.insert(p, PartitionState::new(engine));
                     }
                 }
             }
@@ -366,10 +437,7 @@ impl Pipeline {
             let partition = message.partition();
             let state = partitions
                 .entry(partition)
-                .or_insert_with(|| PartitionState {
-                    engine: Engine::new(engine_config),
-                    last_message: received,
-                });
+                .or_insert_with(|| PartitionState::new(Engine::new(engine_config)));
             state.last_message = received;
             outbox.partition = partition;
             let result = if message.payload().is_none() {
@@ -400,6 +468,14 @@ impl Pipeline {
             }
             outbox.close_record(partition, Some(message.offset()));
         });
+        // Watermark records of the partitions this batch touched.
+        let touched: std::collections::BTreeSet<i32> =
+            batch.iter().map(|m| m.partition()).collect();
+        for p in touched {
+            if let Some(state) = self.partitions.get_mut(&p) {
+                self.outbox.watermark(p, state);
+            }
+        }
         // Event lag, sampled once per batch per partition: wall clock minus the newest event
         // time the partition has seen.
         for state in self.partitions.values() {
@@ -432,6 +508,7 @@ impl Pipeline {
                     Output::Transitions => (&topics.transitions, self.output_partitions[0]),
                     Output::Anomalies => (&topics.anomalies, self.output_partitions[1]),
                     Output::DeadLetters => (&topics.dead_letters, self.output_partitions[2]),
+                    Output::Changelog => (&topics.changelog, self.output_partitions[3]),
                 };
                 let arena = &self.outbox.arena;
                 let bytes = |range: Option<(usize, usize)>| range.map(|(s, e)| &arena[s..e]);
@@ -546,6 +623,7 @@ impl Pipeline {
                     &mut self.outbox,
                 );
                 self.outbox.close_record(partition, None);
+                self.outbox.watermark(partition, state);
             }
         }
         self.outbox.records.retain(|r| r.2 > 0);
@@ -685,6 +763,88 @@ impl Pipeline {
             .map(|t| t.in_flight())
             .unwrap_or(0)
     }
+}
+
+/// Rebuilds a partition's engine from its changelog partition (SPEC section 6): state
+/// values, tombstones and the watermark record, in offset order, up to the end offset seen
+/// at the start. An unreadable changelog is logged and the partition starts empty.
+fn restore_partition(config: &Config, partition: i32) -> Engine {
+    let started = Instant::now();
+    let mut engine = Engine::new(config.engine);
+    match read_changelog(config, partition, &mut engine) {
+        Ok(records) => {
+            let elapsed = started.elapsed();
+            metrics::histogram!(m::STATE_RESTORE_SECONDS).record(elapsed.as_secs_f64());
+            metrics::counter!(m::STATE_RESTORED_SESSIONS_TOTAL).increment(engine.len() as u64);
+            tracing::info!(
+                partition,
+                records,
+                sessions = engine.len(),
+                elapsed_ms = elapsed.as_millis() as u64,
+                "Restored partition state from the changelog."
+            );
+        }
+        Err(error) => {
+            tracing::error!(partition, error = %format!("{error:#}"), "Could not restore partition state; starting empty.");
+            engine = Engine::new(config.engine);
+        }
+    }
+    engine
+}
+
+fn read_changelog(config: &Config, partition: i32, engine: &mut Engine) -> anyhow::Result<u64> {
+    use rdkafka::consumer::BaseConsumer;
+    let topic = &config.topics.changelog;
+    let mut client = kafka::base_config(&config.kafka);
+    client.set("enable.auto.commit", "false");
+    client.set("group.id", format!("{}.restore", config.group_id));
+    client.set("max.partition.fetch.bytes", "10485760");
+    let consumer: BaseConsumer = client.create().context("creating the restore consumer")?;
+    let (low, high) = consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(30))
+        .context("reading changelog offsets")?;
+    if high <= low {
+        return Ok(0);
+    }
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, partition, Offset::Offset(low))?;
+    consumer.assign(&list)?;
+    let mut records = 0;
+    let mut next = low;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while next < high {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "restore did not reach offset {high} in 300 s"
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let message = message.context("reading the changelog")?;
+        next = message.offset() + 1;
+        records += 1;
+        let key = message.key().unwrap_or(b"");
+        if key == changelog::WATERMARK_KEY {
+            if let Some(value) = message.payload() {
+                let (w, max) = changelog::decode_watermark(value)?;
+                engine.restore_watermark(w, max);
+            }
+            continue;
+        }
+        let Ok(id) = std::str::from_utf8(key) else {
+            continue;
+        };
+        match message.payload() {
+            None => engine.forget(id),
+            Some(value) => match changelog::decode_state(value) {
+                Ok(state) => engine.restore(id, &state),
+                Err(error) => {
+                    tracing::warn!(partition, %error, "Skipping an unreadable changelog record.")
+                }
+            },
+        }
+    }
+    Ok(records)
 }
 
 /// The SPEC section 1 headers of a dead letter.

@@ -53,6 +53,8 @@ pub struct RawTopics {
     pub transitions: String,
     pub anomalies: String,
     pub dead_letters: String,
+    /// Compacted state changelog; empty means `<group_id>.state`.
+    pub changelog: String,
     pub create_topics: bool,
     /// Partitions of the input topic when `create_topics` creates it.
     pub create_partitions: i32,
@@ -100,6 +102,7 @@ impl Default for RawConfig {
                 transitions: "clerk.session.transitions".into(),
                 anomalies: "clerk.session.anomalies".into(),
                 dead_letters: "clerk.sessions.dlq".into(),
+                changelog: String::new(),
                 create_topics: false,
                 create_partitions: 4,
                 create_replication_factor: 1,
@@ -141,6 +144,8 @@ pub struct Topics {
     pub transitions: String,
     pub anomalies: String,
     pub dead_letters: String,
+    /// The state changelog topic (compacted, co-partitioned with the input).
+    pub changelog: String,
     pub create: bool,
     pub create_partitions: i32,
     pub create_replication_factor: i32,
@@ -290,6 +295,11 @@ impl RawConfig {
             transitions: non_empty("topics.transitions", t.transitions)?,
             anomalies: non_empty("topics.anomalies", t.anomalies)?,
             dead_letters: non_empty("topics.dead_letters", t.dead_letters)?,
+            changelog: if t.changelog.trim().is_empty() {
+                format!("{}.state", self.group_id)
+            } else {
+                t.changelog
+            },
             create: t.create_topics,
             create_partitions: t.create_partitions,
             create_replication_factor: t.create_replication_factor,

@@ -40,6 +40,94 @@ pub enum KafkaSetupError {
     MissingTopic(String),
     #[error("cannot create topic {topic:?}: {reason}")]
     CreateTopic { topic: String, reason: String },
+    #[error("changelog topic {topic:?} has {found} partitions but the input has {expected}: they must match (state of input partition p lives in changelog partition p)")]
+    ChangelogPartitions {
+        topic: String,
+        found: i32,
+        expected: i32,
+    },
+}
+
+/// Checks the state changelog topic: it must have the input's partition count; created
+/// compacted when missing.
+pub async fn ensure_changelog(
+    properties: &BTreeMap<String, String>,
+    topic: &str,
+    input_partitions: i32,
+    replication: i32,
+) -> Result<(), KafkaSetupError> {
+    let admin: AdminClient<DefaultClientContext> =
+        base_config(properties)
+            .create()
+            .map_err(|source| KafkaSetupError::Client {
+                role: "admin client",
+                source,
+            })?;
+    let brokers = properties
+        .get("bootstrap.servers")
+        .cloned()
+        .unwrap_or_default();
+    let partitions =
+        |admin: &AdminClient<DefaultClientContext>| -> Result<Option<i32>, KafkaSetupError> {
+            let metadata = admin
+                .inner()
+                .fetch_metadata(Some(topic), Duration::from_secs(10))
+                .map_err(|source| KafkaSetupError::Metadata {
+                    brokers: brokers.clone(),
+                    source,
+                })?;
+            Ok(metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+                .map(|t| t.partitions().len() as i32))
+        };
+    match partitions(&admin)? {
+        Some(found) if found == input_partitions => return Ok(()),
+        Some(found) => {
+            return Err(KafkaSetupError::ChangelogPartitions {
+                topic: topic.to_owned(),
+                found,
+                expected: input_partitions,
+            })
+        }
+        None => {}
+    }
+    let new = NewTopic::new(
+        topic,
+        input_partitions,
+        TopicReplication::Fixed(replication),
+    )
+    .set("cleanup.policy", "compact");
+    let results = admin
+        .create_topics(&[new], &AdminOptions::new())
+        .await
+        .map_err(|e| KafkaSetupError::CreateTopic {
+            topic: topic.to_owned(),
+            reason: e.to_string(),
+        })?;
+    for result in results {
+        if let Err((topic, code)) = result {
+            if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                return Err(KafkaSetupError::CreateTopic {
+                    topic,
+                    reason: code.to_string(),
+                });
+            }
+        }
+    }
+    tracing::info!(
+        topic,
+        partitions = input_partitions,
+        "Created the compacted state changelog."
+    );
+    for _ in 0..50 {
+        if partitions(&admin)?.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
 /// librdkafka properties for every client, from the configuration's `[kafka]` table.
