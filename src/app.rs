@@ -25,7 +25,7 @@ use crate::config::{Config, Delivery};
 use crate::driver::{self, Stats};
 use crate::engine::{Engine, EventSink, StateRecord};
 use crate::kafka::{
-    self, AssignmentChange, DeliveryState, InputContext, OutputContext, RetryMessage,
+    self, AssignmentChange, DeliveryState, InputContext, OutputContext, Phase, RetryMessage,
 };
 use crate::metrics as m;
 use crate::model::{Cause, DerivedEvent, Outcome, Source, StatusCode};
@@ -80,16 +80,21 @@ impl Outbox {
     }
 
     /// Closes the current record: every message since the last close is its.
-    /// Queues a partition's watermark record when it moved since the last one written.
+    /// Queues a partition's progress record when it moved since the last one written. It is
+    /// released after every earlier record of the partition, so `applied_through` holds.
     fn watermark(&mut self, partition: i32, state: &mut PartitionState) {
-        let now = (state.engine.watermark(), state.engine.max_event_time());
-        if now == state.written_watermark {
+        let now = changelog::Progress {
+            watermark: state.engine.watermark(),
+            max_event_time: state.engine.max_event_time(),
+            applied_through: state.last_offset,
+        };
+        if now == state.written {
             return;
         }
-        state.written_watermark = now;
+        state.written = now;
         let key = self.push_bytes(changelog::WATERMARK_KEY);
         let start = self.arena.len();
-        changelog::encode_watermark(&mut self.arena, now.0, now.1);
+        changelog::encode_watermark(&mut self.arena, &now);
         let payload = (start, self.arena.len());
         self.messages.push(Outgoing {
             output: Output::Changelog,
@@ -172,16 +177,22 @@ impl EventSink for Outbox {
 struct PartitionState {
     engine: Engine,
     last_message: Instant,
-    /// The watermark record last queued for the changelog (watermark, largest event time).
-    written_watermark: (Option<i64>, Option<i64>),
+    /// The offset of the last record applied.
+    last_offset: Option<i64>,
+    /// Input up to here is already in the restored state: skipped, not applied again.
+    skip_through: Option<i64>,
+    /// The progress record last queued for the changelog.
+    written: changelog::Progress,
 }
 
 impl PartitionState {
-    fn new(engine: Engine) -> Self {
+    fn new(engine: Engine, restored: changelog::Progress) -> Self {
         PartitionState {
-            written_watermark: (engine.watermark(), engine.max_event_time()),
             engine,
             last_message: Instant::now(),
+            last_offset: restored.applied_through,
+            skip_through: restored.applied_through,
+            written: restored,
         }
     }
 }
@@ -203,6 +214,8 @@ struct Pipeline {
     output_partitions: [i32; 4],
     ready: Arc<AtomicBool>,
     progress: Arc<std::sync::Mutex<Progress>>,
+    /// Changelog writes waiting for their record's outputs to be acknowledged.
+    stash: HashMap<kafka::Ticket, Vec<RetryMessage>>,
 }
 
 /// What the pipeline has done so far, refreshed once a second (for status lines).
@@ -328,6 +341,7 @@ pub async fn run(
         output_partitions,
         ready,
         progress: shared.progress,
+        stash: HashMap::new(),
     };
     pipeline.run_loop(shutdown).await;
     pipeline.shut_down().await;
@@ -396,6 +410,10 @@ impl Pipeline {
                     for p in &partitions {
                         self.partitions.remove(p);
                     }
+                    // Their unwritten changelog writes go with them: the records are not
+                    // committed, so the next owner re-derives them.
+                    self.stash
+                        .retain(|ticket, _| !partitions.contains(&ticket.0));
                     batch.retain(|m| !partitions.contains(&m.partition()));
                 }
                 AssignmentChange::Assigned(partitions) => {
@@ -406,8 +424,9 @@ impl Pipeline {
                         if self.partitions.contains_key(&p) {
                             continue;
                         }
-                        let engine = restore_partition(&self.config, p);
-                        self.partitions.insert(p, PartitionState::new(engine));
+                        let (engine, progress) = restore_partition(&self.config, p);
+                        self.partitions
+                            .insert(p, PartitionState::new(engine, progress));
                     }
                 }
             }
@@ -435,11 +454,21 @@ impl Pipeline {
         self.parser.parse_batch(&payloads, |i, result| {
             let message = &batch[i];
             let partition = message.partition();
-            let state = partitions
-                .entry(partition)
-                .or_insert_with(|| PartitionState::new(Engine::new(engine_config)));
+            let state = partitions.entry(partition).or_insert_with(|| {
+                PartitionState::new(Engine::new(engine_config), changelog::Progress::default())
+            });
             state.last_message = received;
             outbox.partition = partition;
+            if state
+                .skip_through
+                .is_some_and(|through| message.offset() <= through)
+            {
+                // Already applied before a restart: its outputs were acknowledged and its
+                // state written. Applying it again against newer state could derive anew.
+                outbox.close_record(partition, Some(message.offset()));
+                return;
+            }
+            state.last_offset = Some(message.offset());
             let result = if message.payload().is_none() {
                 Err(ParseError::no_value())
             } else {
@@ -487,31 +516,45 @@ impl Pipeline {
         self.send_outbox().await;
     }
 
-    /// Registers the outbox's records with the tracker (one lock), then sends the messages
-    /// straight from the outbox's arena (librdkafka copies them); only a message that cannot
-    /// be sent is copied, into the retry queue.
+    /// Registers the outbox's records with the tracker (one lock), sends their derived
+    /// messages straight from the outbox's arena (librdkafka copies them), and stashes their
+    /// changelog writes until the tracker releases them (see `kafka::offsets`).
     async fn send_outbox(&mut self) {
         let mut tickets = Vec::with_capacity(self.outbox.records.len());
+        let mut first = 0;
         if let Ok(mut tracker) = self.delivery.tracker.lock() {
             for &(partition, offset, count) in &self.outbox.records {
-                tickets.push((tracker.register(partition, offset, count), count));
+                let messages = &self.outbox.messages[first..first + count as usize];
+                let changelog = messages
+                    .iter()
+                    .filter(|m| m.output == Output::Changelog)
+                    .count() as u32;
+                let ticket = tracker.register(partition, offset, count - changelog, changelog);
+                tickets.push((ticket, first, count as usize));
+                first += count as usize;
             }
         }
         let topics = &self.config.topics;
-        let mut next = 0;
-        for (ticket, count) in tickets {
-            let opaque = kafka::ticket_to_opaque(ticket);
-            for _ in 0..count {
-                let message = &self.outbox.messages[next];
-                next += 1;
+        for (ticket, first, count) in tickets {
+            for message in &self.outbox.messages[first..first + count] {
+                let arena = &self.outbox.arena;
+                let bytes = |range: Option<(usize, usize)>| range.map(|(s, e)| &arena[s..e]);
+                if message.output == Output::Changelog {
+                    self.stash.entry(ticket).or_default().push(RetryMessage {
+                        topic: topics.changelog.clone(),
+                        partition: message.partition % self.output_partitions[3].max(1),
+                        key: bytes(message.key).map(<[u8]>::to_vec),
+                        payload: bytes(message.payload).map(<[u8]>::to_vec),
+                        headers: None,
+                        opaque: kafka::ticket_to_opaque(ticket, Phase::Changelog),
+                    });
+                    continue;
+                }
                 let (topic, partitions) = match message.output {
                     Output::Transitions => (&topics.transitions, self.output_partitions[0]),
                     Output::Anomalies => (&topics.anomalies, self.output_partitions[1]),
-                    Output::DeadLetters => (&topics.dead_letters, self.output_partitions[2]),
-                    Output::Changelog => (&topics.changelog, self.output_partitions[3]),
+                    _ => (&topics.dead_letters, self.output_partitions[2]),
                 };
-                let arena = &self.outbox.arena;
-                let bytes = |range: Option<(usize, usize)>| range.map(|(s, e)| &arena[s..e]);
                 let outgoing = OutgoingRef {
                     topic,
                     // Co-partitioned: output partition p holds what input partition p caused.
@@ -527,7 +570,38 @@ impl Pipeline {
                             *offset,
                         )
                     }),
-                    opaque,
+                    opaque: kafka::ticket_to_opaque(ticket, Phase::Output),
+                };
+                send_with_backoff(
+                    &self.producer,
+                    outgoing,
+                    self.config.retry_backoff,
+                    &self.delivery,
+                )
+                .await;
+            }
+        }
+        self.release_changelog().await;
+    }
+
+    /// Sends the changelog writes of records whose outputs are all acknowledged.
+    async fn release_changelog(&mut self) {
+        let released = match self.delivery.tracker.lock() {
+            Ok(mut tracker) => tracker.take_releasable(),
+            Err(_) => return,
+        };
+        for ticket in released {
+            let Some(messages) = self.stash.remove(&ticket) else {
+                continue;
+            };
+            for message in &messages {
+                let outgoing = OutgoingRef {
+                    topic: &message.topic,
+                    partition: message.partition,
+                    key: message.key.as_deref(),
+                    payload: message.payload.as_deref(),
+                    headers: None,
+                    opaque: message.opaque,
                 };
                 send_with_backoff(
                     &self.producer,
@@ -567,6 +641,7 @@ impl Pipeline {
     /// Once a second: retries, idle partitions, offsets and metrics.
     async fn on_tick(&mut self) {
         self.send_retries().await;
+        self.release_changelog().await;
         self.advance_idle_partitions().await;
         self.store_offsets();
         self.export_metrics();
@@ -730,10 +805,17 @@ impl Pipeline {
         );
         loop {
             self.send_retries().await;
+            self.release_changelog().await;
             let remaining = deadline.saturating_duration_since(Instant::now());
             let flushed = self.producer.flush(remaining.min(Duration::from_secs(1)));
             let retries_left = self.delivery.retries.lock().map(|q| q.len()).unwrap_or(0);
-            if flushed.is_ok() && retries_left == 0 {
+            let releasable = self
+                .delivery
+                .tracker
+                .lock()
+                .map(|t| t.has_releasable())
+                .unwrap_or(false);
+            if flushed.is_ok() && retries_left == 0 && !releasable {
                 break;
             }
             if remaining.is_zero() {
@@ -768,10 +850,11 @@ impl Pipeline {
 /// Rebuilds a partition's engine from its changelog partition (SPEC section 6): state
 /// values, tombstones and the watermark record, in offset order, up to the end offset seen
 /// at the start. An unreadable changelog is logged and the partition starts empty.
-fn restore_partition(config: &Config, partition: i32) -> Engine {
+fn restore_partition(config: &Config, partition: i32) -> (Engine, changelog::Progress) {
     let started = Instant::now();
     let mut engine = Engine::new(config.engine);
-    match read_changelog(config, partition, &mut engine) {
+    let mut progress = changelog::Progress::default();
+    match read_changelog(config, partition, &mut engine, &mut progress) {
         Ok(records) => {
             let elapsed = started.elapsed();
             metrics::histogram!(m::STATE_RESTORE_SECONDS).record(elapsed.as_secs_f64());
@@ -787,12 +870,18 @@ fn restore_partition(config: &Config, partition: i32) -> Engine {
         Err(error) => {
             tracing::error!(partition, error = %format!("{error:#}"), "Could not restore partition state; starting empty.");
             engine = Engine::new(config.engine);
+            progress = changelog::Progress::default();
         }
     }
-    engine
+    (engine, progress)
 }
 
-fn read_changelog(config: &Config, partition: i32, engine: &mut Engine) -> anyhow::Result<u64> {
+fn read_changelog(
+    config: &Config,
+    partition: i32,
+    engine: &mut Engine,
+    progress: &mut changelog::Progress,
+) -> anyhow::Result<u64> {
     use rdkafka::consumer::BaseConsumer;
     let topic = &config.topics.changelog;
     let mut client = kafka::base_config(&config.kafka);
@@ -826,8 +915,9 @@ fn read_changelog(config: &Config, partition: i32, engine: &mut Engine) -> anyho
         let key = message.key().unwrap_or(b"");
         if key == changelog::WATERMARK_KEY {
             if let Some(value) = message.payload() {
-                let (w, max) = changelog::decode_watermark(value)?;
-                engine.restore_watermark(w, max);
+                let restored = changelog::decode_watermark(value)?;
+                engine.restore_watermark(restored.watermark, restored.max_event_time);
+                *progress = restored;
             }
             continue;
         }

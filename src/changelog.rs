@@ -149,24 +149,43 @@ pub fn decode_state(bytes: &[u8]) -> Result<StateRecord<'_>, ChangelogError> {
     })
 }
 
-/// Appends the value of a watermark record: `W_p` and the largest event time seen.
-pub fn encode_watermark(out: &mut Vec<u8>, watermark: Option<i64>, max_event_time: Option<i64>) {
-    let flags = u8::from(watermark.is_some()) | u8::from(max_event_time.is_some()) << 1;
+/// A partition's progress, as its watermark record keeps it.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// `W_p`.
+    pub watermark: Option<i64>,
+    /// The largest event time seen.
+    pub max_event_time: Option<i64>,
+    /// The input offset through which every record's outputs were acknowledged and state
+    /// written before this record: a restored partition skips input up to here.
+    pub applied_through: Option<i64>,
+}
+
+/// Appends the value of a watermark record.
+pub fn encode_watermark(out: &mut Vec<u8>, progress: &Progress) {
+    let flags = u8::from(progress.watermark.is_some())
+        | u8::from(progress.max_event_time.is_some()) << 1
+        | u8::from(progress.applied_through.is_some()) << 2;
     out.extend_from_slice(&[VERSION, KIND_WATERMARK, flags]);
-    out.extend_from_slice(&watermark.unwrap_or(0).to_le_bytes());
-    out.extend_from_slice(&max_event_time.unwrap_or(0).to_le_bytes());
+    for v in [
+        progress.watermark,
+        progress.max_event_time,
+        progress.applied_through,
+    ] {
+        out.extend_from_slice(&v.unwrap_or(0).to_le_bytes());
+    }
 }
 
 /// Reads the value of a watermark record.
-pub fn decode_watermark(bytes: &[u8]) -> Result<(Option<i64>, Option<i64>), ChangelogError> {
+pub fn decode_watermark(bytes: &[u8]) -> Result<Progress, ChangelogError> {
     let mut r = Reader { bytes };
     let flags = r.header(KIND_WATERMARK, "watermark")?;
-    let watermark = r.i64()?;
-    let max_event_time = r.i64()?;
-    Ok((
-        (flags & 1 != 0).then_some(watermark),
-        (flags & 2 != 0).then_some(max_event_time),
-    ))
+    let (watermark, max_event_time, applied_through) = (r.i64()?, r.i64()?, r.i64()?);
+    Ok(Progress {
+        watermark: (flags & 1 != 0).then_some(watermark),
+        max_event_time: (flags & 2 != 0).then_some(max_event_time),
+        applied_through: (flags & 4 != 0).then_some(applied_through),
+    })
 }
 
 #[cfg(test)]

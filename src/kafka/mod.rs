@@ -19,7 +19,7 @@ use rdkafka::producer::{ProducerContext, ThreadedProducer};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-pub use offsets::{OffsetTracker, Ticket};
+pub use offsets::{OffsetTracker, Phase, Ticket};
 
 /// Errors of the Kafka layer, wrapped, never stringified early.
 #[derive(Debug, thiserror::Error)]
@@ -140,15 +140,29 @@ pub fn base_config(properties: &BTreeMap<String, String>) -> ClientConfig {
     config
 }
 
-/// Packs a ticket into the producer's per-message opaque without allocating:
-/// 16 bits of partition, 48 bits of sequence number.
-pub fn ticket_to_opaque((partition, seq): Ticket) -> usize {
-    ((partition as u64 & 0xffff) << 48 | (seq & 0xffff_ffff_ffff)) as usize
+/// The phase bit of an opaque (set for changelog writes).
+const CHANGELOG_BIT: u64 = 1 << 47;
+const SEQ_MASK: u64 = CHANGELOG_BIT - 1;
+
+/// Packs a ticket and its phase into the producer's per-message opaque without allocating:
+/// 16 bits of partition, 1 bit of phase, 47 bits of sequence number.
+pub fn ticket_to_opaque((partition, seq): Ticket, phase: Phase) -> usize {
+    let bit = if phase == Phase::Changelog {
+        CHANGELOG_BIT
+    } else {
+        0
+    };
+    ((partition as u64 & 0xffff) << 48 | bit | (seq & SEQ_MASK)) as usize
 }
 
-pub fn opaque_to_ticket(opaque: usize) -> Ticket {
+pub fn opaque_to_ticket(opaque: usize) -> (Ticket, Phase) {
     let raw = opaque as u64;
-    ((raw >> 48) as i32, raw & 0xffff_ffff_ffff)
+    let phase = if raw & CHANGELOG_BIT != 0 {
+        Phase::Changelog
+    } else {
+        Phase::Output
+    };
+    (((raw >> 48) as i32, raw & SEQ_MASK), phase)
 }
 
 /// A message whose delivery failed, kept for another try: nothing is dropped.
@@ -198,7 +212,8 @@ impl ProducerContext for OutputContext {
         match result {
             Ok(_) => {
                 if let Ok(mut tracker) = self.state.tracker.lock() {
-                    tracker.delivered(opaque_to_ticket(opaque));
+                    let (ticket, phase) = opaque_to_ticket(opaque);
+                    tracker.delivered(ticket, phase);
                 }
             }
             Err((error, message)) => {
@@ -457,8 +472,13 @@ mod tests {
 
     #[test]
     fn tickets_round_trip_through_the_opaque() {
-        for ticket in [(0, 0), (3, 12345), (65_535, (1 << 48) - 1)] {
-            assert_eq!(opaque_to_ticket(ticket_to_opaque(ticket)), ticket);
+        for ticket in [(0, 0), (3, 12345), (65_535, (1 << 47) - 1)] {
+            for phase in [Phase::Output, Phase::Changelog] {
+                assert_eq!(
+                    opaque_to_ticket(ticket_to_opaque(ticket, phase)),
+                    (ticket, phase)
+                );
+            }
         }
     }
 }

@@ -3,6 +3,13 @@
 //! committable only when every output of that record and of all earlier records of its
 //! partition is acknowledged. Shared by the processing loop and the producer's delivery
 //! callback; pure and unit-tested.
+//!
+//! Two phases per record: its derived events and dead letters first; its state changelog
+//! writes only once those are acknowledged (the loop sends them when the ticket is
+//! released). The changelog therefore never gets ahead of the outputs: after a crash, a
+//! record whose changelog write survived also had its outputs delivered, and a record whose
+//! outputs were lost is re-derived from the older state. Releases follow record order within
+//! a partition, so a session's newer state is never written before its older state.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -11,8 +18,25 @@ use std::collections::{HashMap, VecDeque};
 struct Entry {
     /// The input offset, `None` for outputs not caused by a record (idle advance).
     offset: Option<i64>,
-    /// Outputs sent and not yet acknowledged.
+    /// Derived outputs sent and not yet acknowledged.
     outstanding: u32,
+    /// Changelog writes not yet acknowledged (sent only once released).
+    changelog: u32,
+    /// The changelog writes wait for the outputs.
+    held: bool,
+}
+
+impl Entry {
+    fn complete(&self) -> bool {
+        self.outstanding == 0 && !self.held && self.changelog == 0
+    }
+}
+
+/// Which phase a delivery report belongs to.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Output,
+    Changelog,
 }
 
 /// The records of one partition, in processing order.
@@ -24,6 +48,15 @@ struct Lane {
     /// Next offset to commit (last completed record + 1), if it moved since last taken.
     committable: Option<i64>,
     changed: bool,
+    /// Sequence number of the first entry not yet released (release goes in order).
+    release_seq: u64,
+}
+
+impl Lane {
+    fn entry(&mut self, seq: u64) -> Option<(usize, &mut Entry)> {
+        let index = seq.checked_sub(self.front_seq)? as usize;
+        self.entries.get_mut(index).map(|e| (index, e))
+    }
 }
 
 /// Identifies an entry for delivery reports: (partition, sequence number).
@@ -33,44 +66,86 @@ pub type Ticket = (i32, u64);
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
     lanes: HashMap<i32, Lane>,
+    /// Tickets whose outputs are all acknowledged and whose changelog writes may go.
+    releasable: Vec<Ticket>,
 }
 
 impl OffsetTracker {
-    /// Registers a processed record with `outputs` messages about to be sent; returns the
-    /// ticket their delivery reports carry. Call before sending them.
-    pub fn register(&mut self, partition: i32, offset: Option<i64>, outputs: u32) -> Ticket {
+    /// Registers a processed record with `outputs` derived messages about to be sent and
+    /// `changelog` state writes held back until those are acknowledged; returns the ticket
+    /// their delivery reports carry. Call before sending.
+    pub fn register(
+        &mut self,
+        partition: i32,
+        offset: Option<i64>,
+        outputs: u32,
+        changelog: u32,
+    ) -> Ticket {
         let lane = self.lanes.entry(partition).or_default();
         let seq = lane.front_seq + lane.entries.len() as u64;
         lane.entries.push_back(Entry {
             offset,
             outstanding: outputs,
+            changelog,
+            held: changelog > 0,
         });
-        if outputs == 0 {
-            Self::advance(lane);
-        }
+        Self::release_in_order(lane, partition, &mut self.releasable);
+        Self::advance(lane);
         (partition, seq)
     }
 
-    /// One output of `ticket` was acknowledged by the broker.
-    pub fn delivered(&mut self, ticket: Ticket) {
+    /// One message of `ticket` was acknowledged by the broker.
+    pub fn delivered(&mut self, ticket: Ticket, phase: Phase) {
         let (partition, seq) = ticket;
         let Some(lane) = self.lanes.get_mut(&partition) else {
             return; // The partition was revoked and dropped meanwhile.
         };
-        let Some(index) = seq.checked_sub(lane.front_seq) else {
+        let Some((index, entry)) = lane.entry(seq) else {
             return;
         };
-        if let Some(entry) = lane.entries.get_mut(index as usize) {
-            entry.outstanding = entry.outstanding.saturating_sub(1);
-            if index == 0 && entry.outstanding == 0 {
-                Self::advance(lane);
+        match phase {
+            Phase::Output => {
+                entry.outstanding = entry.outstanding.saturating_sub(1);
+                if entry.outstanding == 0 {
+                    Self::release_in_order(lane, partition, &mut self.releasable);
+                }
             }
+            Phase::Changelog => entry.changelog = entry.changelog.saturating_sub(1),
         }
+        if index == 0 {
+            Self::advance(lane);
+        }
+    }
+
+    /// Releases, in record order, the changelog writes of entries whose outputs are all
+    /// acknowledged, stopping at the first entry still waiting for outputs.
+    fn release_in_order(lane: &mut Lane, partition: i32, releasable: &mut Vec<Ticket>) {
+        lane.release_seq = lane.release_seq.max(lane.front_seq);
+        while let Some((_, entry)) = lane.entry(lane.release_seq) {
+            if entry.outstanding > 0 {
+                break;
+            }
+            if entry.held {
+                entry.held = false;
+                releasable.push((partition, lane.release_seq));
+            }
+            lane.release_seq += 1;
+        }
+    }
+
+    /// Tickets whose changelog writes may now be sent, in the order they must be sent.
+    pub fn take_releasable(&mut self) -> Vec<Ticket> {
+        std::mem::take(&mut self.releasable)
+    }
+
+    /// Whether changelog writes wait to be sent.
+    pub fn has_releasable(&self) -> bool {
+        !self.releasable.is_empty()
     }
 
     /// Pops completed entries from the front, moving the committable offset.
     fn advance(lane: &mut Lane) {
-        while lane.entries.front().is_some_and(|e| e.outstanding == 0) {
+        while lane.entries.front().is_some_and(Entry::complete) {
             if let Some(done) = lane.entries.pop_front() {
                 lane.front_seq += 1;
                 if let Some(offset) = done.offset {
@@ -108,6 +183,7 @@ impl OffsetTracker {
     /// Forgets a revoked partition.
     pub fn remove(&mut self, partition: i32) {
         self.lanes.remove(&partition);
+        self.releasable.retain(|t| t.0 != partition);
     }
 }
 
@@ -118,48 +194,86 @@ mod tests {
     #[test]
     fn an_offset_is_committable_only_after_all_earlier_outputs_are_acknowledged() {
         let mut t = OffsetTracker::default();
-        let a = t.register(0, Some(10), 2);
-        let b = t.register(0, Some(11), 1);
-        let c = t.register(0, Some(12), 0);
+        let a = t.register(0, Some(10), 2, 0);
+        let b = t.register(0, Some(11), 1, 0);
+        t.register(0, Some(12), 0, 0);
         assert_eq!(t.take_committable(), vec![]);
-        t.delivered(b);
+        t.delivered(b, Phase::Output);
         assert_eq!(t.take_committable(), vec![], "11 waits for 10");
-        t.delivered(a);
+        t.delivered(a, Phase::Output);
         assert_eq!(t.take_committable(), vec![], "10 has one output left");
-        t.delivered(a);
+        t.delivered(a, Phase::Output);
         assert_eq!(t.take_committable(), vec![(0, 13)], "10, 11 and 12 done");
         assert_eq!(t.take_committable(), vec![], "reported once");
-        let _ = c;
         assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn changelog_writes_are_released_after_the_outputs_and_hold_the_offset() {
+        let mut t = OffsetTracker::default();
+        let a = t.register(0, Some(0), 1, 2);
+        assert_eq!(t.take_releasable(), vec![], "outputs first");
+        t.delivered(a, Phase::Output);
+        assert_eq!(t.take_committable(), vec![], "changelog not written yet");
+        assert_eq!(t.take_releasable(), vec![a]);
+        assert_eq!(t.take_releasable(), vec![], "released once");
+        t.delivered(a, Phase::Changelog);
+        assert_eq!(t.take_committable(), vec![]);
+        t.delivered(a, Phase::Changelog);
+        assert_eq!(t.take_committable(), vec![(0, 1)]);
+    }
+
+    #[test]
+    fn changelog_writes_are_released_in_record_order() {
+        let mut t = OffsetTracker::default();
+        let a = t.register(0, Some(0), 1, 1);
+        let b = t.register(0, Some(1), 0, 1);
+        assert_eq!(
+            t.take_releasable(),
+            vec![],
+            "b waits for a, whose outputs are in flight"
+        );
+        t.delivered(a, Phase::Output);
+        assert_eq!(t.take_releasable(), vec![a, b]);
+    }
+
+    #[test]
+    fn a_record_with_only_changelog_writes_is_releasable_at_once() {
+        let mut t = OffsetTracker::default();
+        let a = t.register(2, Some(7), 0, 1);
+        assert_eq!(t.take_releasable(), vec![a]);
+        t.delivered(a, Phase::Changelog);
+        assert_eq!(t.take_committable(), vec![(2, 8)]);
     }
 
     #[test]
     fn records_without_outputs_complete_at_once_when_first() {
         let mut t = OffsetTracker::default();
-        t.register(3, Some(0), 0);
-        t.register(3, Some(1), 0);
+        t.register(3, Some(0), 0, 0);
+        t.register(3, Some(1), 0, 0);
         assert_eq!(t.take_committable(), vec![(3, 2)]);
     }
 
     #[test]
     fn idle_outputs_hold_back_later_offsets_without_an_offset_of_their_own() {
         let mut t = OffsetTracker::default();
-        t.register(1, Some(5), 0);
-        let idle = t.register(1, None, 1);
-        t.register(1, Some(6), 0);
+        t.register(1, Some(5), 0, 0);
+        let idle = t.register(1, None, 1, 0);
+        t.register(1, Some(6), 0, 0);
         assert_eq!(t.take_committable(), vec![(1, 6)]);
-        t.delivered(idle);
+        t.delivered(idle, Phase::Output);
         assert_eq!(t.take_committable(), vec![(1, 7)]);
     }
 
     #[test]
     fn partitions_are_independent_and_removal_ignores_late_reports() {
         let mut t = OffsetTracker::default();
-        let a = t.register(0, Some(0), 1);
-        t.register(1, Some(0), 0);
+        let a = t.register(0, Some(0), 1, 1);
+        t.register(1, Some(0), 0, 0);
         assert_eq!(t.take_committable(), vec![(1, 1)]);
         t.remove(0);
-        t.delivered(a);
+        t.delivered(a, Phase::Output);
+        assert_eq!(t.take_releasable(), vec![]);
         assert_eq!(t.take_committable(), vec![]);
         assert_eq!(t.committable(0), None);
     }
