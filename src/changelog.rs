@@ -230,14 +230,19 @@ mod tests {
 
     #[test]
     fn watermarks_round_trip_and_kinds_are_checked() {
-        for (w, m) in [
-            (None, None),
-            (Some(-5), Some(7)),
-            (Some(i64::MIN + 1), None),
+        for (watermark, max_event_time, applied_through) in [
+            (None, None, None),
+            (Some(-5), Some(7), Some(9)),
+            (Some(i64::MIN + 1), None, Some(0)),
         ] {
+            let progress = Progress {
+                watermark,
+                max_event_time,
+                applied_through,
+            };
             let mut bytes = Vec::new();
-            encode_watermark(&mut bytes, w, m);
-            assert_eq!(decode_watermark(&bytes).unwrap(), (w, m));
+            encode_watermark(&mut bytes, &progress);
+            assert_eq!(decode_watermark(&bytes).unwrap(), progress);
             assert_eq!(decode_state(&bytes), Err(ChangelogError::Kind("state")));
         }
         assert_eq!(
