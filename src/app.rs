@@ -595,14 +595,7 @@ impl Pipeline {
                 continue;
             };
             for message in &messages {
-                let outgoing = OutgoingRef {
-                    topic: &message.topic,
-                    partition: message.partition,
-                    key: message.key.as_deref(),
-                    payload: message.payload.as_deref(),
-                    headers: None,
-                    opaque: message.opaque,
-                };
+                let outgoing = OutgoingRef::from(message);
                 send_with_backoff(
                     &self.producer,
                     outgoing,
@@ -978,6 +971,19 @@ struct OutgoingRef<'a> {
     payload: Option<&'a [u8]>,
     headers: Option<OwnedHeaders>,
     opaque: usize,
+}
+
+impl<'a> From<&'a RetryMessage> for OutgoingRef<'a> {
+    fn from(message: &'a RetryMessage) -> Self {
+        OutgoingRef {
+            topic: &message.topic,
+            partition: message.partition,
+            key: message.key.as_deref(),
+            payload: message.payload.as_deref(),
+            headers: message.headers.clone(),
+            opaque: message.opaque,
+        }
+    }
 }
 
 /// Sends one message; a full local queue means the broker is slow or down: wait and retry.

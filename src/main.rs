@@ -236,11 +236,7 @@ fn run_live(args: RunArgs) -> anyhow::Result<()> {
     }
     let config = sessionflow::config::load(args.config.as_deref(), &overrides)?;
     init_tracing();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = runtime()?;
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         spawn_signal_handler(shutdown.clone());
@@ -270,11 +266,7 @@ async fn serve_and_run(
 
 fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     init_tracing_at("warn");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = runtime()?;
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         spawn_signal_handler(shutdown.clone());
@@ -292,6 +284,15 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         sessionflow::demo::print_summary(&shared);
         result
     })
+}
+
+/// The live pipeline's runtime: two workers (the loop, and HTTP and signals beside it).
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 fn init_tracing() {

@@ -27,27 +27,7 @@ fn a_broker_restart_mid_stream_loses_nothing() {
         "lifecycle.max_clock_skew_ms=0",
     ];
     let mut run = start_run(&bootstrap, dir.path(), &group, &input, &prefix, &sets);
-    let mut generator = std::process::Command::new(BIN)
-        .args([
-            "generate",
-            "--sessions",
-            "40000",
-            "--seed",
-            "13",
-            "--records",
-            &total.to_string(),
-        ])
-        .args([
-            "--brokers",
-            &bootstrap,
-            "--topic",
-            &input,
-            "--rate",
-            "20000",
-        ])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut generator = spawn_generator(&bootstrap, &input, total, 13, 20000);
     wait_until("some progress", Duration::from_secs(120), || {
         committed(&bootstrap, &group, &input, PARTITIONS)
             .iter()

@@ -30,27 +30,7 @@ fn three_kill_9s_mid_stream_lose_nothing_and_re_derive_nothing() {
         "kafka.\"session.timeout.ms\"=\"6000\"",
     ];
     let mut run = start_run(&bootstrap, dir.path(), &group, &input, &prefix, &sets);
-    let mut generator = std::process::Command::new(BIN)
-        .args([
-            "generate",
-            "--sessions",
-            "70000",
-            "--seed",
-            "14",
-            "--records",
-            &total.to_string(),
-        ])
-        .args([
-            "--brokers",
-            &bootstrap,
-            "--topic",
-            &input,
-            "--rate",
-            "25000",
-        ])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut generator = spawn_generator(&bootstrap, &input, total, 14, 25000);
     let mut kills = 0;
     let mut restored_sessions = 0u64;
     for threshold in [30_000i64, 80_000, 130_000] {

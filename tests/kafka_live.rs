@@ -183,27 +183,7 @@ fn sigterm_mid_stream_drains_commits_what_was_processed_and_a_restart_continues(
     // Input arrives at a steady 20 000 records/s while the processor runs, so SIGTERM lands
     // mid-stream.
     let mut first = start_run(&bootstrap, dir.path(), &group, &input, &prefix, &HISTORICAL);
-    let mut generator = std::process::Command::new(BIN)
-        .args([
-            "generate",
-            "--sessions",
-            "40000",
-            "--seed",
-            "12",
-            "--records",
-            &total.to_string(),
-        ])
-        .args([
-            "--brokers",
-            &bootstrap,
-            "--topic",
-            &input,
-            "--rate",
-            "20000",
-        ])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut generator = spawn_generator(&bootstrap, &input, total, 12, 20000);
     wait_until("some progress", Duration::from_secs(120), || {
         committed(&bootstrap, &group, &input, PARTITIONS)
             .iter()

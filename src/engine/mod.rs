@@ -457,22 +457,7 @@ impl Engine {
             status,
             flags: if o.impersonated { IMPERSONATED } else { 0 },
         };
-        let index = match self.free.pop() {
-            Some(index) => {
-                self.slots[index as usize] = slot;
-                index
-            }
-            None => {
-                self.slots.push(slot);
-                (self.slots.len() - 1) as u32
-            }
-        };
-        let (slots, hasher) = (&self.slots, &self.hasher);
-        self.table.insert_unique(hash, index, |&i| {
-            stored_hash(hasher, &slots[i as usize].key)
-        });
-        self.by_status[Self::bucket(status)] += 1;
-        self.reindex(index, None);
+        let index = self.insert_slot(hash, slot);
         self.notify(index, sink);
         sink.emit(&DerivedEvent::Transition(Transition {
             session_id: o.id,
@@ -645,7 +630,7 @@ impl Engine {
             flags: (u8::from(state.impersonated) * IMPERSONATED)
                 | (u8::from(state.inferred) * INFERRED),
         };
-        let index = match found {
+        match found {
             Some(index) => {
                 let before = self.index_keys(index);
                 let old = self.slots[index as usize].status;
@@ -653,18 +638,25 @@ impl Engine {
                 self.slots[index as usize] = slot;
                 self.by_status[Self::bucket(status)] += 1;
                 self.reindex(index, Some(before));
-                return;
             }
-            None => match self.free.pop() {
-                Some(index) => {
-                    self.slots[index as usize] = slot;
-                    index
-                }
-                None => {
-                    self.slots.push(slot);
-                    (self.slots.len() - 1) as u32
-                }
-            },
+            None => {
+                self.insert_slot(hash, slot);
+            }
+        }
+    }
+
+    /// Stores a new session's slot (reusing a freed one), indexes it and counts it.
+    fn insert_slot(&mut self, hash: u64, slot: Slot) -> u32 {
+        let status = slot.status;
+        let index = match self.free.pop() {
+            Some(index) => {
+                self.slots[index as usize] = slot;
+                index
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
         };
         let (slots, hasher) = (&self.slots, &self.hasher);
         self.table.insert_unique(hash, index, |&i| {
@@ -672,6 +664,7 @@ impl Engine {
         });
         self.by_status[Self::bucket(status)] += 1;
         self.reindex(index, None);
+        index
     }
 
     /// Drops a session's state (a changelog tombstone during restore).

@@ -56,13 +56,7 @@ pub async fn ensure_changelog(
     input_partitions: i32,
     replication: i32,
 ) -> Result<(), KafkaSetupError> {
-    let admin: AdminClient<DefaultClientContext> =
-        base_config(properties)
-            .create()
-            .map_err(|source| KafkaSetupError::Client {
-                role: "admin client",
-                source,
-            })?;
+    let admin = admin_client(properties)?;
     let brokers = properties
         .get("bootstrap.servers")
         .cloned()
@@ -99,23 +93,7 @@ pub async fn ensure_changelog(
         TopicReplication::Fixed(replication),
     )
     .set("cleanup.policy", "compact");
-    let results = admin
-        .create_topics(&[new], &AdminOptions::new())
-        .await
-        .map_err(|e| KafkaSetupError::CreateTopic {
-            topic: topic.to_owned(),
-            reason: e.to_string(),
-        })?;
-    for result in results {
-        if let Err((topic, code)) = result {
-            if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
-                return Err(KafkaSetupError::CreateTopic {
-                    topic,
-                    reason: code.to_string(),
-                });
-            }
-        }
-    }
+    create_topics(&admin, &[new]).await?;
     tracing::info!(
         topic,
         partitions = input_partitions,
@@ -382,6 +360,43 @@ pub fn store_and_commit<C: ConsumerContext, K: Consumer<C>>(
     }
 }
 
+fn admin_client(
+    properties: &BTreeMap<String, String>,
+) -> Result<AdminClient<DefaultClientContext>, KafkaSetupError> {
+    base_config(properties)
+        .create()
+        .map_err(|source| KafkaSetupError::Client {
+            role: "admin client",
+            source,
+        })
+}
+
+/// Creates topics; one that already exists (another instance was quicker) is fine.
+async fn create_topics(
+    admin: &AdminClient<DefaultClientContext>,
+    topics: &[NewTopic<'_>],
+) -> Result<(), KafkaSetupError> {
+    let names = || topics.iter().map(|t| t.name).collect::<Vec<_>>().join(", ");
+    let results = admin
+        .create_topics(topics, &AdminOptions::new())
+        .await
+        .map_err(|e| KafkaSetupError::CreateTopic {
+            topic: names(),
+            reason: e.to_string(),
+        })?;
+    for result in results {
+        if let Err((topic, code)) = result {
+            if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                return Err(KafkaSetupError::CreateTopic {
+                    topic,
+                    reason: code.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Partition counts of the topics the pipeline uses; creates missing ones when allowed.
 /// Outputs are created with the input's partition count (co-partitioned with it).
 pub async fn ensure_topics(
@@ -394,13 +409,7 @@ pub async fn ensure_topics(
         .get("bootstrap.servers")
         .cloned()
         .unwrap_or_default();
-    let admin: AdminClient<DefaultClientContext> =
-        base_config(properties)
-            .create()
-            .map_err(|source| KafkaSetupError::Client {
-                role: "admin client",
-                source,
-            })?;
+    let admin = admin_client(properties)?;
     let counts = |admin: &AdminClient<DefaultClientContext>| -> Result<HashMap<String, i32>, KafkaSetupError> {
         let metadata = admin
             .inner()
@@ -437,23 +446,7 @@ pub async fn ensure_topics(
         .iter()
         .map(|t| NewTopic::new(t, input_partitions, TopicReplication::Fixed(replication)))
         .collect();
-    let results = admin
-        .create_topics(&new_topics, &AdminOptions::new())
-        .await
-        .map_err(|e| KafkaSetupError::CreateTopic {
-            topic: missing.join(", "),
-            reason: e.to_string(),
-        })?;
-    for result in results {
-        if let Err((topic, code)) = result {
-            if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
-                return Err(KafkaSetupError::CreateTopic {
-                    topic,
-                    reason: code.to_string(),
-                });
-            }
-        }
-    }
+    create_topics(&admin, &new_topics).await?;
     tracing::info!(topics = ?missing, partitions = input_partitions, "Created missing topics.");
     // Metadata may lag creation briefly.
     for _ in 0..50 {

@@ -243,6 +243,31 @@ pub fn generate_into(bootstrap: &str, topic: &str, records: u64, seed: u64) {
     assert!(status.success());
 }
 
+/// Starts `sessionflow generate --brokers` sending `records` records at `rate` records/s
+/// (so that input keeps arriving while the processor runs).
+pub fn spawn_generator(bootstrap: &str, topic: &str, records: u64, seed: u64, rate: u64) -> Child {
+    Command::new(BIN)
+        .args([
+            "generate",
+            "--sessions",
+            &(records / 3).to_string(),
+            "--seed",
+            &seed.to_string(),
+        ])
+        .args([
+            "--records",
+            &records.to_string(),
+            "--brokers",
+            bootstrap,
+            "--topic",
+            topic,
+        ])
+        .args(["--rate", &rate.to_string()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// A running `sessionflow run`, its stderr in a file.
 pub struct Running {
     pub child: Child,
