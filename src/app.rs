@@ -843,7 +843,7 @@ impl Pipeline {
 /// Rebuilds a partition's engine from its changelog partition (SPEC section 6): state
 /// values, tombstones and the watermark record, in offset order, up to the end offset seen
 /// at the start. An unreadable changelog is logged and the partition starts empty.
-fn restore_partition(config: &Config, partition: i32) -> (Engine, changelog::Progress) {
+pub fn restore_partition(config: &Config, partition: i32) -> (Engine, changelog::Progress) {
     let started = Instant::now();
     let mut engine = Engine::new(config.engine);
     let mut progress = changelog::Progress::default();
