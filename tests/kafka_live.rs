@@ -294,3 +294,34 @@ fn bad_configuration_fails_with_a_clear_message() {
     assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn a_changelog_with_another_partition_count_stops_start_up() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let input = unique("mismatch-in");
+    let group = unique("mismatch-group");
+    create_topics(&bootstrap, &[&input], PARTITIONS);
+    create_topics(&bootstrap, &[&format!("{group}.state")], 2);
+    let out = std::process::Command::new(BIN)
+        .args([
+            "run",
+            "--brokers",
+            &bootstrap,
+            "--group-id",
+            &group,
+            "--input-topic",
+            &input,
+        ])
+        .args(["--set", "topics.create_topics=true"])
+        .arg("--http-listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{group}.state"))
+            && stderr.contains("has 2 partitions but the input has 4"),
+        "{stderr}"
+    );
+}
