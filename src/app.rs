@@ -62,6 +62,8 @@ struct Outbox {
     messages: Vec<Outgoing>,
     /// (partition, input offset or None for idle firing, number of messages).
     records: Vec<(i32, Option<i64>, u32)>,
+    /// Messages already attributed to a closed record.
+    closed: usize,
     /// The partition of the record being applied.
     partition: i32,
 }
@@ -71,6 +73,7 @@ impl Outbox {
         self.arena.clear();
         self.messages.clear();
         self.records.clear();
+        self.closed = 0;
     }
 
     fn push_bytes(&mut self, bytes: &[u8]) -> (usize, usize) {
@@ -107,8 +110,8 @@ impl Outbox {
     }
 
     fn close_record(&mut self, partition: i32, offset: Option<i64>) {
-        let before: u32 = self.records.iter().map(|r| r.2).sum();
-        let count = self.messages.len() as u32 - before;
+        let count = (self.messages.len() - self.closed) as u32;
+        self.closed = self.messages.len();
         self.records.push((partition, offset, count));
     }
 
