@@ -5,26 +5,11 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
 
 const PARTITIONS: i32 = 4;
-
-fn restored_sessions(log: &str) -> u64 {
-    log.lines()
-        .filter(|l| l.contains("Restored partition state"))
-        .filter_map(|l| {
-            l.split("sessions=")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
-}
 
 #[test]
 fn partitions_move_between_instances_with_their_state() {
@@ -89,28 +74,7 @@ fn partitions_move_between_instances_with_their_state() {
     let records = read_all(&bootstrap, &input);
     let expected = expected_from_replay(&records, &input, dir.path(), &[]);
     let transitions = read_all(&bootstrap, &format!("{prefix}.transitions"));
-    let mut duplicates = 0;
-    for p in 0..PARTITIONS {
-        let mut want: HashMap<String, i64> = HashMap::new();
-        for e in &expected.transitions[&p] {
-            *want.entry(e.to_string()).or_default() += 1;
-        }
-        let mut got: HashMap<String, i64> = HashMap::new();
-        for t in &transitions[&p] {
-            *got.entry(t.json().to_string()).or_default() += 1;
-        }
-        for (event, n) in &want {
-            assert!(
-                got.get(event).copied().unwrap_or(0) >= *n,
-                "partition {p}: missing {event}"
-            );
-        }
-        for (event, n) in &got {
-            let w = want.get(event).copied().unwrap_or(0);
-            assert!(w > 0, "partition {p}: derived anew after a move: {event}");
-            duplicates += n - w;
-        }
-    }
+    let duplicates = assert_at_least_once(&expected, &transitions, &records);
     eprintln!(
         "rebalance: every expected transition present, none derived anew; {duplicates} duplicates"
     );

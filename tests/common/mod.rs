@@ -219,53 +219,111 @@ pub fn end_offsets(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
         .collect()
 }
 
-/// Sends generated records with `sessionflow generate --brokers`.
-pub fn generate_into(bootstrap: &str, topic: &str, records: u64, seed: u64) {
-    let status = Command::new(BIN)
+/// `sessionflow generate --brokers` for `records` records (`records / 3` sessions).
+fn generate_command(bootstrap: &str, topic: &str, records: u64, seed: u64) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(["generate", "--sessions", &(records / 3).to_string()])
         .args([
-            "generate",
-            "--sessions",
-            &(records / 3).to_string(),
             "--seed",
             &seed.to_string(),
-        ])
-        .args([
             "--records",
             &records.to_string(),
-            "--brokers",
-            bootstrap,
-            "--topic",
-            topic,
         ])
-        .stderr(Stdio::null())
+        .args(["--brokers", bootstrap, "--topic", topic])
+        .stderr(Stdio::null());
+    command
+}
+
+/// Sends generated records as fast as the broker takes them, and waits.
+pub fn generate_into(bootstrap: &str, topic: &str, records: u64, seed: u64) {
+    let status = generate_command(bootstrap, topic, records, seed)
         .status()
         .unwrap();
     assert!(status.success());
 }
 
-/// Starts `sessionflow generate --brokers` sending `records` records at `rate` records/s
-/// (so that input keeps arriving while the processor runs).
+/// Starts sending `records` generated records at `rate` records/s (so that input keeps
+/// arriving while the processor runs).
 pub fn spawn_generator(bootstrap: &str, topic: &str, records: u64, seed: u64, rate: u64) -> Child {
-    Command::new(BIN)
-        .args([
-            "generate",
-            "--sessions",
-            &(records / 3).to_string(),
-            "--seed",
-            &seed.to_string(),
-        ])
-        .args([
-            "--records",
-            &records.to_string(),
-            "--brokers",
-            bootstrap,
-            "--topic",
-            topic,
-        ])
+    generate_command(bootstrap, topic, records, seed)
         .args(["--rate", &rate.to_string()])
-        .stderr(Stdio::null())
         .spawn()
         .unwrap()
+}
+
+/// Sessions restored according to a `sessionflow run` log (its restore lines).
+pub fn restored_sessions(log: &str) -> u64 {
+    log.lines()
+        .filter(|l| l.contains("Restored partition state"))
+        .filter_map(|l| {
+            l.split("sessions=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// At-least-once, checked per partition: every transition `replay` derives is in the output,
+/// and every output transition is one of those (the only extras are exact duplicates).
+/// Returns the number of duplicates. On an event derived anew, panics with the session's
+/// expected and actual history and its input records.
+pub fn assert_at_least_once(
+    expected: &Expected,
+    transitions: &BTreeMap<i32, Vec<Record>>,
+    input: &BTreeMap<i32, Vec<Record>>,
+) -> i64 {
+    let mut duplicates = 0;
+    for (&p, expected_events) in &expected.transitions {
+        let mut want: HashMap<String, i64> = HashMap::new();
+        for e in expected_events {
+            *want.entry(e.to_string()).or_default() += 1;
+        }
+        let mut got: HashMap<String, i64> = HashMap::new();
+        for t in &transitions[&p] {
+            *got.entry(t.json().to_string()).or_default() += 1;
+        }
+        for (event, n) in &want {
+            let have = got.get(event).copied().unwrap_or(0);
+            assert!(have >= *n, "partition {p}: missing {event}");
+        }
+        for (event, n) in &got {
+            let w = want.get(event).copied().unwrap_or(0);
+            if w == 0 {
+                let session = serde_json::from_str::<Value>(event).unwrap()["session_id"].clone();
+                let history = |events: &[Value]| -> Vec<String> {
+                    events
+                        .iter()
+                        .filter(|e| e["session_id"] == session)
+                        .map(Value::to_string)
+                        .collect()
+                };
+                let inputs: Vec<String> = input[&p]
+                    .iter()
+                    .filter(|r| r.key.as_deref() == session.as_str().map(str::as_bytes))
+                    .map(|r| {
+                        let text = String::from_utf8_lossy(r.value.as_deref().unwrap_or(b""));
+                        format!(
+                            "{} {}",
+                            r.offset,
+                            text.chars().take(400).collect::<String>()
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "partition {p}: derived an event replay never derives: {event}\nexpected:\n{}\ngot:\n{}\ninputs:\n{}",
+                    history(expected_events).join("\n"),
+                    history(&values(&transitions[&p])).join("\n"),
+                    inputs.join("\n")
+                );
+            }
+            duplicates += n - w;
+        }
+    }
+    duplicates
 }
 
 /// A running `sessionflow run`, its stderr in a file.
