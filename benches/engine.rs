@@ -7,6 +7,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sessionflow::engine::{Engine, EngineConfig, EventSink};
+use sessionflow::generate::clerk_id;
 use sessionflow::model::{DerivedEvent, Observation, Source};
 
 const T: i64 = 1_764_000_000_000;
@@ -21,15 +22,10 @@ impl EventSink for Count {
     }
 }
 
-fn clerk_id(prefix: &str, mut n: u64) -> String {
-    const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut id = String::from(prefix);
-    n = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    for _ in 0..27 {
-        id.push(BASE62[(n % 62) as usize] as char);
-        n = n.rotate_left(7).wrapping_mul(31).wrapping_add(17);
-    }
-    id
+fn id(prefix: &str, n: u64) -> String {
+    let mut buf = String::new();
+    clerk_id(&mut buf, prefix, n);
+    buf
 }
 
 fn observation<'a>(id: &'a str, user: &'a str, updated_at: i64) -> Observation<'a> {
@@ -51,8 +47,8 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(BATCH));
     group.sample_size(20);
     for sessions in [10_000u64, 1_000_000] {
-        let ids: Vec<String> = (0..sessions).map(|i| clerk_id("sess_", i)).collect();
-        let users: Vec<String> = (0..sessions).map(|i| clerk_id("user_", i)).collect();
+        let ids: Vec<String> = (0..sessions).map(|i| id("sess_", i)).collect();
+        let users: Vec<String> = (0..sessions).map(|i| id("user_", i)).collect();
         let mut engine = Engine::new(EngineConfig::default());
         let mut sink = Count(0);
         let source = Source {

@@ -11,17 +11,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use sessionflow::changelog::{encode_state, encode_watermark, Progress, WATERMARK_KEY};
 use sessionflow::engine::StateRecord;
-
-fn clerk_id(prefix: &str, mut n: u64) -> String {
-    const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut id = String::from(prefix);
-    n = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    for _ in 0..27 {
-        id.push(BASE62[(n % 62) as usize] as char);
-        n = n.rotate_left(7).wrapping_mul(31).wrapping_add(17);
-    }
-    id
-}
+use sessionflow::generate::clerk_id;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -47,13 +37,12 @@ async fn main() -> anyhow::Result<()> {
         .create()?;
     let t = 1_764_000_000_000_i64;
     let mut value = Vec::new();
+    let (mut id, mut user, mut client) = (String::new(), String::new(), String::new());
     let write_started = Instant::now();
     for i in 0..sessions {
-        let (id, user, client) = (
-            clerk_id("sess_", i),
-            clerk_id("user_", i),
-            clerk_id("client_", i),
-        );
+        clerk_id(&mut id, "sess_", i);
+        clerk_id(&mut user, "user_", i);
+        clerk_id(&mut client, "client_", i);
         value.clear();
         encode_state(
             &mut value,

@@ -3,6 +3,7 @@
 //! Run: `cargo run --release --example session_memory [N]`.
 
 use sessionflow::engine::{Engine, EngineConfig, EventSink};
+use sessionflow::generate::clerk_id;
 use sessionflow::model::{DerivedEvent, Observation, Source};
 
 /// Drops events: only the state's memory is measured.
@@ -21,18 +22,6 @@ fn status_kib(field: &str) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-/// A Clerk-form id: prefix plus 27 base62 characters derived from `n`.
-fn clerk_id(buf: &mut String, prefix: &str, mut n: u64) {
-    const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    buf.clear();
-    buf.push_str(prefix);
-    n = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    for _ in 0..27 {
-        buf.push(BASE62[(n % 62) as usize] as char);
-        n = n.rotate_left(7).wrapping_mul(31).wrapping_add(17);
-    }
 }
 
 fn main() {

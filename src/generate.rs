@@ -347,6 +347,18 @@ impl Generator {
     }
 }
 
+/// Writes into `buf` a deterministic Clerk-form id for `n`: `prefix` plus 27 base62
+/// characters (for benchmarks and examples that need many distinct ids).
+pub fn clerk_id(buf: &mut String, prefix: &str, n: u64) {
+    buf.clear();
+    buf.push_str(prefix);
+    let mut n = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    for _ in 0..27 {
+        buf.push(BASE62[(n % 62) as usize] as char);
+        n = n.rotate_left(7).wrapping_mul(31).wrapping_add(17);
+    }
+}
+
 /// Sends generated records at `rate` records per second until `stop` (the embedded demo).
 pub fn send_until(
     options: GenerateOptions,
