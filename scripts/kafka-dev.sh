@@ -5,6 +5,7 @@
 #   scripts/kafka-dev.sh start            start a fresh broker, print its bootstrap address
 #   scripts/kafka-dev.sh stop             stop it (by PID) and delete its data
 #   scripts/kafka-dev.sh restart          stop and start again, keeping its data
+#                                         (down for SESSIONFLOW_KAFKA_DOWN_SECONDS, default 0)
 #   scripts/kafka-dev.sh run -- CMD ...   start, run CMD with SESSIONFLOW_TEST_BOOTSTRAP set,
 #                                         always stop; exits with CMD's status
 #
@@ -169,6 +170,8 @@ case "${1:-}" in
   stop) stop_broker discard ;;
   restart)
     stop_broker keep
+    # Tests keep the broker away longer than a transaction may stay open.
+    sleep "${SESSIONFLOW_KAFKA_DOWN_SECONDS:-0}"
     start_broker keep
     ;;
   run)

@@ -3,6 +3,11 @@
 //! partition), produces derived events and dead letters, and stores input offsets only once
 //! everything they caused is acknowledged (at-least-once, SPEC section 6).
 //!
+//! Exactly-once (`delivery = "exactly_once"`): each batch's outputs, changelog writes and input
+//! offsets go in one Kafka transaction. An aborted transaction rewinds the assigned partitions
+//! (state restored from the read_committed changelog, input re-read from the committed
+//! offsets); a fatal one (fenced by a newer instance) stops the process with an error.
+//!
 //! Shutdown order (SIGTERM/SIGINT, bounded by `drain_timeout_ms`): stop polling → send what
 //! waits for retry → flush the producer → store and commit offsets → leave the group.
 
@@ -31,9 +36,14 @@ use crate::metrics as m;
 use crate::model::{Cause, DerivedEvent, Outcome, Source, StatusCode};
 use crate::output::write_event;
 use crate::parse::{ErrorKind, ParseError, Parser};
+use rdkafka::consumer::ConsumerGroupMetadata;
 
 /// How often gauges, counters, idle partitions and retries are looked at.
 const TICK: Duration = Duration::from_secs(1);
+
+/// Bound on one transactional call (init, send offsets, commit, abort); a call that times out
+/// is retried.
+const TRANSACTION_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Which output topic a message goes to.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -219,6 +229,12 @@ struct Pipeline {
     progress: Arc<std::sync::Mutex<Progress>>,
     /// Changelog writes waiting for their record's outputs to be acknowledged.
     stash: HashMap<kafka::Ticket, Vec<RetryMessage>>,
+    /// Exactly-once: batches go through transactions.
+    transactional: bool,
+    /// Set when the pipeline cannot go on (a fenced transactional producer).
+    fatal: Option<anyhow::Error>,
+    /// When the transactional producer was last replaced (see `replace_producer`).
+    producer_replacements: Vec<Instant>,
 }
 
 /// What the pipeline has done so far, refreshed once a second (for status lines).
@@ -245,10 +261,7 @@ pub async fn run(
     shared: Shared,
 ) -> anyhow::Result<()> {
     let ready = shared.ready.clone();
-    anyhow::ensure!(
-        config.delivery == Delivery::AtLeastOnce,
-        "delivery = \"exactly_once\" is not available in this version; use \"at_least_once\""
-    );
+    let transactional = config.delivery == Delivery::ExactlyOnce;
     let topics = &config.topics;
     let create = topics
         .create
@@ -284,7 +297,11 @@ pub async fn run(
         &config.kafka,
         delivery.clone(),
         config.limits.max_record_bytes,
+        transactional.then_some(config.transactional_id.as_str()),
     )?);
+    if transactional && !init_transactions(&producer, &config, &shutdown).await? {
+        return Ok(());
+    }
     let context = InputContext {
         topic: topics.input.clone(),
         changes: Default::default(),
@@ -293,9 +310,17 @@ pub async fn run(
         drain: Default::default(),
     };
     let mut consumer_config = kafka::base_config(&config.kafka);
+    // Exactly-once: offsets are committed by the transactions, and input written by
+    // transactional producers is read only once committed.
+    let (auto_commit, isolation) = if transactional {
+        ("false", "read_committed")
+    } else {
+        ("true", "read_uncommitted")
+    };
     for (key, value) in [
         ("group.id", config.group_id.as_str()),
-        ("enable.auto.commit", "true"),
+        ("enable.auto.commit", auto_commit),
+        ("isolation.level", isolation),
         ("auto.commit.interval.ms", "1000"),
         ("enable.auto.offset.store", "false"),
         ("auto.offset.reset", "earliest"),
@@ -313,7 +338,9 @@ pub async fn run(
         .create_with_context(context)
         .context("creating the Kafka consumer")?;
     let consumer = Arc::new(consumer);
-    {
+    // Exactly-once has nothing to drain on revocation: each batch's transaction has ended
+    // before the consumer is polled again.
+    if !transactional {
         let producer = producer.clone();
         let timeout = config.drain_timeout;
         let drain: Box<dyn Fn() + Send + Sync> = Box::new(move || {
@@ -345,10 +372,122 @@ pub async fn run(
         ready,
         progress: shared.progress,
         stash: HashMap::new(),
+        transactional,
+        fatal: None,
+        producer_replacements: Vec::new(),
     };
     pipeline.run_loop(shutdown).await;
     pipeline.shut_down().await;
-    Ok(())
+    match pipeline.fatal {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+/// Exactly-once start-up: registers the transactional id, which also aborts whatever a
+/// crashed predecessor with the same id left open. A broker that does not answer is retried
+/// with a logged reason. Returns false when shut down meanwhile.
+async fn init_transactions(
+    producer: &Arc<ThreadedProducer<OutputContext>>,
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<bool> {
+    loop {
+        let attempt = producer.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            attempt.init_transactions(TRANSACTION_CALL_TIMEOUT)
+        })
+        .await
+        .context("initialising transactions")?;
+        match result {
+            Ok(()) => {
+                tracing::info!(transactional_id = %config.transactional_id, "Transactions initialised (exactly-once).");
+                return Ok(true);
+            }
+            Err(KafkaError::Transaction(error)) if error.is_retriable() => {
+                tracing::warn!(%error, "Could not initialise transactions yet; retrying.");
+            }
+            Err(error) => {
+                return Err(anyhow::Error::new(error).context(format!(
+                    "initialising transactions for transactional.id {:?}",
+                    config.transactional_id
+                )))
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(config.retry_backoff) => {}
+            () = shutdown.cancelled() => return Ok(false),
+        }
+    }
+}
+
+/// How a transaction ended.
+enum TransactionEnd {
+    Committed,
+    /// Aborted: nothing of it is visible; the batch must be derived again.
+    Aborted,
+    /// The producer cannot go on (fenced by a newer instance with the same id, or a broken
+    /// protocol state).
+    Fatal(KafkaError),
+}
+
+/// What to do after a failed transactional call.
+fn classify(error: &KafkaError) -> Option<TransactionEnd> {
+    match error {
+        KafkaError::Transaction(e) if e.is_fatal() => Some(TransactionEnd::Fatal(error.clone())),
+        KafkaError::Transaction(e) if e.txn_requires_abort() => Some(TransactionEnd::Aborted),
+        KafkaError::Transaction(e) if e.is_retriable() => None,
+        _ => Some(TransactionEnd::Aborted),
+    }
+}
+
+/// Sends the batch's input offsets to the open transaction and commits it, retrying calls
+/// that time out or meet a broker that is away; aborts when the transaction cannot commit.
+/// Blocking (librdkafka's transactional calls wait for the coordinator).
+fn finish_transaction(
+    producer: &ThreadedProducer<OutputContext>,
+    offsets: Option<(&TopicPartitionList, ConsumerGroupMetadata)>,
+    backoff: Duration,
+) -> TransactionEnd {
+    let mut offsets = offsets.filter(|(list, _)| list.count() > 0);
+    let failure = loop {
+        let result = match &offsets {
+            Some((list, group)) => producer
+                .send_offsets_to_transaction(list, group, TRANSACTION_CALL_TIMEOUT)
+                .map(|()| offsets = None),
+            None => match producer.commit_transaction(TRANSACTION_CALL_TIMEOUT) {
+                Ok(()) => return TransactionEnd::Committed,
+                Err(error) => Err(error),
+            },
+        };
+        if let Err(error) = result {
+            match classify(&error) {
+                None => {
+                    tracing::warn!(%error, "Transaction not committed yet; retrying.");
+                    std::thread::sleep(backoff);
+                }
+                Some(end) => {
+                    tracing::warn!(%error, "Transaction cannot commit.");
+                    break end;
+                }
+            }
+        }
+    };
+    match failure {
+        TransactionEnd::Fatal(error) => TransactionEnd::Fatal(error),
+        _ => loop {
+            match producer.abort_transaction(TRANSACTION_CALL_TIMEOUT) {
+                Ok(()) => return TransactionEnd::Aborted,
+                Err(error) => match classify(&error) {
+                    Some(TransactionEnd::Fatal(error)) => return TransactionEnd::Fatal(error),
+                    _ => {
+                        tracing::warn!(%error, "Transaction not aborted yet; retrying.");
+                        std::thread::sleep(backoff);
+                    }
+                },
+            }
+        },
+    }
 }
 
 fn now_ms() -> i64 {
@@ -363,6 +502,9 @@ impl Pipeline {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            if self.fatal.is_some() {
+                break;
+            }
             let first = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
@@ -423,19 +565,236 @@ impl Pipeline {
                     // Not ready while restoring: no input of these partitions is processed
                     // before their state is back.
                     self.ready.store(false, Ordering::Relaxed);
-                    for p in partitions {
-                        if self.partitions.contains_key(&p) {
-                            continue;
-                        }
-                        let (engine, progress) = restore_partition(&self.config, p);
-                        self.partitions
-                            .insert(p, PartitionState::new(engine, progress));
-                    }
+                    let new: Vec<i32> = partitions
+                        .into_iter()
+                        .filter(|p| !self.partitions.contains_key(p))
+                        .collect();
+                    self.restore(&new);
                 }
             }
         }
         self.ready
             .store(!self.partitions.is_empty(), Ordering::Relaxed);
+    }
+
+    /// Restores partitions from their changelog. Exactly-once: first waits until their
+    /// committed offsets are stable (no transaction of a previous owner still open on them),
+    /// so that the read_committed changelog holds everything up to those offsets. Returns
+    /// the committed offsets (exactly-once only).
+    fn restore(&mut self, partitions: &[i32]) -> Option<TopicPartitionList> {
+        if partitions.is_empty() {
+            return None;
+        }
+        let committed = if self.transactional {
+            let mut list = TopicPartitionList::new();
+            for &p in partitions {
+                list.add_partition(&self.config.topics.input, p);
+            }
+            match self
+                .consumer
+                .committed_offsets(list, TRANSACTION_CALL_TIMEOUT)
+            {
+                Ok(list) => Some(list),
+                Err(error) => {
+                    tracing::warn!(%error, "Could not read committed offsets before restoring.");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        for &p in partitions {
+            let (engine, progress) = restore_partition(&self.config, p);
+            self.partitions
+                .insert(p, PartitionState::new(engine, progress));
+        }
+        committed
+    }
+
+    /// Exactly-once, after an aborted transaction: every assigned partition goes back to its
+    /// last committed transaction — state from the changelog, input from the committed
+    /// offset — and the aborted batch is read and derived again.
+    fn rewind(&mut self) {
+        self.ready.store(false, Ordering::Relaxed);
+        let partitions: Vec<i32> = self.partitions.keys().copied().collect();
+        self.partitions.clear();
+        if let Ok(mut retries) = self.delivery.retries.lock() {
+            retries.clear();
+        }
+        let committed = self.restore(&partitions);
+        let mut seek = TopicPartitionList::new();
+        for &p in &partitions {
+            let offset = committed
+                .as_ref()
+                .and_then(|list| list.find_partition(&self.config.topics.input, p))
+                .map(|e| e.offset())
+                .filter(|o| matches!(o, Offset::Offset(_)))
+                .unwrap_or(Offset::Beginning);
+            let _ = seek.add_partition_offset(&self.config.topics.input, p, offset);
+        }
+        match self
+            .consumer
+            .seek_partitions(seek, TRANSACTION_CALL_TIMEOUT)
+        {
+            Ok(_) => tracing::info!(
+                ?partitions,
+                "Rewound to the last committed transaction after an abort."
+            ),
+            Err(error) => {
+                self.fatal = Some(
+                    anyhow::Error::new(error).context("seeking back after an aborted transaction"),
+                );
+            }
+        }
+        self.ready
+            .store(!self.partitions.is_empty(), Ordering::Relaxed);
+    }
+
+    /// Sends the outbox: at-least-once through the offset tracker, exactly-once in one
+    /// transaction with `offsets` (the next input offset of each partition of the batch).
+    async fn dispatch(&mut self, offsets: Option<TopicPartitionList>) {
+        if !self.transactional {
+            self.send_outbox().await;
+            return;
+        }
+        if let Err(error) = self.producer.begin_transaction() {
+            self.fail_transaction(error);
+            return;
+        }
+        let topics = &self.config.topics;
+        for message in &self.outbox.messages {
+            let outgoing = self.outgoing(topics, message, 0);
+            send_with_backoff(
+                &self.producer,
+                outgoing,
+                self.config.retry_backoff,
+                &self.delivery,
+            )
+            .await;
+        }
+        let group = self.consumer.group_metadata();
+        let offsets = match (offsets.as_ref(), group) {
+            (Some(list), Some(group)) => Some((list, group)),
+            (Some(list), None) if list.count() > 0 => {
+                // Not in the group (yet): offsets cannot go with this transaction.
+                self.fail_transaction(KafkaError::MessageProduction(RDKafkaErrorCode::State));
+                return;
+            }
+            _ => None,
+        };
+        let producer = &self.producer;
+        let backoff = self.config.retry_backoff;
+        let end = tokio::task::block_in_place(|| finish_transaction(producer, offsets, backoff));
+        match end {
+            TransactionEnd::Committed => {
+                metrics::counter!(m::TRANSACTIONS_TOTAL, "outcome" => "committed").increment(1);
+            }
+            TransactionEnd::Aborted => {
+                metrics::counter!(m::TRANSACTIONS_TOTAL, "outcome" => "aborted").increment(1);
+                self.rewind();
+            }
+            TransactionEnd::Fatal(error) => self.fail_transaction(error),
+        }
+    }
+
+    /// A transactional call failed outside commit: fatal errors stop the pipeline, others
+    /// abort and rewind.
+    fn fail_transaction(&mut self, error: KafkaError) {
+        if let Some(TransactionEnd::Fatal(_)) = classify(&error) {
+            self.replace_producer(error);
+            return;
+        }
+        tracing::warn!(%error, "Aborting the transaction.");
+        let _ = self.producer.abort_transaction(TRANSACTION_CALL_TIMEOUT);
+        metrics::counter!(m::TRANSACTIONS_TOTAL, "outcome" => "aborted").increment(1);
+        self.rewind();
+    }
+
+    /// A fatal transactional error. Usually the coordinator aborted a transaction that
+    /// outlived `transaction.timeout.ms` (a broker away for longer) and bumped the producer
+    /// epoch: a new producer with the same id takes over, and the partitions rewind. If that
+    /// keeps happening, another live instance uses the same transactional id: stop.
+    fn replace_producer(&mut self, error: KafkaError) {
+        let now = Instant::now();
+        self.producer_replacements
+            .retain(|t| now.duration_since(*t) < Duration::from_secs(60));
+        self.producer_replacements.push(now);
+        if self.producer_replacements.len() > 3 {
+            tracing::error!(%error, "Transactional producer fenced repeatedly: another instance uses transactional id {:?}; stopping.", self.config.transactional_id);
+            self.fatal = Some(anyhow::Error::new(error).context(format!(
+                "the transactional producer was fenced repeatedly (is transactional id {:?} used by another instance?)",
+                self.config.transactional_id
+            )));
+            return;
+        }
+        tracing::warn!(%error, "Transactional producer failed; replacing it and rewinding.");
+        metrics::counter!(m::TRANSACTIONS_TOTAL, "outcome" => "aborted").increment(1);
+        let replaced = kafka::output_producer(
+            &self.config.kafka,
+            self.delivery.clone(),
+            self.config.limits.max_record_bytes,
+            Some(&self.config.transactional_id),
+        )
+        .map_err(anyhow::Error::new)
+        .and_then(|producer| {
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                match tokio::task::block_in_place(|| {
+                    producer.init_transactions(TRANSACTION_CALL_TIMEOUT)
+                }) {
+                    Ok(()) => return Ok(producer),
+                    Err(KafkaError::Transaction(e)) if e.is_retriable() && attempts < 10 => {
+                        tracing::warn!(error = %e, "Could not initialise transactions yet; retrying.");
+                        std::thread::sleep(self.config.retry_backoff);
+                    }
+                    Err(e) => return Err(anyhow::Error::new(e)),
+                }
+            }
+        });
+        match replaced {
+            Ok(producer) => {
+                self.producer = Arc::new(producer);
+                self.rewind();
+            }
+            Err(error) => {
+                self.fatal = Some(error.context("replacing the transactional producer"));
+            }
+        }
+    }
+
+    /// One outbox message as the producer takes it: topic and partition of its output.
+    fn outgoing<'a>(
+        &'a self,
+        topics: &'a crate::config::Topics,
+        message: &'a Outgoing,
+        opaque: usize,
+    ) -> OutgoingRef<'a> {
+        let arena = &self.outbox.arena;
+        let bytes = |range: Option<(usize, usize)>| range.map(|(s, e)| &arena[s..e]);
+        let (topic, partitions) = match message.output {
+            Output::Transitions => (&topics.transitions, self.output_partitions[0]),
+            Output::Anomalies => (&topics.anomalies, self.output_partitions[1]),
+            Output::DeadLetters => (&topics.dead_letters, self.output_partitions[2]),
+            Output::Changelog => (&topics.changelog, self.output_partitions[3]),
+        };
+        OutgoingRef {
+            topic,
+            // Co-partitioned: output partition p holds what input partition p caused.
+            partition: message.partition % partitions.max(1),
+            key: bytes(message.key),
+            payload: bytes(message.payload),
+            headers: message.dead_letter.as_ref().map(|(kind, reason, offset)| {
+                dead_letter_headers(
+                    kind.as_str(),
+                    reason,
+                    &topics.input,
+                    message.partition,
+                    *offset,
+                )
+            }),
+            opaque,
+        }
     }
 
     /// Parses and applies one batch, then sends what it caused.
@@ -508,6 +867,20 @@ impl Pipeline {
                 self.outbox.watermark(p, state);
             }
         }
+        let mut offsets = None;
+        if self.transactional {
+            // The next offset to read of each partition: what the transaction commits.
+            let mut next: std::collections::BTreeMap<i32, i64> = Default::default();
+            for m in batch {
+                let o = next.entry(m.partition()).or_default();
+                *o = (*o).max(m.offset() + 1);
+            }
+            let mut list = TopicPartitionList::new();
+            for (p, o) in next {
+                let _ = list.add_partition_offset(&topic, p, Offset::Offset(o));
+            }
+            offsets = Some(list);
+        }
         // Event lag, sampled once per batch per partition: wall clock minus the newest event
         // time the partition has seen.
         for state in self.partitions.values() {
@@ -516,7 +889,7 @@ impl Pipeline {
                     .record((wall_clock - event_time).max(0) as f64 / 1000.0);
             }
         }
-        self.send_outbox().await;
+        self.dispatch(offsets).await;
     }
 
     /// Registers the outbox's records with the tracker (one lock), sends their derived
@@ -540,41 +913,28 @@ impl Pipeline {
         let topics = &self.config.topics;
         for (ticket, first, count) in tickets {
             for message in &self.outbox.messages[first..first + count] {
-                let arena = &self.outbox.arena;
-                let bytes = |range: Option<(usize, usize)>| range.map(|(s, e)| &arena[s..e]);
                 if message.output == Output::Changelog {
-                    self.stash.entry(ticket).or_default().push(RetryMessage {
-                        topic: topics.changelog.clone(),
-                        partition: message.partition % self.output_partitions[3].max(1),
-                        key: bytes(message.key).map(<[u8]>::to_vec),
-                        payload: bytes(message.payload).map(<[u8]>::to_vec),
+                    let write = self.outgoing(
+                        topics,
+                        message,
+                        kafka::ticket_to_opaque(ticket, Phase::Changelog),
+                    );
+                    let write = RetryMessage {
+                        topic: write.topic.to_owned(),
+                        partition: write.partition,
+                        key: write.key.map(<[u8]>::to_vec),
+                        payload: write.payload.map(<[u8]>::to_vec),
                         headers: None,
-                        opaque: kafka::ticket_to_opaque(ticket, Phase::Changelog),
-                    });
+                        opaque: write.opaque,
+                    };
+                    self.stash.entry(ticket).or_default().push(write);
                     continue;
                 }
-                let (topic, partitions) = match message.output {
-                    Output::Transitions => (&topics.transitions, self.output_partitions[0]),
-                    Output::Anomalies => (&topics.anomalies, self.output_partitions[1]),
-                    _ => (&topics.dead_letters, self.output_partitions[2]),
-                };
-                let outgoing = OutgoingRef {
-                    topic,
-                    // Co-partitioned: output partition p holds what input partition p caused.
-                    partition: message.partition % partitions.max(1),
-                    key: bytes(message.key),
-                    payload: bytes(message.payload),
-                    headers: message.dead_letter.as_ref().map(|(kind, reason, offset)| {
-                        dead_letter_headers(
-                            kind.as_str(),
-                            reason,
-                            &topics.input,
-                            message.partition,
-                            *offset,
-                        )
-                    }),
-                    opaque: kafka::ticket_to_opaque(ticket, Phase::Output),
-                };
+                let outgoing = self.outgoing(
+                    topics,
+                    message,
+                    kafka::ticket_to_opaque(ticket, Phase::Output),
+                );
                 send_with_backoff(
                     &self.producer,
                     outgoing,
@@ -636,8 +996,10 @@ impl Pipeline {
 
     /// Once a second: retries, idle partitions, offsets and metrics.
     async fn on_tick(&mut self) {
-        self.send_retries().await;
-        self.release_changelog().await;
+        if !self.transactional {
+            self.send_retries().await;
+            self.release_changelog().await;
+        }
         self.advance_idle_partitions().await;
         self.store_offsets();
         self.export_metrics();
@@ -699,7 +1061,7 @@ impl Pipeline {
         }
         self.outbox.records.retain(|r| r.2 > 0);
         if !self.outbox.records.is_empty() {
-            self.send_outbox().await;
+            self.dispatch(None).await;
         }
     }
 
@@ -884,6 +1246,11 @@ fn read_changelog(
     client.set("enable.auto.commit", "false");
     client.set("group.id", format!("{}.restore", config.group_id));
     client.set("max.partition.fetch.bytes", "10485760");
+    // Only committed transactions (exactly-once); the end is then the last stable offset,
+    // which the partition-EOF event marks (aborted records and transaction markers keep
+    // the last offset read below the high watermark).
+    client.set("isolation.level", "read_committed");
+    client.set("enable.partition.eof", "true");
     let consumer: BaseConsumer = client.create().context("creating the restore consumer")?;
     let (low, high) = consumer
         .fetch_watermarks(topic, partition, Duration::from_secs(30))
@@ -902,10 +1269,11 @@ fn read_changelog(
             Instant::now() < deadline,
             "restore did not reach offset {high} in 300 s"
         );
-        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
-            continue;
+        let message = match consumer.poll(Duration::from_millis(500)) {
+            None => continue,
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(message) => message.context("reading the changelog")?,
         };
-        let message = message.context("reading the changelog")?;
         next = message.offset() + 1;
         records += 1;
         let key = message.key().unwrap_or(b"");

@@ -83,6 +83,8 @@ pub struct RawPipeline {
     pub batch_size: u64,
     pub drain_timeout_ms: u64,
     pub retry_backoff_ms: u64,
+    /// Exactly-once: the producer's `transactional.id`; empty means `<group_id>-<hostname>`.
+    pub transactional_id: String,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -121,6 +123,7 @@ impl Default for RawConfig {
                 batch_size: 512,
                 drain_timeout_ms: 10_000,
                 retry_backoff_ms: 500,
+                transactional_id: String::new(),
             },
             http: RawHttp {
                 listen: "127.0.0.1:9464".into(),
@@ -164,6 +167,9 @@ pub struct Config {
     pub batch_size: usize,
     pub drain_timeout: Duration,
     pub retry_backoff: Duration,
+    /// The transactional producer's id (exactly-once); stable across restarts of one
+    /// instance so that a restart aborts what its crashed predecessor left open.
+    pub transactional_id: String,
     pub http_listen: SocketAddr,
     /// librdkafka properties for every client, `bootstrap.servers` included.
     pub kafka: BTreeMap<String, String>,
@@ -226,6 +232,16 @@ fn describe(error: figment::Error) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// This machine's host name (the default `transactional.id` suffix).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 fn positive(key: &'static str, value: u64) -> Result<u64, ConfigError> {
@@ -318,6 +334,11 @@ impl RawConfig {
                 as usize,
             max_depth: positive("limits.max_depth", self.limits.max_depth)? as usize,
         };
+        let transactional_id = if self.pipeline.transactional_id.trim().is_empty() {
+            format!("{}-{}", self.group_id, hostname())
+        } else {
+            self.pipeline.transactional_id
+        };
         let mut kafka = self.kafka;
         kafka
             .entry("bootstrap.servers".into())
@@ -338,6 +359,7 @@ impl RawConfig {
                 "pipeline.retry_backoff_ms",
                 self.pipeline.retry_backoff_ms,
             )?),
+            transactional_id,
             http_listen,
             kafka,
         })

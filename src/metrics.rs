@@ -24,8 +24,11 @@ pub const DELIVERY_ERRORS_TOTAL: &str = "sessionflow_delivery_errors_total";
 /// Beyond the SPEC's table: 1 while `/readyz` answers 200 (for alerting).
 pub const READY: &str = "sessionflow_ready";
 
+/// Beyond the SPEC's table: exactly-once transactions by outcome (committed, aborted).
+pub const TRANSACTIONS_TOTAL: &str = "sessionflow_transactions_total";
+
 /// Every metric name, for checks (dashboards, alerts, docs) against the code.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 15] = [
     RECORDS_TOTAL,
     TRANSITIONS_TOTAL,
     ANOMALIES_TOTAL,
@@ -40,6 +43,7 @@ pub const ALL: [&str; 14] = [
     BUILD_INFO,
     DELIVERY_ERRORS_TOTAL,
     READY,
+    TRANSACTIONS_TOTAL,
 ];
 
 /// Installs the global Prometheus recorder and describes every metric. Per-partition gauges
@@ -97,6 +101,9 @@ fn register() {
     metrics::counter!(STATE_RESTORED_SESSIONS_TOTAL).increment(0);
     metrics::counter!(DELIVERY_ERRORS_TOTAL).increment(0);
     metrics::gauge!(READY).set(0.0);
+    for outcome in ["committed", "aborted"] {
+        metrics::counter!(TRANSACTIONS_TOTAL, "outcome" => outcome).increment(0);
+    }
     // Histograms appear with their first sample; these are the zero-information samples
     // that keep the series present without skewing them: none. They are described above.
     let _ = (
@@ -158,6 +165,11 @@ fn describe() {
     describe_counter!(
         DELIVERY_ERRORS_TOTAL,
         Unit::Count,
-        "Output deliveries that failed and were queued for retry."
+        "Output deliveries that failed (queued for retry, or aborting their transaction)."
+    );
+    describe_counter!(
+        TRANSACTIONS_TOTAL,
+        Unit::Count,
+        "Exactly-once transactions by outcome: committed, or aborted (state restored and the batch derived again)."
     );
 }

@@ -3,7 +3,8 @@
 //! derives per partition is in the output; every output event is one of those (a restarted
 //! instance restores its state from the changelog, so it never re-derives a first sighting
 //! or anything else anew); the only extras are exact duplicates of events in flight at a
-//! kill, which are counted and reported.
+//! kill, which are counted and reported. In exactly-once mode the read_committed output is
+//! exactly what `replay` derives: nothing missing, nothing twice.
 
 mod common;
 
@@ -15,7 +16,17 @@ const PARTITIONS: i32 = 4;
 
 #[test]
 fn three_kill_9s_mid_stream_lose_nothing_and_re_derive_nothing() {
+    three_kill_9s("at_least_once");
+}
+
+#[test]
+fn exactly_once_output_is_exact_across_three_kill_9s() {
+    three_kill_9s("exactly_once");
+}
+
+fn three_kill_9s(delivery: &str) {
     let Some(bootstrap) = bootstrap() else { return };
+    let delivery_set = format!("delivery=\"{delivery}\"");
     let dir = tempfile::tempdir().unwrap();
     let input = unique("crash-in");
     let prefix = unique("crash-out");
@@ -27,6 +38,7 @@ fn three_kill_9s_mid_stream_lose_nothing_and_re_derive_nothing() {
         "lifecycle.idle_timeout_ms=0",
         "lifecycle.max_clock_skew_ms=0",
         "kafka.\"session.timeout.ms\"=\"6000\"",
+        delivery_set.as_str(),
     ];
     let mut run = start_run(&bootstrap, dir.path(), &group, &input, &prefix, &sets);
     let mut generator = spawn_generator(&bootstrap, &input, total, 14, 25000);
@@ -64,6 +76,25 @@ fn three_kill_9s_mid_stream_lose_nothing_and_re_derive_nothing() {
     let records = read_all(&bootstrap, &input);
     let expected = expected_from_replay(&records, &input, dir.path(), &[]);
     let transitions = read_all(&bootstrap, &format!("{prefix}.transitions"));
+    if delivery == "exactly_once" {
+        assert_exactly_once(&expected, &transitions);
+        let anomalies = read_all(&bootstrap, &format!("{prefix}.anomalies"));
+        for (p, events) in &expected.anomalies {
+            assert_eq!(&values(&anomalies[p]), events, "partition {p} anomalies");
+        }
+        let dead: usize = read_all(&bootstrap, &format!("{prefix}.dlq"))
+            .values()
+            .map(Vec::len)
+            .sum();
+        assert_eq!(
+            dead,
+            expected.dead_letters.values().map(Vec::len).sum::<usize>()
+        );
+        eprintln!(
+            "exactly-once, {kills} kills: read_committed output equals replay exactly; {restored} sessions restored"
+        );
+        return;
+    }
     let duplicates = assert_at_least_once(&expected, &transitions, &records);
     eprintln!(
         "{kills} kills: every expected transition present, none re-derived; {duplicates} duplicates of in-flight events; {restored} sessions restored"

@@ -1,7 +1,8 @@
 //! Scale-out and rebalance (SPEC section 6): one instance starts, a second joins mid-stream,
 //! the first stops (SIGTERM) later. Partitions move with their state: every event `replay`
 //! derives is in the union of the outputs, nothing is derived anew, and the instances that
-//! took partitions over restored them from the changelog rather than starting empty.
+//! took partitions over restored them from the changelog rather than starting empty. In
+//! exactly-once mode the read_committed union is exactly what `replay` derives.
 
 mod common;
 
@@ -13,7 +14,20 @@ const PARTITIONS: i32 = 4;
 
 #[test]
 fn partitions_move_between_instances_with_their_state() {
+    rebalance("at_least_once");
+}
+
+#[test]
+fn exactly_once_output_is_exact_across_a_rebalance() {
+    rebalance("exactly_once");
+}
+
+fn rebalance(delivery: &str) {
     let Some(bootstrap) = bootstrap() else { return };
+    let delivery_set = format!("delivery=\"{delivery}\"");
+    // Two instances at once: two transactional ids.
+    let first_id = format!("pipeline.transactional_id={}", unique("first"));
+    let second_id = format!("pipeline.transactional_id={}", unique("second"));
     let dir = tempfile::tempdir().unwrap();
     let input = unique("rebalance-in");
     let prefix = unique("rebalance-out");
@@ -24,8 +38,18 @@ fn partitions_move_between_instances_with_their_state() {
         "lifecycle.idle_timeout_ms=0",
         "lifecycle.max_clock_skew_ms=0",
         "kafka.\"session.timeout.ms\"=\"6000\"",
+        delivery_set.as_str(),
     ];
-    let mut first = start_run(&bootstrap, dir.path(), &group, &input, &prefix, &sets);
+    let with_id = |id: &str| -> Vec<String> {
+        sets.iter()
+            .map(|s| s.to_string())
+            .chain([id.to_owned()])
+            .collect()
+    };
+    let (first_sets, second_sets) = (with_id(&first_id), with_id(&second_id));
+    let first_sets: Vec<&str> = first_sets.iter().map(String::as_str).collect();
+    let second_sets: Vec<&str> = second_sets.iter().map(String::as_str).collect();
+    let mut first = start_run(&bootstrap, dir.path(), &group, &input, &prefix, &first_sets);
     let mut generator = spawn_generator(&bootstrap, &input, total, 15, 20_000);
     wait_until(
         "the first instance making progress",
@@ -38,7 +62,14 @@ fn partitions_move_between_instances_with_their_state() {
                 > 30_000
         },
     );
-    let mut second = start_run(&bootstrap, dir.path(), &group, &input, &prefix, &sets);
+    let mut second = start_run(
+        &bootstrap,
+        dir.path(),
+        &group,
+        &input,
+        &prefix,
+        &second_sets,
+    );
     wait_until(
         "the second instance taking partitions",
         Duration::from_secs(120),
@@ -74,6 +105,11 @@ fn partitions_move_between_instances_with_their_state() {
     let records = read_all(&bootstrap, &input);
     let expected = expected_from_replay(&records, &input, dir.path(), &[]);
     let transitions = read_all(&bootstrap, &format!("{prefix}.transitions"));
+    if delivery == "exactly_once" {
+        assert_exactly_once(&expected, &transitions);
+        eprintln!("exactly-once rebalance: read_committed output equals replay exactly");
+        return;
+    }
     let duplicates = assert_at_least_once(&expected, &transitions, &records);
     eprintln!(
         "rebalance: every expected transition present, none derived anew; {duplicates} duplicates"

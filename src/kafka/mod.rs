@@ -172,9 +172,12 @@ impl DeliveryState {
 }
 
 /// Producer context: acknowledged outputs complete their record's ticket; failed ones are
-/// queued for retry with their original bytes.
+/// queued for retry with their original bytes. A transactional producer's failed message
+/// makes its transaction abort instead (the batch is then derived again from restored
+/// state), so it is only counted.
 pub struct OutputContext {
     pub state: Arc<DeliveryState>,
+    pub transactional: bool,
 }
 
 impl ClientContext for OutputContext {
@@ -196,6 +199,10 @@ impl ProducerContext for OutputContext {
             }
             Err((error, message)) => {
                 self.state.delivery_errors.fetch_add(1, Ordering::Relaxed);
+                if self.transactional {
+                    tracing::warn!(%error, topic = message.topic(), "Output delivery failed; its transaction will be aborted.");
+                    return;
+                }
                 tracing::warn!(%error, topic = message.topic(), "Output delivery failed; it will be retried.");
                 let headers = message.headers().map(|h| {
                     h.iter().fold(OwnedHeaders::new(), |acc, header| {
@@ -221,23 +228,37 @@ impl ProducerContext for OutputContext {
     }
 }
 
-/// The output producer: idempotent, lz4, deliveries retried by librdkafka without a local
-/// timeout (a broker that is down makes outputs wait, never fail by time).
+/// The output producer: idempotent, lz4. At-least-once: deliveries retried by librdkafka
+/// without a local timeout (a broker that is down makes outputs wait, never fail by time).
+/// Exactly-once (`transactional_id` given): a transactional producer, whose messages time out
+/// with their transaction (librdkafka requires `message.timeout.ms` <=
+/// `transaction.timeout.ms`).
 pub fn output_producer(
     properties: &BTreeMap<String, String>,
     state: Arc<DeliveryState>,
     max_record_bytes: usize,
+    transactional_id: Option<&str>,
 ) -> Result<ThreadedProducer<OutputContext>, KafkaSetupError> {
     let mut config = base_config(properties);
     set_default(&mut config, "enable.idempotence", "true");
     set_default(&mut config, "compression.type", "lz4");
     set_default(&mut config, "linger.ms", "5");
-    set_default(&mut config, "message.timeout.ms", "0");
+    if let Some(id) = transactional_id {
+        set_default(&mut config, "transactional.id", id);
+        // A crashed instance's open transaction holds back read_committed readers until the
+        // broker aborts it (or the instance restarts with the same id): keep that short.
+        set_default(&mut config, "transaction.timeout.ms", "30000");
+    } else {
+        set_default(&mut config, "message.timeout.ms", "0");
+    }
     // Dead letters carry the original record: leave room for the largest one plus headers.
     let max_message = (max_record_bytes + 64 * 1024).max(1_000_000);
     set_default(&mut config, "message.max.bytes", &max_message.to_string());
     config
-        .create_with_context(OutputContext { state })
+        .create_with_context(OutputContext {
+            state,
+            transactional: transactional_id.is_some(),
+        })
         .map_err(|source| KafkaSetupError::Client {
             role: "producer",
             source,

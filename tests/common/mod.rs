@@ -105,6 +105,9 @@ pub fn read_all(bootstrap: &str, topic: &str) -> BTreeMap<i32, Vec<Record>> {
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
+        // Transactional topics end in a commit marker, not a record: the end of a partition
+        // is where the EOF event comes.
+        .set("enable.partition.eof", "true")
         .create()
         .unwrap();
     let metadata = consumer
@@ -133,8 +136,12 @@ pub fn read_all(bootstrap: &str, topic: &str) -> BTreeMap<i32, Vec<Record>> {
     }
     consumer.assign(&list).unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
-    let done = |out: &BTreeMap<i32, Vec<Record>>| {
+    let mut at_end = std::collections::HashSet::new();
+    let done = |out: &BTreeMap<i32, Vec<Record>>, at_end: &std::collections::HashSet<i32>| {
         partitions.iter().all(|p| {
+            if at_end.contains(p) {
+                return true;
+            }
             let end = ends[p];
             out[p]
                 .last()
@@ -143,10 +150,16 @@ pub fn read_all(bootstrap: &str, topic: &str) -> BTreeMap<i32, Vec<Record>> {
                 })
         })
     };
-    while !done(&out) {
+    while !done(&out, &at_end) {
         assert!(Instant::now() < deadline, "timed out reading {topic}");
         if let Some(message) = consumer.poll(Duration::from_millis(200)) {
-            let m = message.unwrap();
+            let m = match message {
+                Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
+                    at_end.insert(p);
+                    continue;
+                }
+                other => other.unwrap(),
+            };
             let mut headers = BTreeMap::new();
             if let Some(h) = m.headers() {
                 for header in h.iter() {
@@ -326,6 +339,28 @@ pub fn assert_at_least_once(
     duplicates
 }
 
+/// Exactly-once: the read_committed output of every partition is exactly what `replay`
+/// derives, in the same order — nothing missing, nothing twice.
+pub fn assert_exactly_once(expected: &Expected, transitions: &BTreeMap<i32, Vec<Record>>) {
+    for (&p, expected_events) in &expected.transitions {
+        let got = values(&transitions[&p]);
+        if &got != expected_events {
+            let first = got
+                .iter()
+                .zip(expected_events)
+                .position(|(g, e)| g != e)
+                .unwrap_or(got.len().min(expected_events.len()));
+            panic!(
+                "partition {p}: {} events read, {} expected; first difference at {first}: got {:?}, expected {:?}",
+                got.len(),
+                expected_events.len(),
+                got.get(first).map(Value::to_string),
+                expected_events.get(first).map(Value::to_string),
+            );
+        }
+    }
+}
+
 /// A running `sessionflow run`, its stderr in a file.
 pub struct Running {
     pub child: Child,
@@ -433,6 +468,28 @@ pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
         .filter(|l| labels.iter().all(|f| l.contains(f)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Like [`wait_until`], with the tail of `run`'s log in the failure message.
+pub fn wait_for_run(
+    run: &Running,
+    what: &str,
+    timeout: Duration,
+    mut condition: impl FnMut() -> bool,
+) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        if Instant::now() >= deadline {
+            let log = run.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "timed out waiting for {what}; sessionflow's log ends:\n{}",
+                tail.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
