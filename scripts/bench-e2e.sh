@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end throughput and latency on a real local broker (docs/benchmarks.md):
 #  1. RECORDS (default 1 000 000) generated records pre-loaded into a 4-partition topic;
-#  2. a consume-only rdkafka loop over it, then `sessionflow run` (fresh group) until every
-#     offset is committed, both timed from process start, in the same run: the ratio;
+#  2. a consume-only rdkafka loop over it, then `sessionflow run` (fresh group) in
+#     at-least-once and in exactly-once mode until every record is counted, in the same run:
+#     the ratios;
 #  3. latency at a steady RATE (default 20 000 records/s) for SECONDS (default 15): append
 #     time of each input record to its derived event being readable.
 # Uses SESSIONFLOW_TEST_BOOTSTRAP if set, else starts (and stops) its own broker.
@@ -43,22 +44,27 @@ echo "== consume-only rdkafka loop"
 baseline=$(target/release/examples/consume_only "$b" "$input")
 echo "$baseline"
 
-echo "== sessionflow run (at-least-once, idle and future checks off for historical data)"
-group=bench-group-$run_id
-"$bin" run --brokers "$b" --group-id "$group" --input-topic "$input" --http-listen 127.0.0.1:19999 \
-  --set topics.create_topics=true --set topics.transitions=bench-t-$run_id \
-  --set topics.anomalies=bench-a-$run_id --set topics.dead_letters=bench-d-$run_id \
-  --set lifecycle.idle_timeout_ms=0 --set lifecycle.max_clock_skew_ms=0 >"$work/run.log" 2>&1 &
-run_pid=$!
-pids+=("$run_pid")
-# Throughput between two moments the counters were exported (once a second): the first
-# export past 10% of the input and the export that reaches all of it.
-python3 - "$records" <<'PY'
+# Throughput of `sessionflow run` in one delivery mode (fresh group and outputs), measured
+# between two moments the counters were exported (once a second): the first export past 10%
+# of the input and the export that reaches all of it.
+measure_run() {
+  local delivery=$1 port=$2
+  local group=bench-group-$delivery-$run_id
+  echo "== sessionflow run ($delivery, changelog on, idle and future checks off for historical data)"
+  "$bin" run --brokers "$b" --group-id "$group" --input-topic "$input" --http-listen 127.0.0.1:$port \
+    --set delivery="\"$delivery\"" \
+    --set topics.create_topics=true --set topics.transitions=bench-t-$delivery-$run_id \
+    --set topics.anomalies=bench-a-$delivery-$run_id --set topics.dead_letters=bench-d-$delivery-$run_id \
+    --set lifecycle.idle_timeout_ms=0 --set lifecycle.max_clock_skew_ms=0 >"$work/run-$delivery.log" 2>&1 &
+  local run_pid=$!
+  pids+=("$run_pid")
+  python3 - "$records" "$port" <<'PY'
 import sys, time, urllib.request
 total = int(sys.argv[1])
+url = f"http://127.0.0.1:{sys.argv[2]}/metrics"
 def count():
     try:
-        text = urllib.request.urlopen("http://127.0.0.1:19999/metrics", timeout=2).read().decode()
+        text = urllib.request.urlopen(url, timeout=2).read().decode()
     except OSError:
         return None
     return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith("sessionflow_records_total{"))
@@ -79,10 +85,17 @@ rate = (c - c0) / (now - t0)
 print(f"sessionflow: {int(c - c0)} records in {now - t0:.2f} s between exports: {rate:.0f} records/s")
 open("/tmp/sessionflow-bench-rate", "w").write(f"{rate:.0f}\n")
 PY
-kill -TERM "$run_pid"; wait "$run_pid" || true
-sf_rate=$(cat /tmp/sessionflow-bench-rate)
-base_rate=$(echo "$baseline" | sed 's/.*: \([0-9]*\) records\/s/\1/')
-printf "ratio sessionflow / consume-only: %.2fx\n" "$(echo "$sf_rate / $base_rate" | bc -l)"
+  kill -TERM "$run_pid"; wait "$run_pid" || true
+  local sf_rate base_rate
+  sf_rate=$(cat /tmp/sessionflow-bench-rate)
+  base_rate=$(echo "$baseline" | sed 's/.*: \([0-9]*\) records\/s/\1/')
+  printf "ratio sessionflow (%s) / consume-only: %.2fx\n" "$delivery" "$(echo "$sf_rate / $base_rate" | bc -l)"
+  echo "$sf_rate" > "$work/rate-$delivery"
+}
+measure_run at_least_once 19999
+measure_run exactly_once 19997
+printf "ratio exactly-once / at-least-once: %.2fx\n" \
+  "$(echo "$(cat "$work/rate-exactly_once") / $(cat "$work/rate-at_least_once")" | bc -l)"
 
 echo "== latency at $rate records/s for $seconds s"
 lat_in=bench-lat-in-$run_id

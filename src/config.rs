@@ -85,6 +85,8 @@ pub struct RawPipeline {
     pub retry_backoff_ms: u64,
     /// Exactly-once: the producer's `transactional.id`; empty means `<group_id>-<hostname>`.
     pub transactional_id: String,
+    /// Exactly-once: most records in one transaction (the batch size in that mode).
+    pub transaction_max_records: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -124,6 +126,7 @@ impl Default for RawConfig {
                 drain_timeout_ms: 10_000,
                 retry_backoff_ms: 500,
                 transactional_id: String::new(),
+                transaction_max_records: 10_000,
             },
             http: RawHttp {
                 listen: "127.0.0.1:9464".into(),
@@ -170,6 +173,8 @@ pub struct Config {
     /// The transactional producer's id (exactly-once); stable across restarts of one
     /// instance so that a restart aborts what its crashed predecessor left open.
     pub transactional_id: String,
+    /// Exactly-once: the most records per transaction.
+    pub transaction_max_records: usize,
     pub http_listen: SocketAddr,
     /// librdkafka properties for every client, `bootstrap.servers` included.
     pub kafka: BTreeMap<String, String>,
@@ -360,6 +365,10 @@ impl RawConfig {
                 self.pipeline.retry_backoff_ms,
             )?),
             transactional_id,
+            transaction_max_records: positive(
+                "pipeline.transaction_max_records",
+                self.pipeline.transaction_max_records,
+            )? as usize,
             http_listen,
             kafka,
         })
