@@ -9,18 +9,30 @@
 #   scripts/kafka-dev.sh run -- CMD ...   start, run CMD with SESSIONFLOW_TEST_BOOTSTRAP set,
 #                                         always stop; exits with CMD's status
 #
-# Environment: KAFKA_VERSION (4.1.1), KAFKA_PORT (39092; the controller uses +1),
-# SESSIONFLOW_KAFKA_DIR (/tmp/sessionflow-kafka), SESSIONFLOW_CACHE (~/.cache/sessionflow).
+# Environment: KAFKA_VERSION (4.1.1), KAFKA_PORT (39092; the controller uses +1, the SASL_SSL
+# listener +2), SESSIONFLOW_KAFKA_DIR (/tmp/sessionflow-kafka), SESSIONFLOW_CACHE
+# (~/.cache/sessionflow).
+#
+# Next to the PLAINTEXT listener the broker has a SASL_SSL one (PLAIN, SCRAM-SHA-256,
+# SCRAM-SHA-512; user "sessionflow" with a password generated per fresh start). Its files are
+# in $SESSIONFLOW_KAFKA_DIR/tls: ca.pem (the CA that signed the broker's certificate),
+# untrusted-ca.pem (a CA that signed nothing here), sasl-password. `run` exports them to CMD as
+# SESSIONFLOW_TEST_SECURE_BOOTSTRAP, SESSIONFLOW_TEST_CA, SESSIONFLOW_TEST_UNTRUSTED_CA,
+# SESSIONFLOW_TEST_SASL_USER and SESSIONFLOW_TEST_SASL_PASSWORD_FILE.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 version=${KAFKA_VERSION:-4.1.1}
 port=${KAFKA_PORT:-39092}
 controller_port=$((port + 1))
+secure_port=$((port + 2))
 dir=${SESSIONFLOW_KAFKA_DIR:-/tmp/sessionflow-kafka}
 cache=${SESSIONFLOW_CACHE:-$HOME/.cache/sessionflow}/kafka-$version
 libs=$cache/libs
 bootstrap=127.0.0.1:$port
+secure_bootstrap=127.0.0.1:$secure_port
+tls=$dir/tls
+sasl_user=sessionflow
 
 log() { echo "kafka-dev: $*" >&2; }
 
@@ -35,17 +47,52 @@ resolve_jars() {
 
 java_cp() { echo "$libs/*"; }
 
+# A CA, the broker's certificate (127.0.0.1 and localhost) signed by it in a PKCS12 keystore,
+# a second CA that signed nothing, and the SASL password: all new for every fresh broker.
+write_tls() {
+  mkdir -p "$tls"
+  chmod 700 "$tls"
+  local store_password
+  store_password=$(openssl rand -hex 16)
+  openssl rand -hex 16 > "$tls/sasl-password"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=sessionflow-dev-ca" \
+    -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=sessionflow-untrusted-ca" \
+    -keyout "$tls/untrusted-ca.key" -out "$tls/untrusted-ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+    -keyout "$tls/broker.key" -out "$tls/broker.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$tls/san.ext"
+  openssl x509 -req -in "$tls/broker.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
+    -CAcreateserial -days 2 -extfile "$tls/san.ext" -out "$tls/broker.pem" 2>/dev/null
+  openssl pkcs12 -export -in "$tls/broker.pem" -inkey "$tls/broker.key" -certfile "$tls/ca.pem" \
+    -name broker -passout "pass:$store_password" -out "$tls/broker.p12"
+  echo "$store_password" > "$tls/store-password"
+}
+
 write_config() {
   mkdir -p "$dir/data"
+  write_tls
+  local store_password sasl_password
+  store_password=$(cat "$tls/store-password")
+  sasl_password=$(cat "$tls/sasl-password")
   cat > "$dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port,SASL_SSL://127.0.0.1:$secure_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port,SASL_SSL://127.0.0.1:$secure_port
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$sasl_user="$sasl_password";
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$tls/broker.p12
+ssl.keystore.password=$store_password
+ssl.key.password=$store_password
+ssl.client.auth=none
 log.dirs=$dir/data
 num.partitions=1
 default.replication.factor=1
@@ -114,7 +161,10 @@ start_broker() {
     id=$(java -Dlog4j2.configurationFile="$dir/tools-log4j2.properties" -cp "$(java_cp)" \
       kafka.tools.StorageTool random-uuid)
     java -Dlog4j2.configurationFile="$dir/tools-log4j2.properties" -cp "$(java_cp)" \
-      kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" >"$dir/format.log" 2>&1 ||
+      kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" \
+      --add-scram "SCRAM-SHA-256=[name=$sasl_user,password=$(cat "$tls/sasl-password")]" \
+      --add-scram "SCRAM-SHA-512=[name=$sasl_user,password=$(cat "$tls/sasl-password")]" \
+      >"$dir/format.log" 2>&1 ||
       { cat "$dir/format.log" >&2; return 1; }
   fi
   nohup java -Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
@@ -140,7 +190,7 @@ start_broker() {
     sleep 1
     waited=$((waited + 1))
   done
-  log "broker ready at $bootstrap (PID $(cat "$dir/broker.pid"), dir $dir, ${waited}s)"
+  log "broker ready at $bootstrap, SASL_SSL at $secure_bootstrap (PID $(cat "$dir/broker.pid"), dir $dir, ${waited}s)"
   echo "$bootstrap"
 }
 
@@ -181,7 +231,13 @@ case "${1:-}" in
     start_broker fresh >/dev/null
     trap 'stop_broker discard' EXIT
     status=0
-    SESSIONFLOW_TEST_BOOTSTRAP=$bootstrap "$@" || status=$?
+    SESSIONFLOW_TEST_BOOTSTRAP=$bootstrap \
+      SESSIONFLOW_TEST_SECURE_BOOTSTRAP=$secure_bootstrap \
+      SESSIONFLOW_TEST_CA=$tls/ca.pem \
+      SESSIONFLOW_TEST_UNTRUSTED_CA=$tls/untrusted-ca.pem \
+      SESSIONFLOW_TEST_SASL_USER=$sasl_user \
+      SESSIONFLOW_TEST_SASL_PASSWORD_FILE=$tls/sasl-password \
+      "$@" || status=$?
     exit "$status"
     ;;
   *)

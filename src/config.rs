@@ -157,8 +157,8 @@ pub struct Topics {
     pub create_replication_factor: i32,
 }
 
-/// The validated configuration.
-#[derive(Clone, Debug)]
+/// The validated configuration. Its `Debug` form redacts secrets.
+#[derive(Clone)]
 pub struct Config {
     pub group_id: String,
     pub delivery: Delivery,
@@ -193,7 +193,18 @@ pub fn load(file: Option<&Path>, overrides: &[(String, String)]) -> Result<Confi
         }
         figment = figment.merge(Toml::file(path));
     }
-    figment = figment.merge(Env::prefixed("SESSIONFLOW__").split("__"));
+    // librdkafka property names are dotted, which environment variable names cannot be:
+    // SESSIONFLOW__KAFKA__SASL_PASSWORD is `sasl.password`, and
+    // SESSIONFLOW__KAFKA__SASL_PASSWORD_FILE is `sasl.password_file`.
+    figment = figment.merge(
+        Env::prefixed("SESSIONFLOW__")
+            .split("__")
+            .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("kafka__")),
+    );
+    let from_env = kafka_from_env(std::env::vars());
+    if !from_env.is_empty() {
+        figment = figment.merge(("kafka", from_env));
+    }
     for (key, value) in overrides {
         figment = figment.merge(Toml::string(&override_toml(key, value)));
     }
@@ -201,6 +212,101 @@ pub fn load(file: Option<&Path>, overrides: &[(String, String)]) -> Result<Confi
         .extract()
         .map_err(|e| ConfigError::Load(describe(e)))?;
     raw.validate()
+}
+
+/// `[kafka]` properties from `SESSIONFLOW__KAFKA__*` variables (see [`load`]).
+fn kafka_from_env(vars: impl Iterator<Item = (String, String)>) -> BTreeMap<String, String> {
+    const PREFIX: &str = "SESSIONFLOW__KAFKA__";
+    vars.filter_map(|(name, value)| {
+        let rest = name.strip_prefix(PREFIX)?.to_ascii_lowercase();
+        let key = match rest.strip_suffix("_file") {
+            Some(base) => format!("{}{FILE_SUFFIX}", base.replace('_', ".")),
+            None => rest.replace('_', "."),
+        };
+        Some((key, value))
+    })
+    .collect()
+}
+
+/// A `[kafka]` key ending in this reads the value of the key without it from a file.
+const FILE_SUFFIX: &str = "_file";
+
+/// Whether a librdkafka property holds a secret (never logged, printed or exported).
+pub fn is_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "jaas",
+        "ssl.key.pem",
+        "oauthbearer.config",
+        "token",
+    ]
+    .iter()
+    .any(|marker| key.contains(marker))
+}
+
+/// `properties` with secret values replaced, for anything that shows them.
+pub fn redacted(properties: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    properties
+        .iter()
+        .map(|(k, v)| {
+            let shown = if is_secret(k) {
+                "<redacted>".to_owned()
+            } else {
+                v.clone()
+            };
+            (k.clone(), shown)
+        })
+        .collect()
+}
+
+/// Replaces every `key_file = PATH` with `key = <the file's contents>` (a trailing newline
+/// dropped). Errors name the key and the path, never the contents.
+fn resolve_files(kafka: &mut BTreeMap<String, String>) -> Result<(), ConfigError> {
+    let file_keys: Vec<String> = kafka
+        .keys()
+        .filter(|k| k.ends_with(FILE_SUFFIX))
+        .cloned()
+        .collect();
+    for file_key in file_keys {
+        let path = kafka.remove(&file_key).unwrap_or_default();
+        let key = file_key[..file_key.len() - FILE_SUFFIX.len()].to_owned();
+        if kafka.contains_key(&key) {
+            return Err(ConfigError::Load(format!(
+                "invalid configuration: both `kafka.\"{key}\"` and `kafka.\"{file_key}\"` are set; keep one"
+            )));
+        }
+        let contents = std::fs::read_to_string(&path).map_err(|e| {
+            ConfigError::Load(format!(
+                "invalid configuration (key `kafka.\"{file_key}\"`): cannot read {path}: {e}"
+            ))
+        })?;
+        let value = contents.strip_suffix('\n').unwrap_or(&contents);
+        let value = value.strip_suffix('\r').unwrap_or(value);
+        kafka.insert(key, value.to_owned());
+    }
+    Ok(())
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("group_id", &self.group_id)
+            .field("delivery", &self.delivery)
+            .field("topics", &self.topics)
+            .field("engine", &self.engine)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("limits", &self.limits)
+            .field("batch_size", &self.batch_size)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("retry_backoff", &self.retry_backoff)
+            .field("transactional_id", &self.transactional_id)
+            .field("transaction_max_records", &self.transaction_max_records)
+            .field("http_listen", &self.http_listen)
+            .field("kafka", &redacted(&self.kafka))
+            .finish()
+    }
 }
 
 /// `key = value` as TOML; a value that is not TOML is taken as a string.
@@ -345,6 +451,7 @@ impl RawConfig {
             self.pipeline.transactional_id
         };
         let mut kafka = self.kafka;
+        resolve_files(&mut kafka)?;
         kafka
             .entry("bootstrap.servers".into())
             .or_insert(non_empty("brokers", self.brokers)?);
@@ -430,6 +537,53 @@ mod tests {
         assert_eq!(config.topics.input, "in.topic");
         assert_eq!(config.kafka["bootstrap.servers"], "a:1");
         assert_eq!(config.kafka["linger.ms"], "5");
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_the_environment_and_debug_hides_them() {
+        let secret = "s3cr3t-Pa55word";
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), format!("{secret}\n")).unwrap();
+        let config = load(
+            None,
+            &[(
+                "kafka.\"sasl.password_file\"".into(),
+                file.path().display().to_string(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(config.kafka["sasl.password"], secret);
+        assert!(!config.kafka.contains_key("sasl.password_file"));
+        let shown = format!("{config:?}");
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+
+        let from_env = kafka_from_env(
+            [
+                (
+                    "SESSIONFLOW__KAFKA__SASL_PASSWORD_FILE",
+                    "/run/secrets/kafka",
+                ),
+                ("SESSIONFLOW__KAFKA__SECURITY_PROTOCOL", "SASL_SSL"),
+                ("SESSIONFLOW__BROKERS", "b:1"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+        assert_eq!(from_env["sasl.password_file"], "/run/secrets/kafka");
+        assert_eq!(from_env["security.protocol"], "SASL_SSL");
+        assert_eq!(from_env.len(), 2);
+
+        let missing = load(
+            None,
+            &[(
+                "kafka.\"ssl.key.password_file\"".into(),
+                "/nonexistent/key".into(),
+            )],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(missing.contains("ssl.key.password_file"), "{missing}");
     }
 
     #[test]

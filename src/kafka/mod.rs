@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
@@ -30,11 +30,13 @@ pub enum KafkaSetupError {
         #[source]
         source: KafkaError,
     },
-    #[error("cannot read topic metadata from {brokers}: {source}")]
+    #[error("cannot read topic metadata from {brokers}: {source}{}", broker_said(.detail))]
     Metadata {
         brokers: String,
-        #[source]
         source: KafkaError,
+        /// What librdkafka last reported about the connection (authentication or TLS
+        /// failures surface only there).
+        detail: Option<String>,
     },
     #[error("topic {0:?} does not exist (create it, or set topics.create_topics = true)")]
     MissingTopic(String),
@@ -46,6 +48,85 @@ pub enum KafkaSetupError {
         found: i32,
         expected: i32,
     },
+}
+
+fn broker_said(detail: &Option<String>) -> String {
+    detail
+        .as_ref()
+        .map(|d| format!(" (last connection error: {d})"))
+        .unwrap_or_default()
+}
+
+/// Admin client context: keeps the last connection error librdkafka reported, so that a
+/// failed start-up names the cause (wrong password, untrusted certificate) rather than a
+/// bare transport failure.
+#[derive(Default)]
+pub struct SetupContext {
+    last_error: Mutex<Option<String>>,
+}
+
+impl SetupContext {
+    fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+}
+
+impl ClientContext for SetupContext {
+    /// librdkafka reports authentication and TLS failures as log lines from its broker
+    /// threads (the error events are not served during a blocking metadata request).
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+            tracing::warn!(facility, message, "librdkafka");
+            if let Ok(mut last) = self.last_error.lock() {
+                *last = Some(message.to_owned());
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "Kafka connection error.");
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(reason.to_owned());
+        }
+    }
+}
+
+impl ConsumerContext for SetupContext {}
+
+type Admin = AdminClient<SetupContext>;
+
+/// Reads topic metadata with a client whose error events can be served afterwards: a failed
+/// request then names what the broker connection reported.
+struct MetadataProbe(BaseConsumer<SetupContext>);
+
+impl MetadataProbe {
+    fn new(properties: &BTreeMap<String, String>) -> Result<Self, KafkaSetupError> {
+        base_config(properties)
+            .create_with_context(SetupContext::default())
+            .map(MetadataProbe)
+            .map_err(|source| KafkaSetupError::Client {
+                role: "metadata client",
+                source,
+            })
+    }
+
+    fn fetch(
+        &self,
+        topic: Option<&str>,
+        brokers: &str,
+    ) -> Result<rdkafka::metadata::Metadata, KafkaSetupError> {
+        self.0
+            .fetch_metadata(topic, Duration::from_secs(10))
+            .map_err(|source| {
+                // Serve the queued error events (authentication, TLS) into the context.
+                let _ = self.0.poll(Duration::from_millis(200));
+                KafkaSetupError::Metadata {
+                    brokers: brokers.to_owned(),
+                    source,
+                    detail: self.0.context().last_error(),
+                }
+            })
+    }
 }
 
 /// Checks the state changelog topic: it must have the input's partition count; created
@@ -61,21 +142,15 @@ pub async fn ensure_changelog(
         .get("bootstrap.servers")
         .cloned()
         .unwrap_or_default();
-    let partitions =
-        |admin: &AdminClient<DefaultClientContext>| -> Result<Option<i32>, KafkaSetupError> {
-            let metadata = admin
-                .inner()
-                .fetch_metadata(Some(topic), Duration::from_secs(10))
-                .map_err(|source| KafkaSetupError::Metadata {
-                    brokers: brokers.clone(),
-                    source,
-                })?;
-            Ok(metadata
-                .topics()
-                .iter()
-                .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
-                .map(|t| t.partitions().len() as i32))
-        };
+    let probe = MetadataProbe::new(properties)?;
+    let partitions = |_: &Admin| -> Result<Option<i32>, KafkaSetupError> {
+        let metadata = probe.fetch(Some(topic), &brokers)?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.partitions().len() as i32))
+    };
     match partitions(&admin)? {
         Some(found) if found == input_partitions => return Ok(()),
         Some(found) => {
@@ -381,11 +456,9 @@ pub fn store_and_commit<C: ConsumerContext, K: Consumer<C>>(
     }
 }
 
-fn admin_client(
-    properties: &BTreeMap<String, String>,
-) -> Result<AdminClient<DefaultClientContext>, KafkaSetupError> {
+fn admin_client(properties: &BTreeMap<String, String>) -> Result<Admin, KafkaSetupError> {
     base_config(properties)
-        .create()
+        .create_with_context(SetupContext::default())
         .map_err(|source| KafkaSetupError::Client {
             role: "admin client",
             source,
@@ -393,10 +466,7 @@ fn admin_client(
 }
 
 /// Creates topics; one that already exists (another instance was quicker) is fine.
-async fn create_topics(
-    admin: &AdminClient<DefaultClientContext>,
-    topics: &[NewTopic<'_>],
-) -> Result<(), KafkaSetupError> {
+async fn create_topics(admin: &Admin, topics: &[NewTopic<'_>]) -> Result<(), KafkaSetupError> {
     let names = || topics.iter().map(|t| t.name).collect::<Vec<_>>().join(", ");
     let results = admin
         .create_topics(topics, &AdminOptions::new())
@@ -431,14 +501,9 @@ pub async fn ensure_topics(
         .cloned()
         .unwrap_or_default();
     let admin = admin_client(properties)?;
-    let counts = |admin: &AdminClient<DefaultClientContext>| -> Result<HashMap<String, i32>, KafkaSetupError> {
-        let metadata = admin
-            .inner()
-            .fetch_metadata(None, Duration::from_secs(10))
-            .map_err(|source| KafkaSetupError::Metadata {
-                brokers: brokers.clone(),
-                source,
-            })?;
+    let probe = MetadataProbe::new(properties)?;
+    let counts = |_: &Admin| -> Result<HashMap<String, i32>, KafkaSetupError> {
+        let metadata = probe.fetch(None, &brokers)?;
         Ok(metadata
             .topics()
             .iter()
