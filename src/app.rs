@@ -336,7 +336,7 @@ pub async fn run(
     }
     let consumer: StreamConsumer<InputContext> = consumer_config
         .create_with_context(context)
-        .context("creating the Kafka consumer")?;
+        .map_err(|e| kafka::client_error("consumer", e))?;
     let consumer = Arc::new(consumer);
     // Exactly-once has nothing to drain on revocation: each batch's transaction has ended
     // before the consumer is polled again.
@@ -1273,7 +1273,9 @@ fn read_changelog(
     // the last offset read below the high watermark).
     client.set("isolation.level", "read_committed");
     client.set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = client.create().context("creating the restore consumer")?;
+    let consumer: BaseConsumer = client
+        .create()
+        .map_err(|e| kafka::client_error("restore consumer", e))?;
     let (low, high) = consumer
         .fetch_watermarks(topic, partition, Duration::from_secs(30))
         .context("reading changelog offsets")?;

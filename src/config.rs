@@ -196,11 +196,10 @@ pub fn load(file: Option<&Path>, overrides: &[(String, String)]) -> Result<Confi
     // librdkafka property names are dotted, which environment variable names cannot be:
     // SESSIONFLOW__KAFKA__SASL_PASSWORD is `sasl.password`, and
     // SESSIONFLOW__KAFKA__SASL_PASSWORD_FILE is `sasl.password_file`.
-    figment = figment.merge(
-        Env::prefixed("SESSIONFLOW__")
-            .split("__")
-            .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("kafka__")),
-    );
+    figment = figment.merge(Env::prefixed("SESSIONFLOW__").split("__").filter(|key| {
+        let key = key.as_str().to_ascii_lowercase();
+        !key.starts_with("kafka__") && !key.starts_with("kafka.")
+    }));
     let from_env = kafka_from_env(std::env::vars());
     if !from_env.is_empty() {
         figment = figment.merge(("kafka", from_env));

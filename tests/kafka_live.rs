@@ -1,7 +1,10 @@
 //! The live pipeline against a real Apache Kafka broker (`scripts/kafka-dev.sh run --`):
 //! live output equals what replay derives per partition, dead letters are exactly the
 //! malformed records with their headers, metrics agree with what was read back, SIGTERM
-//! drains and commits exactly what was processed, and bad configuration fails clearly.
+//! drains and commits exactly what was processed, and bad configuration fails clearly. Over
+//! the broker's SASL_SSL listener: the same live-equals-replay check with SCRAM and a
+//! password from a file that never shows in logs or metrics; a wrong password and an
+//! untrusted certificate each stop start-up with an error that names the cause.
 
 mod common;
 
@@ -19,6 +22,119 @@ const HISTORICAL: [&str; 2] = [
 #[test]
 fn live_output_equals_replay_per_partition_with_dead_letters_and_metrics() {
     let Some(bootstrap) = bootstrap() else { return };
+    live_equals_replay(&bootstrap, &bootstrap, &HISTORICAL, &[]);
+}
+
+#[test]
+fn over_sasl_ssl_live_output_equals_replay_and_the_password_stays_secret() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let Some(secure) = secure() else { return };
+    let mut sets: Vec<String> = HISTORICAL.iter().map(|s| s.to_string()).collect();
+    sets.extend(secure.sets("SCRAM-SHA-512", &secure.ca));
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let env = [
+        (
+            "SESSIONFLOW__KAFKA__SASL_PASSWORD_FILE",
+            secure.password_file.as_str(),
+        ),
+        // Everything sessionflow and its libraries log, to look for the secret in.
+        ("RUST_LOG", "debug"),
+    ];
+    let (log, metrics) = live_equals_replay(&bootstrap, &secure.bootstrap, &sets, &env);
+    let password = secure.password();
+    assert!(log.contains("Consuming."), "{log}");
+    assert!(!log.contains(&password), "the password is in the log");
+    assert!(!metrics.contains(&password), "the password is in /metrics");
+}
+
+#[test]
+fn a_wrong_password_stops_start_up_with_an_authentication_error() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let Some(secure) = secure() else { return };
+    let wrong = "wrong-Pa55word-never-shown";
+    let log = failed_start(
+        &bootstrap,
+        &secure.bootstrap,
+        &secure.sets("SCRAM-SHA-256", &secure.ca),
+        &[("SESSIONFLOW__KAFKA__SASL_PASSWORD", wrong)],
+    );
+    assert!(
+        log.contains("SASL authentication error") && log.contains("invalid credentials"),
+        "{log}"
+    );
+    assert!(!log.contains(wrong), "the password is in the output: {log}");
+}
+
+#[test]
+fn an_untrusted_certificate_stops_start_up_with_a_tls_error() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let Some(secure) = secure() else { return };
+    let password = secure.password();
+    let log = failed_start(
+        &bootstrap,
+        &secure.bootstrap,
+        &secure.sets("PLAIN", &secure.untrusted_ca),
+        &[("SESSIONFLOW__KAFKA__SASL_PASSWORD", &password)],
+    );
+    assert!(
+        log.contains("SSL handshake failed") && log.contains("certificate verify failed"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(&password),
+        "the password is in the output: {log}"
+    );
+}
+
+/// Starts `sessionflow run` against `run_bootstrap` and expects it to exit non-zero within
+/// a minute; returns its output.
+fn failed_start(
+    bootstrap: &str,
+    run_bootstrap: &str,
+    sets: &[String],
+    env: &[(&str, &str)],
+) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let input = unique("secure-fail-in");
+    create_topics(bootstrap, &[&input], 1);
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let mut run = start_run_env(
+        run_bootstrap,
+        dir.path(),
+        &unique("secure-fail-group"),
+        &input,
+        &unique("secure-fail-out"),
+        &sets,
+        env,
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = run.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running after 60 s: {}",
+            run.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let log = run.log_text();
+    assert!(!status.success(), "a failed start exits non-zero: {log}");
+    assert!(!log.contains("panicked"), "{log}");
+    log
+}
+
+/// Generates 100 000 records, runs `sessionflow run` over them through `run_bootstrap`
+/// (helpers read and write through `bootstrap`), and checks the outputs against `replay`.
+/// Returns the run's log and its last `/metrics`.
+fn live_equals_replay(
+    bootstrap: &str,
+    run_bootstrap: &str,
+    sets: &[&str],
+    env: &[(&str, &str)],
+) -> (String, String) {
+    let bootstrap = bootstrap.to_owned();
     let dir = tempfile::tempdir().unwrap();
     let input = unique("live-in");
     let prefix = unique("live-out");
@@ -27,7 +143,15 @@ fn live_output_equals_replay_per_partition_with_dead_letters_and_metrics() {
     let total = 100_000;
     generate_into(&bootstrap, &input, total, 11);
 
-    let mut run = start_run(&bootstrap, dir.path(), &group, &input, &prefix, &HISTORICAL);
+    let mut run = start_run_env(
+        run_bootstrap,
+        dir.path(),
+        &group,
+        &input,
+        &prefix,
+        sets,
+        env,
+    );
     let mut scraped_mid_run = false;
     wait_until(
         "every input offset committed",
@@ -168,6 +292,7 @@ fn live_output_equals_replay_per_partition_with_dead_letters_and_metrics() {
             "{name} described"
         );
     }
+    (run.log_text(), metrics)
 }
 
 #[test]

@@ -24,12 +24,9 @@ pub use offsets::{OffsetTracker, Phase, Ticket};
 /// Errors of the Kafka layer, wrapped, never stringified early.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSetupError {
-    #[error("cannot create the Kafka {role}: {source}")]
-    Client {
-        role: &'static str,
-        #[source]
-        source: KafkaError,
-    },
+    /// Never carries a property's value: librdkafka's own message would (secrets included).
+    #[error("cannot create the Kafka {role}: {detail}")]
+    Client { role: &'static str, detail: String },
     #[error("cannot read topic metadata from {brokers}: {source}{}", broker_said(.detail))]
     Metadata {
         brokers: String,
@@ -48,6 +45,17 @@ pub enum KafkaSetupError {
         found: i32,
         expected: i32,
     },
+}
+
+/// A client that could not be created; a bad property is named, its value left out.
+pub fn client_error(role: &'static str, source: KafkaError) -> KafkaSetupError {
+    let detail = match source {
+        KafkaError::ClientConfig(_, description, key, _value) => {
+            format!("property `{key}`: {description}")
+        }
+        other => other.to_string(),
+    };
+    KafkaSetupError::Client { role, detail }
 }
 
 fn broker_said(detail: &Option<String>) -> String {
@@ -104,10 +112,7 @@ impl MetadataProbe {
         base_config(properties)
             .create_with_context(SetupContext::default())
             .map(MetadataProbe)
-            .map_err(|source| KafkaSetupError::Client {
-                role: "metadata client",
-                source,
-            })
+            .map_err(|source| client_error("metadata client", source))
     }
 
     fn fetch(
@@ -334,10 +339,7 @@ pub fn output_producer(
             state,
             transactional: transactional_id.is_some(),
         })
-        .map_err(|source| KafkaSetupError::Client {
-            role: "producer",
-            source,
-        })
+        .map_err(|source| client_error("producer", source))
 }
 
 fn set_default(config: &mut ClientConfig, key: &str, value: &str) {
@@ -459,10 +461,7 @@ pub fn store_and_commit<C: ConsumerContext, K: Consumer<C>>(
 fn admin_client(properties: &BTreeMap<String, String>) -> Result<Admin, KafkaSetupError> {
     base_config(properties)
         .create_with_context(SetupContext::default())
-        .map_err(|source| KafkaSetupError::Client {
-            role: "admin client",
-            source,
-        })
+        .map_err(|source| client_error("admin client", source))
 }
 
 /// Creates topics; one that already exists (another instance was quicker) is fine.
