@@ -30,7 +30,7 @@ pub enum KafkaSetupError {
     #[error("cannot read topic metadata from {brokers}: {source}{}", broker_said(.detail))]
     Metadata {
         brokers: String,
-        source: KafkaError,
+        source: Box<KafkaError>,
         /// What librdkafka last reported about the connection (authentication or TLS
         /// failures surface only there).
         detail: Option<String>,
@@ -127,7 +127,7 @@ impl MetadataProbe {
                 let _ = self.0.poll(Duration::from_millis(200));
                 KafkaSetupError::Metadata {
                     brokers: brokers.to_owned(),
-                    source,
+                    source: Box::new(source),
                     detail: self.0.context().last_error(),
                 }
             })
