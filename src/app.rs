@@ -61,8 +61,9 @@ struct Outgoing {
     partition: i32,
     key: Option<(usize, usize)>,
     payload: Option<(usize, usize)>,
-    /// Dead letters: error kind, reason, source offset.
-    dead_letter: Option<(ErrorKind, String, i64)>,
+    /// Dead letters: error kind, reason, source offset, and the original size when the value
+    /// was cut to `max_record_bytes`.
+    dead_letter: Option<(ErrorKind, String, i64, Option<usize>)>,
 }
 
 /// The outputs of the records of one batch, and which record caused which.
@@ -76,6 +77,8 @@ struct Outbox {
     closed: usize,
     /// The partition of the record being applied.
     partition: i32,
+    /// Dead-letter values are cut to this many bytes (`limits.max_record_bytes`).
+    dead_letter_limit: usize,
 }
 
 impl Outbox {
@@ -125,15 +128,24 @@ impl Outbox {
         self.records.push((partition, offset, count));
     }
 
+    /// A dead letter keeps the record's key and value bytes. A value beyond
+    /// `max_record_bytes` (a `too_large` record) is cut to that size, and the header
+    /// `sessionflow-original-bytes` gives its size: the whole of it may exceed what the
+    /// producer and the broker accept, and a dead letter that can never be written would
+    /// block its partition's offsets for good.
     fn dead_letter(&mut self, message: &BorrowedMessage<'_>, error: &ParseError) {
         let key = message.key().map(|k| self.push_bytes(k));
-        let payload = message.payload().map(|p| self.push_bytes(p));
+        let value = message.payload();
+        let cut = value
+            .filter(|v| v.len() > self.dead_letter_limit)
+            .map(<[u8]>::len);
+        let payload = value.map(|p| self.push_bytes(&p[..p.len().min(self.dead_letter_limit)]));
         self.messages.push(Outgoing {
             output: Output::DeadLetters,
             partition: message.partition(),
             key,
             payload,
-            dead_letter: Some((error.kind, error.to_string(), message.offset())),
+            dead_letter: Some((error.kind, error.to_string(), message.offset(), cut)),
         });
     }
 }
@@ -272,7 +284,13 @@ pub async fn run(
         topics.dead_letters.as_str(),
     ];
     let counts = tokio::select! {
-        counts = kafka::ensure_topics(&config.kafka, &topics.input, &outputs, create)
+        counts = kafka::ensure_topics(
+            &config.kafka,
+            &topics.input,
+            &outputs,
+            create,
+            kafka::max_message_bytes(config.limits.max_record_bytes),
+        )
             => counts.context("checking topics")?,
         () = shutdown.cancelled() => return Ok(()),
     };
@@ -357,6 +375,7 @@ pub async fn run(
         .context("subscribing to the input topic")?;
     tracing::info!(topic = %topics.input, group = %config.group_id, "Consuming.");
 
+    let dead_letter_limit = config.limits.max_record_bytes;
     let mut pipeline = Pipeline {
         parser: Parser::new(config.limits),
         config,
@@ -367,7 +386,10 @@ pub async fn run(
         stats: Stats::new(),
         exported: Stats::new(),
         exported_delivery_errors: 0,
-        outbox: Outbox::default(),
+        outbox: Outbox {
+            dead_letter_limit,
+            ..Outbox::default()
+        },
         output_partitions,
         ready,
         progress: shared.progress,
@@ -806,15 +828,25 @@ impl Pipeline {
             partition: message.partition % partitions.max(1),
             key: bytes(message.key),
             payload: bytes(message.payload),
-            headers: message.dead_letter.as_ref().map(|(kind, reason, offset)| {
-                dead_letter_headers(
-                    kind.as_str(),
-                    reason,
-                    &topics.input,
-                    message.partition,
-                    *offset,
-                )
-            }),
+            headers: message
+                .dead_letter
+                .as_ref()
+                .map(|(kind, reason, offset, original_bytes)| {
+                    let headers = dead_letter_headers(
+                        kind.as_str(),
+                        reason,
+                        &topics.input,
+                        message.partition,
+                        *offset,
+                    );
+                    match original_bytes {
+                        Some(n) => headers.insert(Header {
+                            key: "sessionflow-original-bytes",
+                            value: Some(&n.to_string()),
+                        }),
+                        None => headers,
+                    }
+                }),
             opaque,
         }
     }

@@ -1,16 +1,33 @@
 //! The HTTP listener: `/metrics` (Prometheus text), `/healthz` (process alive) and `/readyz`
-//! (200 only while partitions are assigned and consumed). GET only; anything else is 404/405.
+//! (200 only while partitions are assigned and consumed). It answers GET on those three paths
+//! only (other methods 405, other paths 404) and bounds what a client can make it hold: a
+//! small request buffer, a deadline for the request head, a lifetime per connection, and a
+//! cap on open connections.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
+
+/// Largest request head (request line and headers) read; larger ones are refused.
+const MAX_REQUEST_BYTES: usize = 16 * 1024;
+/// A client must send its request head within this.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection (keep-alive included) is closed after this.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// Open connections at most; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 64;
 
 #[derive(Clone)]
 struct Shared {
@@ -28,20 +45,60 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (http.listen): {e}"))?;
-    let app = Router::new()
+    let app = router(Shared { metrics, ready });
+    tracing::info!(%listen, "Serving /metrics, /healthz and /readyz.");
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = shutdown.cancelled() => return,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::debug!(%error, "HTTP accept failed.");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let service = TowerToHyperService::new(app.clone());
+            tokio::spawn(async move {
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .max_buf_size(MAX_REQUEST_BYTES)
+                    .serve_connection(TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+                drop(slot);
+            });
+        }
+    }))
+}
+
+fn router(shared: Shared) -> Router {
+    Router::new()
         .route("/metrics", get(render))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(Shared { metrics, ready });
-    tracing::info!(%listen, "Serving /metrics, /healthz and /readyz.");
-    Ok(tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(error) = served {
-            tracing::warn!(%error, "HTTP listener stopped.");
-        }
-    }))
+        .layer(middleware::from_fn(get_only))
+        .with_state(shared)
+}
+
+/// GET only: HEAD, which the GET routes would otherwise also answer, is refused like the rest.
+async fn get_only(request: Request, next: Next) -> Response {
+    if request.method() != Method::GET {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "GET")],
+            "only GET\n",
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 async fn render(State(shared): State<Shared>) -> String {
@@ -53,5 +110,79 @@ async fn readyz(State(shared): State<Shared>) -> (StatusCode, &'static str) {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// Serves on a free port; returns it and the shutdown token.
+    fn start(runtime: &tokio::runtime::Runtime) -> (u16, CancellationToken) {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let port = runtime.block_on(async move {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = probe.local_addr().unwrap().port();
+            drop(probe);
+            let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            serve(listen, handle, Arc::new(AtomicBool::new(true)), token)
+                .await
+                .unwrap();
+            port
+        });
+        (port, shutdown)
+    }
+
+    /// Sends `request`, reads until the server closes (true) or 20 s pass (false).
+    fn exchange(port: u16, request: &[u8]) -> (String, bool) {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let _ = stream.write_all(request);
+        let mut response = Vec::new();
+        let closed = stream.read_to_end(&mut response).is_ok();
+        (String::from_utf8_lossy(&response).into_owned(), closed)
+    }
+
+    #[test]
+    fn only_get_on_the_three_paths_and_bounded_requests() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (port, shutdown) = start(&runtime);
+        let status = |request: &str| {
+            let (response, _) = exchange(port, request.as_bytes());
+            response.lines().next().unwrap_or_default().to_owned()
+        };
+        for path in ["/metrics", "/healthz", "/readyz"] {
+            let line = status(&format!("GET {path} HTTP/1.0\r\n\r\n"));
+            assert!(line.contains("200"), "GET {path}: {line}");
+            for method in ["POST", "PUT", "DELETE", "HEAD"] {
+                let line = status(&format!(
+                    "{method} {path} HTTP/1.0\r\nContent-Length: 0\r\n\r\n"
+                ));
+                assert!(line.contains("405"), "{method} {path}: {line}");
+            }
+        }
+        assert!(status("GET /admin HTTP/1.0\r\n\r\n").contains("404"));
+        // A request head beyond the bound is refused, not buffered.
+        let huge = format!(
+            "GET /metrics HTTP/1.1\r\nX-Filler: {}\r\n\r\n",
+            "a".repeat(4 * MAX_REQUEST_BYTES)
+        );
+        let line = status(&huge);
+        assert!(!line.contains("200"), "oversized head answered: {line}");
+        // A client that never finishes its head is disconnected (after HEADER_TIMEOUT).
+        let (response, closed) = exchange(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n");
+        assert!(closed, "the server closed the idle connection");
+        assert!(!response.contains("200"), "{response}");
+        shutdown.cancel();
     }
 }

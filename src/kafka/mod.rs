@@ -331,8 +331,7 @@ pub fn output_producer(
     } else {
         set_default(&mut config, "message.timeout.ms", "0");
     }
-    // Dead letters carry the original record: leave room for the largest one plus headers.
-    let max_message = (max_record_bytes + 64 * 1024).max(1_000_000);
+    let max_message = max_message_bytes(max_record_bytes);
     set_default(&mut config, "message.max.bytes", &max_message.to_string());
     config
         .create_with_context(OutputContext {
@@ -340,6 +339,12 @@ pub fn output_producer(
             transactional: transactional_id.is_some(),
         })
         .map_err(|source| client_error("producer", source))
+}
+
+/// The largest output message: a dead letter carries an input record of up to
+/// `max_record_bytes`, plus its key and headers.
+pub fn max_message_bytes(max_record_bytes: usize) -> usize {
+    (max_record_bytes + 64 * 1024).max(1_000_000)
 }
 
 fn set_default(config: &mut ClientConfig, key: &str, value: &str) {
@@ -488,12 +493,14 @@ async fn create_topics(admin: &Admin, topics: &[NewTopic<'_>]) -> Result<(), Kaf
 }
 
 /// Partition counts of the topics the pipeline uses; creates missing ones when allowed.
-/// Outputs are created with the input's partition count (co-partitioned with it).
+/// Outputs are created with the input's partition count (co-partitioned with it), and
+/// accept messages of `max_message_bytes` (a dead letter carries a whole input record).
 pub async fn ensure_topics(
     properties: &BTreeMap<String, String>,
     input: &str,
     outputs: &[&str],
     create: Option<(i32, i32)>,
+    max_message_bytes: usize,
 ) -> Result<HashMap<String, i32>, KafkaSetupError> {
     let brokers = properties
         .get("bootstrap.servers")
@@ -527,9 +534,13 @@ pub async fn ensure_topics(
     } else {
         known[input]
     };
+    let max_message = max_message_bytes.to_string();
     let new_topics: Vec<NewTopic<'_>> = missing
         .iter()
-        .map(|t| NewTopic::new(t, input_partitions, TopicReplication::Fixed(replication)))
+        .map(|t| {
+            NewTopic::new(t, input_partitions, TopicReplication::Fixed(replication))
+                .set("max.message.bytes", &max_message)
+        })
         .collect();
     create_topics(&admin, &new_topics).await?;
     tracing::info!(topics = ?missing, partitions = input_partitions, "Created missing topics.");
