@@ -17,6 +17,8 @@ use crate::config::{self, Config};
 use crate::generate::{self, GenerateOptions};
 use crate::model::Cause;
 
+/// The demo's consumer group (its changelog is `<group>.state`).
+const DEMO_GROUP: &str = "sessionflow-demo";
 const INPUT: &str = "clerk.sessions";
 const PARTITIONS: i32 = 4;
 
@@ -34,11 +36,15 @@ impl Demo {
         let cluster = MockCluster::new(1).context("starting the embedded Kafka")?;
         let bootstrap = cluster.bootstrap_servers();
         let defaults = config::RawConfig::default();
+        // The changelog too: since the TLS/SASL build change the mock cluster's CreateTopics
+        // (the admin API path the pipeline takes for a missing changelog) times out, while
+        // its own create_topic works (cause not isolated; the real broker is unaffected).
         for topic in [
             INPUT,
             &defaults.topics.transitions,
             &defaults.topics.anomalies,
             &defaults.topics.dead_letters,
+            &format!("{DEMO_GROUP}.state"),
         ] {
             cluster
                 .create_topic(topic, PARTITIONS, 1)
@@ -48,7 +54,7 @@ impl Demo {
             None,
             &[
                 ("brokers".into(), bootstrap.clone()),
-                ("group_id".into(), "sessionflow-demo".into()),
+                ("group_id".into(), DEMO_GROUP.into()),
                 ("http.listen".into(), http_listen.into()),
                 // The generator's event times are historical and run faster than the clock.
                 ("lifecycle.max_clock_skew_ms".into(), "0".into()),
