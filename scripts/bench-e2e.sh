@@ -7,6 +7,7 @@
 #  3. latency at a steady RATE (default 20 000 records/s) for SECONDS (default 15): append
 #     time of each input record to its derived event being readable.
 # Uses SESSIONFLOW_TEST_BOOTSTRAP if set, else starts (and stops) its own broker.
+# SESSIONFLOW_BENCH_SETS adds flags to both runs (e.g. "--set pipeline.batch_size=4096").
 # Usage: scripts/bench-e2e.sh [RECORDS] [RATE] [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,7 +56,8 @@ measure_run() {
     --set delivery="\"$delivery\"" \
     --set topics.create_topics=true --set topics.transitions=bench-t-$delivery-$run_id \
     --set topics.anomalies=bench-a-$delivery-$run_id --set topics.dead_letters=bench-d-$delivery-$run_id \
-    --set lifecycle.idle_timeout_ms=0 --set lifecycle.max_clock_skew_ms=0 >"$work/run-$delivery.log" 2>&1 &
+    --set lifecycle.idle_timeout_ms=0 --set lifecycle.max_clock_skew_ms=0 \
+    ${SESSIONFLOW_BENCH_SETS:-} >"$work/run-$delivery.log" 2>&1 &
   local run_pid=$!
   pids+=("$run_pid")
   python3 - "$records" "$port" <<'PY'

@@ -23,7 +23,13 @@ fn exactly_once_output_is_exact_across_a_broker_restart() {
     broker_restart("exactly_once");
 }
 
+/// One restart at a time: the two tests of this binary restart the same broker.
+static ONE_RESTART_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn broker_restart(delivery: &str) {
+    let _alone = ONE_RESTART_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(bootstrap) = bootstrap() else { return };
     let delivery_set = format!("delivery=\"{delivery}\"");
     let exactly_once = delivery == "exactly_once";
