@@ -175,6 +175,25 @@ impl Slot {
     }
 }
 
+/// A session id looked up in the table (see `Engine::lookup`).
+struct Lookup {
+    /// The id's packed form, when it has the Clerk shape.
+    packed: Option<(u8, [u8; 21])>,
+    hash: u64,
+    /// Its slot, when the session is held.
+    found: Option<u32>,
+}
+
+impl Lookup {
+    /// The stored key of a new slot for `id`.
+    fn key(&self, id: &str) -> CompactId {
+        match self.packed {
+            Some((prefix, body)) => CompactId::Packed { prefix, body },
+            None => CompactId::Text(id.into()),
+        }
+    }
+}
+
 /// The table hash of a stored key, without decoding it.
 fn stored_hash(hasher: &DefaultHashBuilder, key: &CompactId) -> u64 {
     let mut state = hasher.build_hasher();
@@ -384,16 +403,8 @@ impl Engine {
         wall_clock_ms: Option<i64>,
         sink: &mut impl EventSink,
     ) -> Outcome {
-        let packed = pack(o.id);
-        let hash = self.lookup_hash(o.id, packed.as_ref());
-        let found = {
-            let slots = &self.slots;
-            self.table
-                .find(hash, |&slot| {
-                    slots[slot as usize].key.matches(o.id, packed.as_ref())
-                })
-                .copied()
-        };
+        let lookup = self.lookup(o.id);
+        let found = lookup.found;
         let future = match wall_clock_ms {
             Some(now) if self.config.max_clock_skew_ms > 0 => {
                 o.updated_at > now.saturating_add(self.config.max_clock_skew_ms)
@@ -416,7 +427,7 @@ impl Engine {
         }
         match found {
             None => {
-                self.first_sighting(o, packed, hash, source, sink);
+                self.first_sighting(o, lookup, source, sink);
                 Outcome::Applied
             }
             Some(slot) => self.apply_to(slot, o, source, sink),
@@ -435,18 +446,13 @@ impl Engine {
     fn first_sighting(
         &mut self,
         o: &Observation<'_>,
-        packed: Option<(u8, [u8; 21])>,
-        hash: u64,
+        lookup: Lookup,
         source: Source<'_>,
         sink: &mut impl EventSink,
     ) {
         let status = self.statuses.code(o.status);
-        let key = match packed {
-            Some((prefix, body)) => CompactId::Packed { prefix, body },
-            None => CompactId::Text(o.id.into()),
-        };
         let slot = Slot {
-            key,
+            key: lookup.key(o.id),
             user_id: CompactId::optional(o.user_id),
             client_id: CompactId::optional(o.client_id),
             updated_at: o.updated_at,
@@ -457,7 +463,7 @@ impl Engine {
             status,
             flags: if o.impersonated { IMPERSONATED } else { 0 },
         };
-        let index = self.insert_slot(hash, slot);
+        let index = self.insert_slot(lookup.hash, slot);
         self.notify(index, sink);
         sink.emit(&DerivedEvent::Transition(Transition {
             session_id: o.id,
@@ -603,22 +609,10 @@ impl Engine {
     /// Puts a session's state back as the changelog kept it (restore): no events, no
     /// watermark movement. Replaces any state held for the id.
     pub fn restore(&mut self, session_id: &str, state: &StateRecord<'_>) {
-        let packed = pack(session_id);
-        let hash = self.lookup_hash(session_id, packed.as_ref());
+        let lookup = self.lookup(session_id);
         let status = self.statuses.code(state.status);
-        let found = {
-            let slots = &self.slots;
-            self.table
-                .find(hash, |&i| {
-                    slots[i as usize].key.matches(session_id, packed.as_ref())
-                })
-                .copied()
-        };
         let slot = Slot {
-            key: match packed {
-                Some((prefix, body)) => CompactId::Packed { prefix, body },
-                None => CompactId::Text(session_id.into()),
-            },
+            key: lookup.key(session_id),
             user_id: CompactId::optional(state.user_id),
             client_id: CompactId::optional(state.client_id),
             updated_at: state.updated_at,
@@ -630,7 +624,7 @@ impl Engine {
             flags: (u8::from(state.impersonated) * IMPERSONATED)
                 | (u8::from(state.inferred) * INFERRED),
         };
-        match found {
+        match lookup.found {
             Some(index) => {
                 let before = self.index_keys(index);
                 let old = self.slots[index as usize].status;
@@ -640,7 +634,7 @@ impl Engine {
                 self.reindex(index, Some(before));
             }
             None => {
-                self.insert_slot(hash, slot);
+                self.insert_slot(lookup.hash, slot);
             }
         }
     }
@@ -669,17 +663,7 @@ impl Engine {
 
     /// Drops a session's state (a changelog tombstone during restore).
     pub fn forget(&mut self, session_id: &str) {
-        let packed = pack(session_id);
-        let hash = self.lookup_hash(session_id, packed.as_ref());
-        let found = {
-            let slots = &self.slots;
-            self.table
-                .find(hash, |&i| {
-                    slots[i as usize].key.matches(session_id, packed.as_ref())
-                })
-                .copied()
-        };
-        if let Some(index) = found {
+        if let Some(index) = self.lookup(session_id).found {
             let before = self.index_keys(index);
             if let Some(f) = before.forget_at {
                 self.forget_at.remove(&(f, index));
@@ -818,10 +802,24 @@ impl Engine {
         self.free.push(index);
     }
 
-    fn lookup_hash(&self, id: &str, packed: Option<&(u8, [u8; 21])>) -> u64 {
+    /// Finds a session id: its compact form, its table hash, and its slot if held.
+    #[inline]
+    fn lookup(&self, id: &str) -> Lookup {
+        let packed = pack(id);
         let mut state = self.hasher.build_hasher();
-        hash_lookup(id, packed, &mut state);
-        state.finish()
+        hash_lookup(id, packed.as_ref(), &mut state);
+        let hash = state.finish();
+        let found = self
+            .table
+            .find(hash, |&i| {
+                self.slots[i as usize].key.matches(id, packed.as_ref())
+            })
+            .copied();
+        Lookup {
+            packed,
+            hash,
+            found,
+        }
     }
 
     fn bucket(status: StatusCode) -> usize {
@@ -870,12 +868,7 @@ impl Engine {
 
     /// The state of one session, if held.
     pub fn session(&self, id: &str) -> Option<SessionView> {
-        let packed = pack(id);
-        let hash = self.lookup_hash(id, packed.as_ref());
-        let index = *self.table.find(hash, |&i| {
-            self.slots[i as usize].key.matches(id, packed.as_ref())
-        })?;
-        Some(self.view(index))
+        Some(self.view(self.lookup(id).found?))
     }
 
     /// Every session held, in no particular order.
