@@ -708,13 +708,7 @@ impl Pipeline {
         let topics = &self.config.topics;
         for message in &self.outbox.messages {
             let outgoing = self.outgoing(topics, message, 0);
-            send_with_backoff(
-                &self.producer,
-                outgoing,
-                self.config.retry_backoff,
-                &self.delivery,
-            )
-            .await;
+            self.send(outgoing).await;
         }
         let group = self.consumer.group_metadata();
         let offsets = match (offsets.as_ref(), group) {
@@ -805,6 +799,17 @@ impl Pipeline {
                 self.fatal = Some(error.context("replacing the transactional producer"));
             }
         }
+    }
+
+    /// Sends one message with the pipeline's producer (see `send_with_backoff`).
+    async fn send(&self, message: OutgoingRef<'_>) {
+        send_with_backoff(
+            &self.producer,
+            message,
+            self.config.retry_backoff,
+            &self.delivery,
+        )
+        .await;
     }
 
     /// One outbox message as the producer takes it: topic and partition of its output.
@@ -973,14 +978,7 @@ impl Pipeline {
                         message,
                         kafka::ticket_to_opaque(ticket, Phase::Changelog),
                     );
-                    let write = RetryMessage {
-                        topic: write.topic.to_owned(),
-                        partition: write.partition,
-                        key: write.key.map(<[u8]>::to_vec),
-                        payload: write.payload.map(<[u8]>::to_vec),
-                        headers: None,
-                        opaque: write.opaque,
-                    };
+                    let write = write.to_retry(None);
                     self.stash.entry(ticket).or_default().push(write);
                     continue;
                 }
@@ -989,13 +987,7 @@ impl Pipeline {
                     message,
                     kafka::ticket_to_opaque(ticket, Phase::Output),
                 );
-                send_with_backoff(
-                    &self.producer,
-                    outgoing,
-                    self.config.retry_backoff,
-                    &self.delivery,
-                )
-                .await;
+                self.send(outgoing).await;
             }
         }
         self.release_changelog().await;
@@ -1013,13 +1005,7 @@ impl Pipeline {
             };
             for message in &messages {
                 let outgoing = OutgoingRef::from(message);
-                send_with_backoff(
-                    &self.producer,
-                    outgoing,
-                    self.config.retry_backoff,
-                    &self.delivery,
-                )
-                .await;
+                self.send(outgoing).await;
             }
         }
     }
@@ -1065,21 +1051,7 @@ impl Pipeline {
             Err(_) => return,
         };
         for retry in &retries {
-            let outgoing = OutgoingRef {
-                topic: &retry.topic,
-                partition: retry.partition,
-                key: retry.key.as_deref(),
-                payload: retry.payload.as_deref(),
-                headers: retry.headers.clone(),
-                opaque: retry.opaque,
-            };
-            send_with_backoff(
-                &self.producer,
-                outgoing,
-                self.config.retry_backoff,
-                &self.delivery,
-            )
-            .await;
+            self.send(OutgoingRef::from(retry)).await;
         }
     }
 
@@ -1400,6 +1372,20 @@ struct OutgoingRef<'a> {
     opaque: usize,
 }
 
+impl OutgoingRef<'_> {
+    /// An owned copy, kept for a later send.
+    fn to_retry(&self, headers: Option<OwnedHeaders>) -> RetryMessage {
+        RetryMessage {
+            topic: self.topic.to_owned(),
+            partition: self.partition,
+            key: self.key.map(<[u8]>::to_vec),
+            payload: self.payload.map(<[u8]>::to_vec),
+            headers,
+            opaque: self.opaque,
+        }
+    }
+}
+
 impl<'a> From<&'a RetryMessage> for OutgoingRef<'a> {
     fn from(message: &'a RetryMessage) -> Self {
         OutgoingRef {
@@ -1417,12 +1403,12 @@ impl<'a> From<&'a RetryMessage> for OutgoingRef<'a> {
 /// Any other send error queues a copy for retry, so nothing is dropped.
 async fn send_with_backoff(
     producer: &ThreadedProducer<OutputContext>,
-    message: OutgoingRef<'_>,
+    mut message: OutgoingRef<'_>,
     backoff: Duration,
     delivery: &DeliveryState,
 ) {
     let mut waited = Duration::ZERO;
-    let mut headers = message.headers;
+    let mut headers = message.headers.take();
     loop {
         let mut record: BaseRecord<'_, [u8], [u8], usize> =
             BaseRecord::with_opaque_to(message.topic, message.opaque).partition(message.partition);
@@ -1452,14 +1438,7 @@ async fn send_with_backoff(
             Err((error, record)) => {
                 tracing::warn!(%error, topic = %message.topic, "Could not send an output; retrying later.");
                 delivery.delivery_errors.fetch_add(1, Ordering::Relaxed);
-                let retry = RetryMessage {
-                    topic: message.topic.to_owned(),
-                    partition: message.partition,
-                    key: message.key.map(<[u8]>::to_vec),
-                    payload: message.payload.map(<[u8]>::to_vec),
-                    headers: record.headers,
-                    opaque: message.opaque,
-                };
+                let retry = message.to_retry(record.headers);
                 if let Ok(mut retries) = delivery.retries.lock() {
                     retries.push_back(retry);
                 }
