@@ -105,30 +105,34 @@ type Admin = AdminClient<SetupContext>;
 
 /// Reads topic metadata with a client whose error events can be served afterwards: a failed
 /// request then names what the broker connection reported.
-struct MetadataProbe(BaseConsumer<SetupContext>);
+struct MetadataProbe {
+    client: BaseConsumer<SetupContext>,
+    /// `bootstrap.servers`, for error messages.
+    brokers: String,
+}
 
 impl MetadataProbe {
     fn new(properties: &BTreeMap<String, String>) -> Result<Self, KafkaSetupError> {
-        base_config(properties)
+        let client = base_config(properties)
             .create_with_context(SetupContext::default())
-            .map(MetadataProbe)
-            .map_err(|source| client_error("metadata client", source))
+            .map_err(|source| client_error("metadata client", source))?;
+        let brokers = properties
+            .get("bootstrap.servers")
+            .cloned()
+            .unwrap_or_default();
+        Ok(MetadataProbe { client, brokers })
     }
 
-    fn fetch(
-        &self,
-        topic: Option<&str>,
-        brokers: &str,
-    ) -> Result<rdkafka::metadata::Metadata, KafkaSetupError> {
-        self.0
+    fn fetch(&self, topic: Option<&str>) -> Result<rdkafka::metadata::Metadata, KafkaSetupError> {
+        self.client
             .fetch_metadata(topic, Duration::from_secs(10))
             .map_err(|source| {
                 // Serve the queued error events (authentication, TLS) into the context.
-                let _ = self.0.poll(Duration::from_millis(200));
+                let _ = self.client.poll(Duration::from_millis(200));
                 KafkaSetupError::Metadata {
-                    brokers: brokers.to_owned(),
+                    brokers: self.brokers.clone(),
                     source: Box::new(source),
-                    detail: self.0.context().last_error(),
+                    detail: self.client.context().last_error(),
                 }
             })
     }
@@ -143,20 +147,16 @@ pub async fn ensure_changelog(
     replication: i32,
 ) -> Result<(), KafkaSetupError> {
     let admin = admin_client(properties)?;
-    let brokers = properties
-        .get("bootstrap.servers")
-        .cloned()
-        .unwrap_or_default();
     let probe = MetadataProbe::new(properties)?;
-    let partitions = |_: &Admin| -> Result<Option<i32>, KafkaSetupError> {
-        let metadata = probe.fetch(Some(topic), &brokers)?;
+    let partitions = || -> Result<Option<i32>, KafkaSetupError> {
+        let metadata = probe.fetch(Some(topic))?;
         Ok(metadata
             .topics()
             .iter()
             .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
             .map(|t| t.partitions().len() as i32))
     };
-    match partitions(&admin)? {
+    match partitions()? {
         Some(found) if found == input_partitions => return Ok(()),
         Some(found) => {
             return Err(KafkaSetupError::ChangelogPartitions {
@@ -180,7 +180,7 @@ pub async fn ensure_changelog(
         "Created the compacted state changelog."
     );
     for _ in 0..50 {
-        if partitions(&admin)?.is_some() {
+        if partitions()?.is_some() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -502,14 +502,10 @@ pub async fn ensure_topics(
     create: Option<(i32, i32)>,
     max_message_bytes: usize,
 ) -> Result<HashMap<String, i32>, KafkaSetupError> {
-    let brokers = properties
-        .get("bootstrap.servers")
-        .cloned()
-        .unwrap_or_default();
     let admin = admin_client(properties)?;
     let probe = MetadataProbe::new(properties)?;
-    let counts = |_: &Admin| -> Result<HashMap<String, i32>, KafkaSetupError> {
-        let metadata = probe.fetch(None, &brokers)?;
+    let counts = || -> Result<HashMap<String, i32>, KafkaSetupError> {
+        let metadata = probe.fetch(None)?;
         Ok(metadata
             .topics()
             .iter()
@@ -517,7 +513,7 @@ pub async fn ensure_topics(
             .map(|t| (t.name().to_owned(), t.partitions().len() as i32))
             .collect())
     };
-    let mut known = counts(&admin)?;
+    let mut known = counts()?;
     let missing_input = !known.contains_key(input);
     let missing: Vec<&str> = std::iter::once(input)
         .chain(outputs.iter().copied())
@@ -546,7 +542,7 @@ pub async fn ensure_topics(
     tracing::info!(topics = ?missing, partitions = input_partitions, "Created missing topics.");
     // Metadata may lag creation briefly.
     for _ in 0..50 {
-        known = counts(&admin)?;
+        known = counts()?;
         if missing.iter().all(|t| known.contains_key(*t)) {
             break;
         }
