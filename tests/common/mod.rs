@@ -536,31 +536,31 @@ pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
 }
 
 /// Like [`wait_until`], with the tail of `run`'s log in the failure message.
-pub fn wait_for_run(
-    run: &Running,
+pub fn wait_for_run(run: &Running, what: &str, timeout: Duration, condition: impl FnMut() -> bool) {
+    wait(what, timeout, condition, || {
+        let log = run.log_text();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!("; sessionflow's log ends:\n{}", tail.join("\n"))
+    });
+}
+
+pub fn wait_until(what: &str, timeout: Duration, condition: impl FnMut() -> bool) {
+    wait(what, timeout, condition, String::new);
+}
+
+/// Polls `condition` every 250 ms; on timeout panics naming `what`, then `detail()`.
+fn wait(
     what: &str,
     timeout: Duration,
     mut condition: impl FnMut() -> bool,
+    detail: impl FnOnce() -> String,
 ) {
     let deadline = Instant::now() + timeout;
     while !condition() {
         if Instant::now() >= deadline {
-            let log = run.log_text();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            panic!(
-                "timed out waiting for {what}; sessionflow's log ends:\n{}",
-                tail.join("\n")
-            );
+            panic!("timed out waiting for {what}{}", detail());
         }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(250));
     }
 }
