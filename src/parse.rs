@@ -1,19 +1,20 @@
-//! Record bytes to validated [`Observation`]s (SPEC section 1), via simd-json's tape with
-//! reused buffers: steady-state parsing allocates nothing, and every failure is a typed,
-//! non-allocating [`ParseError`] with one of the SPEC's dead-letter kinds.
+//! Record bytes to validated [`Observation`]s (SPEC section 1): steady-state parsing
+//! allocates nothing, and every failure is a typed, non-allocating [`ParseError`] with one of
+//! the SPEC's dead-letter kinds.
 //!
-//! Two entry points share one classifier: [`Parser::parse`] for one record, and
-//! [`Parser::parse_batch`], which parses many records in one simd-json call (its per-call
-//! overhead dominates on small documents) and falls back to record-by-record parsing when
-//! the batch holds a bad record. Each record in a batch is followed by a sentinel string
-//! whose byte position is checked on the tape, which proves that every record produced
-//! exactly one top-level value, so a batch always gives what the records give alone.
+//! Two readers share one classifier. The on-demand scan (`ondemand`) validates a record in
+//! one pass over its own bytes and keeps only the values a Session needs; it takes the
+//! ordinary records. What it is not sure about (escapes, exponents, deep nesting, every
+//! invalid record) goes to simd-json's tape with reused buffers, which also words the JSON
+//! errors. The classifier reads either through [`Doc`], so both give the same answer.
 
 use std::fmt;
 
 use simd_json::{Buffers, Node, StaticNode, Tape, INPUT_PADDING};
 
 use crate::model::Observation;
+
+mod ondemand;
 
 /// Default largest record accepted, in bytes (larger ones are `too_large`).
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
@@ -68,17 +69,6 @@ pub enum JsonType {
 }
 
 impl JsonType {
-    fn of(node: &Node<'_>) -> JsonType {
-        match node {
-            Node::String(_) => JsonType::String,
-            Node::Object { .. } => JsonType::Object,
-            Node::Array { .. } => JsonType::Array,
-            Node::Static(StaticNode::Null) => JsonType::Null,
-            Node::Static(StaticNode::Bool(_)) => JsonType::Bool,
-            Node::Static(_) => JsonType::Number,
-        }
-    }
-
     fn article_name(self) -> &'static str {
         match self {
             JsonType::Null => "null",
@@ -265,14 +255,15 @@ impl Default for Limits {
 enum Body<'t> {
     /// One Session, already read (reading it again would double the work).
     Single(Observation<'t>),
-    /// A validated array of Sessions: the index of the array node and its length.
+    /// A validated array of Sessions: the position of the array and its length.
     List(usize, usize),
     Ignored(Ignored),
 }
 
-/// A valid record: its observations borrow the parser's buffers until the callback returns.
+/// A valid record: its observations borrow the record's bytes or the parser's buffers until
+/// the callback returns.
 pub struct Parsed<'t> {
-    nodes: &'t [Node<'t>],
+    doc: Doc<'t>,
     body: Body<'t>,
 }
 
@@ -281,11 +272,11 @@ impl<'t> Parsed<'t> {
     pub fn observations(&self) -> Observations<'_, 't> {
         let (single, next, remaining) = match &self.body {
             Body::Single(o) => (Some(o.clone()), 0, 0),
-            Body::List(array, len) => (None, array + 1, *len),
-            Body::Ignored(_) => (None, 0, 0),
+            Body::List(array, len) if *len > 0 => (None, self.doc.first_element(*array), *len),
+            Body::List(..) | Body::Ignored(_) => (None, 0, 0),
         };
         Observations {
-            nodes: self.nodes,
+            doc: &self.doc,
             single,
             next,
             remaining,
@@ -303,9 +294,9 @@ impl<'t> Parsed<'t> {
 
 /// Iterator over the (already validated) observations of a [`Parsed`] record.
 pub struct Observations<'p, 't> {
-    nodes: &'p [Node<'t>],
+    doc: &'p Doc<'t>,
     single: Option<Observation<'t>>,
-    /// Tape index of the next list element, and how many are left.
+    /// Position of the next list element, and how many are left.
     next: usize,
     remaining: usize,
 }
@@ -320,9 +311,11 @@ impl<'t> Iterator for Observations<'_, 't> {
         while self.remaining > 0 {
             self.remaining -= 1;
             let at = self.next;
-            self.next = at + span(&self.nodes[at]);
+            if self.remaining > 0 {
+                self.next = self.doc.next_element(at);
+            }
             // Validated when the record was classified, so this is always Ok.
-            if let Ok(observation) = read_session(self.nodes, at, Place::Root) {
+            if let Ok(observation) = read_session(self.doc, self.doc.field_at(at), Place::Root) {
                 return Some(observation);
             }
         }
@@ -338,22 +331,24 @@ impl<'t> Iterator for Observations<'_, 't> {
 /// A reusable parser. Keep one per thread (or per partition) so its buffers are reused.
 pub struct Parser {
     limits: Limits,
-    single_buffers: Buffers,
-    /// One level deeper than `single_buffers`: a batch wraps records in an array.
-    batch_buffers: Buffers,
+    /// Records nested deeper than this take the tape path, which applies `max_depth`.
+    scan_depth: usize,
+    buffers: Buffers,
     tape: Tape<'static>,
-    /// A mutable, padded copy of the current record or batch (simd-json unescapes in place).
+    /// A mutable, padded copy of the current record (simd-json unescapes in place).
     scratch: Vec<u8>,
-    /// Byte offset of each batch sentinel's content within `scratch`.
-    sentinels: Vec<usize>,
-    batch_stats: BatchStats,
+    /// The on-demand scan's bitmap and keys of the current record.
+    scanned: ondemand::ScanState,
+    paths: PathStats,
 }
 
-/// How batches were parsed: in one call, or record by record after a bad record.
+/// How many records each path parsed.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct BatchStats {
-    pub one_call: u64,
-    pub fallback: u64,
+pub struct PathStats {
+    /// The on-demand scan over the record's bytes.
+    pub scan: u64,
+    /// simd-json's tape: records the scan was not sure about, and every invalid JSON.
+    pub tape: u64,
 }
 
 impl Default for Parser {
@@ -362,19 +357,21 @@ impl Default for Parser {
     }
 }
 
-/// The string placed after each record of a batch; its position proves alignment.
-const SENTINEL: &[u8] = b",\"~\",";
+/// The deepest nesting the on-demand scan takes on (Clerk's payloads nest about six levels).
+const SCAN_MAX_DEPTH: usize = 16;
 
 impl Parser {
     pub fn new(limits: Limits) -> Self {
         Parser {
             limits,
-            single_buffers: Buffers::with_max_depth(4096, limits.max_depth),
-            batch_buffers: Buffers::with_max_depth(64 * 1024, limits.max_depth + 1),
+            // Two levels of margin below the tape's limit, so that a record the scan
+            // accepts is never one the tape would reject as too deep.
+            scan_depth: SCAN_MAX_DEPTH.min(limits.max_depth.saturating_sub(2)),
+            buffers: Buffers::with_max_depth(4096, limits.max_depth),
             tape: Tape(Vec::new()),
             scratch: Vec::new(),
-            sentinels: Vec::new(),
-            batch_stats: BatchStats::default(),
+            scanned: ondemand::ScanState::default(),
+            paths: PathStats::default(),
         }
     }
 
@@ -382,12 +379,13 @@ impl Parser {
         self.limits
     }
 
-    /// Batches parsed so far, by path.
-    pub fn batch_stats(&self) -> BatchStats {
-        self.batch_stats
+    /// Records parsed so far, by path.
+    pub fn path_stats(&self) -> PathStats {
+        self.paths
     }
 
-    /// Parses one record and hands the result to `f` (the observations borrow the parser).
+    /// Parses one record and hands the result to `f` (the observations borrow the record
+    /// or the parser).
     pub fn parse<R>(
         &mut self,
         raw: &[u8],
@@ -396,97 +394,53 @@ impl Parser {
         if let Err(e) = self.check_size(raw) {
             return f(Err(e));
         }
+        if let Some(text) = ondemand::scan(raw, self.scan_depth, &mut self.scanned) {
+            self.paths.scan += 1;
+            let doc = Doc::Text(text);
+            return f(classify(&doc).map(|body| Parsed { doc, body }));
+        }
+        self.parse_tape(raw, f)
+    }
+
+    /// Parses one record with simd-json's tape only: what [`Parser::parse`] does when the
+    /// on-demand scan is not sure. Public for the tests that prove both paths agree.
+    #[doc(hidden)]
+    pub fn parse_tape<R>(
+        &mut self,
+        raw: &[u8],
+        f: impl FnOnce(Result<Parsed<'_>, ParseError>) -> R,
+    ) -> R {
+        if let Err(e) = self.check_size(raw) {
+            return f(Err(e));
+        }
+        self.paths.tape += 1;
         self.scratch.clear();
         self.scratch.extend_from_slice(raw);
         self.scratch.resize(raw.len() + INPUT_PADDING, b' ');
         let mut tape = std::mem::replace(&mut self.tape, Tape(Vec::new())).reset();
-        let filled = simd_json::fill_tape_padded(
-            &mut self.scratch,
-            raw.len(),
-            &mut self.single_buffers,
-            &mut tape,
-        );
-        let result = match filled {
-            Ok(()) => classify(&tape.0).map(|body| Parsed {
-                nodes: &tape.0,
-                body,
-            }),
-            Err(e) => Err(json_error(&e, raw, self.limits.max_depth)),
+        let filled =
+            simd_json::fill_tape_padded(&mut self.scratch, raw.len(), &mut self.buffers, &mut tape);
+        let out = match filled {
+            Ok(()) => {
+                let doc = Doc::Tape(&tape.0);
+                f(classify(&doc).map(|body| Parsed { doc, body }))
+            }
+            Err(e) => f(Err(json_error(&e, raw, self.limits.max_depth))),
         };
-        let out = f(result);
         self.tape = tape.reset();
         out
     }
 
-    /// Parses many records, calling `f(i, result)` for each in order. The result for each
-    /// record is exactly what [`Parser::parse`] gives for it alone.
+    /// Parses many records, calling `f(i, result)` for each in order: exactly what
+    /// [`Parser::parse`] gives for each alone.
     pub fn parse_batch<R: AsRef<[u8]>>(
         &mut self,
         records: &[R],
         mut f: impl FnMut(usize, Result<Parsed<'_>, ParseError>),
     ) {
-        if records.len() < 2 {
-            for (i, raw) in records.iter().enumerate() {
-                self.parse(raw.as_ref(), |result| f(i, result));
-            }
-        } else if self.try_batch(records, &mut f) {
-            self.batch_stats.one_call += 1;
-        } else {
-            self.batch_stats.fallback += 1;
-            for (i, raw) in records.iter().enumerate() {
-                self.parse(raw.as_ref(), |result| f(i, result));
-            }
+        for (i, raw) in records.iter().enumerate() {
+            self.parse(raw.as_ref(), |result| f(i, result));
         }
-    }
-
-    /// The one-call fast path. Returns false, having called `f` for nothing, when the batch
-    /// must be parsed record by record.
-    fn try_batch<R: AsRef<[u8]>>(
-        &mut self,
-        records: &[R],
-        f: &mut impl FnMut(usize, Result<Parsed<'_>, ParseError>),
-    ) -> bool {
-        let limit = self.limits.max_record_bytes;
-        if records.iter().any(|raw| raw.as_ref().len() > limit) {
-            return false;
-        }
-        self.scratch.clear();
-        self.sentinels.clear();
-        self.scratch.push(b'[');
-        for raw in records {
-            self.scratch.extend_from_slice(raw.as_ref());
-            // The sentinel's content sits two bytes into SENTINEL: `,"~",`.
-            self.sentinels.push(self.scratch.len() + 2);
-            self.scratch.extend_from_slice(SENTINEL);
-        }
-        // Replace the last separator comma with the closing bracket.
-        let len = self.scratch.len();
-        self.scratch[len - 1] = b']';
-        self.scratch.resize(len + INPUT_PADDING, b' ');
-
-        let base = self.scratch.as_ptr() as usize;
-        let mut tape = std::mem::replace(&mut self.tape, Tape(Vec::new())).reset();
-        let filled =
-            simd_json::fill_tape_padded(&mut self.scratch, len, &mut self.batch_buffers, &mut tape);
-        let nodes = &tape.0;
-        let aligned = filled.is_ok() && sentinels_aligned(nodes, base, &self.sentinels);
-        if aligned {
-            let mut at = 1;
-            for index in 0..records.len() {
-                let end = at + span(&nodes[at]);
-                let element = &nodes[at..end];
-                f(
-                    index,
-                    classify(element).map(|body| Parsed {
-                        nodes: element,
-                        body,
-                    }),
-                );
-                at = end + 1; // skip the sentinel
-            }
-        }
-        self.tape = tape.reset();
-        aligned
     }
 
     fn check_size(&self, raw: &[u8]) -> Result<(), ParseError> {
@@ -504,28 +458,100 @@ impl Parser {
     }
 }
 
-/// True when the tape is `[v1, "~", v2, "~", …]` with each `"~"` exactly at the byte where
-/// this batch wrote it: then each record is exactly one value.
-fn sentinels_aligned(nodes: &[Node<'_>], base: usize, sentinels: &[usize]) -> bool {
-    let Some(Node::Array { len, .. }) = nodes.first() else {
-        return false;
-    };
-    if *len != sentinels.len() * 2 {
-        return false;
-    }
-    let mut at = 1;
-    for &expected in sentinels {
-        let Some(value) = nodes.get(at) else {
-            return false;
-        };
-        at += span(value);
-        match nodes.get(at) {
-            Some(Node::String(s)) if s.len() == 1 && s.as_ptr() as usize == base + expected => {}
-            _ => return false,
+/// A value as the classifier sees it, from either reader. Positions are tape indices
+/// ([`Doc::Tape`]) or byte offsets ([`Doc::Text`]).
+#[derive(Copy, Clone, Debug, PartialEq)]
+enum Field<'t> {
+    Null,
+    Bool,
+    Str(&'t str),
+    Int(i64),
+    Uint(u64),
+    Float(f64),
+    Object(usize),
+    /// Position and length.
+    Array(usize, usize),
+}
+
+impl<'t> Field<'t> {
+    fn json_type(&self) -> JsonType {
+        match self {
+            Field::Null => JsonType::Null,
+            Field::Bool => JsonType::Bool,
+            Field::Str(_) => JsonType::String,
+            Field::Int(_) | Field::Uint(_) | Field::Float(_) => JsonType::Number,
+            Field::Object(_) => JsonType::Object,
+            Field::Array(..) => JsonType::Array,
         }
-        at += 1;
     }
-    true
+
+    fn from_node(nodes: &[Node<'t>], at: usize) -> Field<'t> {
+        match nodes[at] {
+            Node::String(s) => Field::Str(s),
+            Node::Object { .. } => Field::Object(at),
+            Node::Array { len, .. } => Field::Array(at, len),
+            Node::Static(StaticNode::Null) => Field::Null,
+            Node::Static(StaticNode::Bool(_)) => Field::Bool,
+            Node::Static(StaticNode::I64(v)) => Field::Int(v),
+            Node::Static(StaticNode::U64(v)) => Field::Uint(v),
+            Node::Static(StaticNode::F64(v)) => Field::Float(v),
+        }
+    }
+}
+
+/// A parsed record as the classifier reads it: simd-json's tape, or the record's own bytes
+/// after the on-demand scan validated them.
+enum Doc<'t> {
+    Tape(&'t [Node<'t>]),
+    Text(ondemand::Text<'t>),
+}
+
+impl<'t> Doc<'t> {
+    /// The top-level value; `None` for an empty tape.
+    fn root(&self) -> Option<Field<'t>> {
+        match self {
+            Doc::Tape(nodes) => (!nodes.is_empty()).then(|| Field::from_node(nodes, 0)),
+            Doc::Text(text) => Some(text.root()),
+        }
+    }
+
+    /// Where the keys we read are in the object at `at`.
+    fn keys(&self, at: usize) -> Keys {
+        match self {
+            Doc::Tape(nodes) => Keys::scan(nodes, at),
+            Doc::Text(text) => text.keys(at),
+        }
+    }
+
+    /// The value at `at`, if any.
+    #[inline]
+    fn field(&self, at: Option<usize>) -> Option<Field<'t>> {
+        at.map(|at| self.field_at(at))
+    }
+
+    /// The value at `at`.
+    fn field_at(&self, at: usize) -> Field<'t> {
+        match self {
+            Doc::Tape(nodes) => Field::from_node(nodes, at),
+            Doc::Text(text) => text.field_at(at),
+        }
+    }
+
+    /// Position of the first element of a non-empty array.
+    fn first_element(&self, array: usize) -> usize {
+        match self {
+            Doc::Tape(_) => array + 1,
+            Doc::Text(text) => text.first_element(array),
+        }
+    }
+
+    /// Position of the element after the one at `at` (which is not the array's last).
+    fn next_element(&self, at: usize) -> usize {
+        match self {
+            Doc::Tape(nodes) => at + span(&nodes[at]),
+            Doc::Text(text) => text.next_element(at),
+        }
+    }
 }
 
 /// Turns simd-json's error into a dead-letter reason. simd-json's categories are coarse
@@ -654,9 +680,9 @@ fn span(node: &Node<'_>) -> usize {
     }
 }
 
-/// Tape indices of the keys a record's top-level object may carry (last occurrence wins,
-/// as in JavaScript's `JSON.parse`).
-#[derive(Default)]
+/// Where the values of the keys we read sit in a record's object (last occurrence wins, as
+/// in JavaScript's `JSON.parse`; null is the same as absent): tape indices or byte offsets.
+#[derive(Clone, Default)]
 struct Keys {
     object: Option<usize>,
     kind: Option<usize>,
@@ -674,10 +700,10 @@ struct Keys {
 }
 
 impl Keys {
-    /// The slot for a key we read, dispatched on length first: most keys of a Clerk
-    /// payload are not ours, and this rejects them with one comparison.
+    /// Records where a key's value is, if we read that key. Dispatched on length first:
+    /// most keys of a Clerk payload are not ours, and this rejects them with one comparison.
     #[inline]
-    fn slot(&mut self, key: &[u8]) -> Option<&mut Option<usize>> {
+    fn set(&mut self, key: &[u8], at: usize, null: bool) {
         let slot = match key.len() {
             2 if key == b"id" => &mut self.id,
             4 if key == b"type" => &mut self.kind,
@@ -692,12 +718,12 @@ impl Keys {
             10 if key == b"created_at" => &mut self.created_at,
             10 if key == b"abandon_at" => &mut self.abandon_at,
             14 if key == b"last_active_at" => &mut self.last_active_at,
-            _ => return None,
+            _ => return,
         };
-        Some(slot)
+        *slot = (!null).then_some(at);
     }
 
-    /// One pass over an object's keys; nested values are skipped in O(1).
+    /// One pass over a tape object's keys; nested values are skipped in O(1).
     #[inline]
     fn scan(nodes: &[Node<'_>], object: usize) -> Keys {
         let mut keys = Keys::default();
@@ -708,9 +734,8 @@ impl Keys {
         for _ in 0..len {
             let value = at + 1;
             if let Node::String(key) = nodes[at] {
-                if let Some(slot) = keys.slot(key.as_bytes()) {
-                    *slot = non_null(nodes, value);
-                }
+                let null = matches!(nodes[value], Node::Static(StaticNode::Null));
+                keys.set(key.as_bytes(), value, null);
             }
             at = value + span(&nodes[value]);
         }
@@ -718,27 +743,18 @@ impl Keys {
     }
 }
 
-/// `Some(index)` unless the value is JSON null (absent and null mean the same).
-#[inline]
-fn non_null(nodes: &[Node<'_>], at: usize) -> Option<usize> {
-    match nodes[at] {
-        Node::Static(StaticNode::Null) => None,
-        _ => Some(at),
-    }
-}
-
 /// Which shape of SPEC section 1 a record has, with every Session in it validated.
-fn classify<'t>(nodes: &[Node<'t>]) -> Result<Body<'t>, ParseError> {
-    match nodes.first() {
-        Some(Node::Object { .. }) => classify_object(nodes),
-        Some(Node::Array { len, .. }) => {
-            validate_list(nodes, 0, *len, Place::Element)?;
-            Ok(Body::List(0, *len))
+fn classify<'t>(doc: &Doc<'t>) -> Result<Body<'t>, ParseError> {
+    match doc.root() {
+        Some(Field::Object(at)) => classify_object(doc, &doc.keys(at)),
+        Some(Field::Array(at, len)) => {
+            validate_list(doc, at, len, Place::Element)?;
+            Ok(Body::List(at, len))
         }
         Some(other) => Err(ParseError::new(
             ErrorKind::InvalidShape,
             Place::Root,
-            Problem::UnknownShape(JsonType::of(other)),
+            Problem::UnknownShape(other.json_type()),
         )),
         None => Err(ParseError::new(
             ErrorKind::InvalidJson,
@@ -748,26 +764,23 @@ fn classify<'t>(nodes: &[Node<'t>]) -> Result<Body<'t>, ParseError> {
     }
 }
 
-fn classify_object<'t>(nodes: &[Node<'t>]) -> Result<Body<'t>, ParseError> {
-    let keys = Keys::scan(nodes, 0);
-    match keys.object.map(|i| &nodes[i]) {
-        Some(Node::String("session")) => {
-            session_from_keys(nodes, &keys, Place::Root).map(Body::Single)
-        }
-        Some(Node::String("event")) => classify_webhook(nodes, &keys),
-        Some(Node::String(_)) => Ok(Body::Ignored(Ignored::OtherObject)),
+fn classify_object<'t>(doc: &Doc<'t>, keys: &Keys) -> Result<Body<'t>, ParseError> {
+    match doc.field(keys.object) {
+        Some(Field::Str("session")) => session_from_keys(doc, keys, Place::Root).map(Body::Single),
+        Some(Field::Str("event")) => classify_webhook(doc, keys),
+        Some(Field::Str(_)) => Ok(Body::Ignored(Ignored::OtherObject)),
         Some(other) => Err(ParseError::new(
             ErrorKind::WrongType,
             Place::Root,
-            Problem::NotString("object", JsonType::of(other)),
+            Problem::NotString("object", other.json_type()),
         )),
         None if keys.id.is_some() && keys.status.is_some() => {
-            session_from_keys(nodes, &keys, Place::Root).map(Body::Single)
+            session_from_keys(doc, keys, Place::Root).map(Body::Single)
         }
-        None => match keys.data.map(|i| (i, &nodes[i])) {
-            Some((at, Node::Array { len, .. })) => {
-                validate_list(nodes, at, *len, Place::DataElement)?;
-                Ok(Body::List(at, *len))
+        None => match doc.field(keys.data) {
+            Some(Field::Array(at, len)) => {
+                validate_list(doc, at, len, Place::DataElement)?;
+                Ok(Body::List(at, len))
             }
             _ => Err(ParseError::new(
                 ErrorKind::InvalidShape,
@@ -778,8 +791,8 @@ fn classify_object<'t>(nodes: &[Node<'t>]) -> Result<Body<'t>, ParseError> {
     }
 }
 
-fn classify_webhook<'t>(nodes: &[Node<'t>], keys: &Keys) -> Result<Body<'t>, ParseError> {
-    let kind = match keys.kind.map(|i| &nodes[i]) {
+fn classify_webhook<'t>(doc: &Doc<'t>, keys: &Keys) -> Result<Body<'t>, ParseError> {
+    let kind = match doc.field(keys.kind) {
         None => {
             return Err(ParseError::new(
                 ErrorKind::MissingField,
@@ -787,63 +800,67 @@ fn classify_webhook<'t>(nodes: &[Node<'t>], keys: &Keys) -> Result<Body<'t>, Par
                 Problem::Missing("type"),
             ))
         }
-        Some(Node::String(kind)) => *kind,
+        Some(Field::Str(kind)) => kind,
         Some(other) => {
             return Err(ParseError::new(
                 ErrorKind::WrongType,
                 Place::Root,
-                Problem::NotString("type", JsonType::of(other)),
+                Problem::NotString("type", other.json_type()),
             ))
         }
     };
     if !kind.starts_with("session.") {
         return Ok(Body::Ignored(Ignored::NonSessionEvent));
     }
-    let Some(data) = keys.data else {
+    let Some(data) = doc.field(keys.data) else {
         return Err(ParseError::new(
             ErrorKind::MissingField,
             Place::Root,
             Problem::Missing("data"),
         ));
     };
-    read_session(nodes, data, Place::WebhookData).map(Body::Single)
+    read_session(doc, data, Place::WebhookData).map(Body::Single)
 }
 
 fn validate_list(
-    nodes: &[Node<'_>],
+    doc: &Doc<'_>,
     array: usize,
     len: usize,
     place: fn(u32) -> Place,
 ) -> Result<(), ParseError> {
-    let mut at = array + 1;
+    if len == 0 {
+        return Ok(());
+    }
+    let mut at = doc.first_element(array);
     for n in 0..len {
-        read_session(nodes, at, place(n as u32))?;
-        at += span(&nodes[at]);
+        read_session(doc, doc.field_at(at), place(n as u32))?;
+        if n + 1 < len {
+            at = doc.next_element(at);
+        }
     }
     Ok(())
 }
 
-/// Reads the Session at `at`, which must be an object whose `object` is `"session"` or
+/// Reads the Session `value`, which must be an object whose `object` is `"session"` or
 /// absent with `id` and `status` present.
 fn read_session<'t>(
-    nodes: &[Node<'t>],
-    at: usize,
+    doc: &Doc<'t>,
+    value: Field<'t>,
     place: Place,
 ) -> Result<Observation<'t>, ParseError> {
-    let node = &nodes[at];
-    if !matches!(node, Node::Object { .. }) {
+    let Field::Object(at) = value else {
         return Err(match place {
             Place::WebhookData => ParseError::new(
                 ErrorKind::WrongType,
                 Place::Root,
-                Problem::NotObject("data", JsonType::of(node)),
+                Problem::NotObject("data", value.json_type()),
             ),
             _ => ParseError::new(ErrorKind::InvalidShape, place, Problem::NotASession),
         });
-    }
-    let keys = Keys::scan(nodes, at);
-    let is_session = match keys.object.map(|i| &nodes[i]) {
-        Some(Node::String("session")) => true,
+    };
+    let keys = doc.keys(at);
+    let is_session = match doc.field(keys.object) {
+        Some(Field::Str("session")) => true,
         Some(_) => false,
         None => keys.id.is_some() && keys.status.is_some(),
     };
@@ -854,15 +871,15 @@ fn read_session<'t>(
             Problem::NotASession,
         ));
     }
-    session_from_keys(nodes, &keys, place)
+    session_from_keys(doc, &keys, place)
 }
 
 fn session_from_keys<'t>(
-    nodes: &[Node<'t>],
+    doc: &Doc<'t>,
     keys: &Keys,
     place: Place,
 ) -> Result<Observation<'t>, ParseError> {
-    let id = required_str(nodes, keys.id, "id", place)?;
+    let id = required_str(doc.field(keys.id), "id", place)?;
     if id.is_empty() {
         return Err(ParseError::new(
             ErrorKind::InvalidValue,
@@ -870,9 +887,9 @@ fn session_from_keys<'t>(
             Problem::EmptyString("id"),
         ));
     }
-    let status = required_str(nodes, keys.status, "status", place)?;
-    let updated_at = match keys.updated_at {
-        Some(i) => timestamp(&nodes[i], "updated_at", place)?,
+    let status = required_str(doc.field(keys.status), "status", place)?;
+    let updated_at = match doc.field(keys.updated_at) {
+        Some(value) => timestamp(value, "updated_at", place)?,
         None => {
             return Err(ParseError::new(
                 ErrorKind::MissingField,
@@ -881,20 +898,20 @@ fn session_from_keys<'t>(
             ))
         }
     };
-    let created_at = optional_timestamp(nodes, keys.created_at, "created_at", place)?;
-    let expire_at = optional_timestamp(nodes, keys.expire_at, "expire_at", place)?;
-    let abandon_at = optional_timestamp(nodes, keys.abandon_at, "abandon_at", place)?;
-    optional_timestamp(nodes, keys.last_active_at, "last_active_at", place)?;
-    let user_id = optional_str(nodes, keys.user_id, "user_id", place)?;
-    let client_id = optional_str(nodes, keys.client_id, "client_id", place)?;
-    let impersonated = match keys.actor.map(|i| &nodes[i]) {
+    let created_at = optional_timestamp(doc.field(keys.created_at), "created_at", place)?;
+    let expire_at = optional_timestamp(doc.field(keys.expire_at), "expire_at", place)?;
+    let abandon_at = optional_timestamp(doc.field(keys.abandon_at), "abandon_at", place)?;
+    optional_timestamp(doc.field(keys.last_active_at), "last_active_at", place)?;
+    let user_id = optional_str(doc.field(keys.user_id), "user_id", place)?;
+    let client_id = optional_str(doc.field(keys.client_id), "client_id", place)?;
+    let impersonated = match doc.field(keys.actor) {
         None => false,
-        Some(Node::Object { .. }) => true,
+        Some(Field::Object(_)) => true,
         Some(other) => {
             return Err(ParseError::new(
                 ErrorKind::WrongType,
                 place,
-                Problem::NotObject("actor", JsonType::of(other)),
+                Problem::NotObject("actor", other.json_type()),
             ))
         }
     };
@@ -913,17 +930,16 @@ fn session_from_keys<'t>(
 
 #[inline]
 fn required_str<'t>(
-    nodes: &[Node<'t>],
-    at: Option<usize>,
+    value: Option<Field<'t>>,
     field: &'static str,
     place: Place,
 ) -> Result<&'t str, ParseError> {
-    match at.map(|i| &nodes[i]) {
-        Some(Node::String(s)) => Ok(s),
+    match value {
+        Some(Field::Str(s)) => Ok(s),
         Some(other) => Err(ParseError::new(
             ErrorKind::WrongType,
             place,
-            Problem::NotString(field, JsonType::of(other)),
+            Problem::NotString(field, other.json_type()),
         )),
         None => Err(ParseError::new(
             ErrorKind::MissingField,
@@ -935,45 +951,37 @@ fn required_str<'t>(
 
 #[inline]
 fn optional_str<'t>(
-    nodes: &[Node<'t>],
-    at: Option<usize>,
+    value: Option<Field<'t>>,
     field: &'static str,
     place: Place,
 ) -> Result<Option<&'t str>, ParseError> {
-    match at.map(|i| &nodes[i]) {
-        None => Ok(None),
-        Some(Node::String(s)) => Ok(Some(s)),
-        Some(other) => Err(ParseError::new(
-            ErrorKind::WrongType,
-            place,
-            Problem::NotString(field, JsonType::of(other)),
-        )),
-    }
+    value
+        .map(|v| required_str(Some(v), field, place))
+        .transpose()
 }
 
 #[inline]
 fn optional_timestamp(
-    nodes: &[Node<'_>],
-    at: Option<usize>,
+    value: Option<Field<'_>>,
     field: &'static str,
     place: Place,
 ) -> Result<Option<i64>, ParseError> {
-    at.map(|i| timestamp(&nodes[i], field, place)).transpose()
+    value.map(|v| timestamp(v, field, place)).transpose()
 }
 
 /// A strict integer timestamp in milliseconds; values below 1e11 are seconds.
 #[inline]
-fn timestamp(node: &Node<'_>, field: &'static str, place: Place) -> Result<i64, ParseError> {
-    let value = match node {
-        Node::Static(StaticNode::I64(v)) => *v,
-        Node::Static(StaticNode::U64(v)) => i64::try_from(*v).map_err(|_| {
+fn timestamp(value: Field<'_>, field: &'static str, place: Place) -> Result<i64, ParseError> {
+    let value = match value {
+        Field::Int(v) => v,
+        Field::Uint(v) => i64::try_from(v).map_err(|_| {
             ParseError::new(ErrorKind::InvalidValue, place, Problem::OutOfRange(field))
         })?,
-        Node::Static(StaticNode::F64(v)) => {
+        Field::Float(v) => {
             let problem = if v.abs() >= i64::MAX as f64 {
                 Problem::OutOfRange(field)
-            } else if *v < 0.0 {
-                Problem::Negative(field, *v as i64)
+            } else if v < 0.0 {
+                Problem::Negative(field, v as i64)
             } else {
                 Problem::Fraction(field)
             };
@@ -983,7 +991,7 @@ fn timestamp(node: &Node<'_>, field: &'static str, place: Place) -> Result<i64, 
             return Err(ParseError::new(
                 ErrorKind::WrongType,
                 place,
-                Problem::NotInteger(field, JsonType::of(other)),
+                Problem::NotInteger(field, other.json_type()),
             ))
         }
     };

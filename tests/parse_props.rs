@@ -1,9 +1,11 @@
 //! Property tests of the parser: it never panics, every result is a record or a classified
-//! error with a one-line reason, and a batch gives exactly what each record gives alone,
-//! including records that are JSON fragments mixed with valid ones.
+//! error with a one-line reason, a batch gives exactly what each record gives alone
+//! (including records that are JSON fragments mixed with valid ones), and the on-demand scan
+//! gives exactly what simd-json's tape gives.
 
 use proptest::prelude::*;
-use sessionflow::parse::{ErrorKind, ParseError, Parsed, Parser};
+use sessionflow::generate::{GenerateOptions, Generator};
+use sessionflow::parse::{ErrorKind, Limits, ParseError, Parsed, Parser};
 
 /// Cases per property; CI runs the default (100 000 for the single-record properties).
 fn cases(default: u32) -> u32 {
@@ -168,6 +170,125 @@ proptest! {
     }
 }
 
+/// A JSON value for the differential properties: Session-like objects whose keys are the
+/// ones the parser reads, with values of every type and number form, strings with and
+/// without escapes or non-ASCII, nested containers, rendered with random whitespace.
+fn json_value() -> impl Strategy<Value = String> {
+    let scalar = prop_oneof![
+        Just("null".to_string()),
+        Just("true".to_string()),
+        Just("false".to_string()),
+        any::<i64>().prop_map(|n| n.to_string()),
+        any::<u64>().prop_map(|n| n.to_string()),
+        (0u64..2_000_000_000_000).prop_map(|n| n.to_string()),
+        prop::sample::select(vec![
+            "0",
+            "-0",
+            "-0.0",
+            "0.5",
+            "1.0",
+            "1e3",
+            "1E+3",
+            "2.5e-3",
+            "-1.5",
+            "01",
+            "1.",
+            ".5",
+            "1716883200000.25",
+            "12345678901234567",
+            "123456789012345678",
+            "1234567890123456789",
+            "99999999999999999999",
+            "9223372036854775807",
+            "9223372036854775808",
+            "18446744073709551616",
+            "-9223372036854775808",
+            "0.12345678901234567",
+        ])
+        .prop_map(str::to_string),
+        prop::sample::select(vec![
+            "\"active\"",
+            "\"session\"",
+            "\"event\"",
+            "\"session.created\"",
+            "\"user.created\"",
+            "\"\"",
+            "\"sess_2g7np7Hrk0SN6kj5EDMLDaKNL0S\"",
+            "\"a\\\"b\"",
+            "\"\\u0041ctive\"",
+            "\"\\ud83d\\ude00\"",
+            "\"caf\u{e9}\"",
+            "\"\u{1F600}\"",
+            "\"tab\\there\"",
+            "\"\\/\"",
+            "\"raw\u{1}control\"",
+            "\"raw\ttab\"",
+        ])
+        .prop_map(str::to_string),
+    ];
+    let key = prop::sample::select(vec![
+        "object",
+        "id",
+        "status",
+        "updated_at",
+        "created_at",
+        "expire_at",
+        "abandon_at",
+        "last_active_at",
+        "user_id",
+        "client_id",
+        "actor",
+        "type",
+        "data",
+        "other",
+        "user",
+        "\u{e9}t\u{e9}",
+        "i\\u0064",
+    ]);
+    let space = prop::sample::select(vec!["", "", "", " ", "\n", "\t", "\r\n  "]);
+    scalar.prop_recursive(6, 64, 8, move |inner| {
+        prop_oneof![
+            prop::collection::vec((key.clone(), inner.clone(), space.clone()), 0..10).prop_map(
+                |members| {
+                    let body: Vec<String> = members
+                        .into_iter()
+                        .map(|(k, v, s)| format!("{s}\"{k}\"{s}:{s}{v}{s}"))
+                        .collect();
+                    format!("{{{}}}", body.join(","))
+                }
+            ),
+            prop::collection::vec((inner, space.clone()), 0..4).prop_map(|items| {
+                let body: Vec<String> = items.into_iter().map(|(v, s)| format!("{s}{v}")).collect();
+                format!("[{}]", body.join(","))
+            }),
+        ]
+    })
+}
+
+/// A Session (or a webhook or list of them) built from the fixtures with one field's value
+/// replaced by `json_value`'s kind of value: the inputs where the two readers' values meet.
+fn session_with_field() -> impl Strategy<Value = Vec<u8>> {
+    let fixtures = fixtures();
+    (
+        0..fixtures.len(),
+        any::<prop::sample::Index>(),
+        json_value(),
+    )
+        .prop_map(move |(which, field, value)| {
+            let text = String::from_utf8(fixtures[which].clone()).unwrap();
+            let keys: Vec<usize> = text.match_indices("\":").map(|(i, _)| i + 2).collect();
+            let start = keys[field.index(keys.len())];
+            // Replace a scalar value (up to the next comma or closing bracket).
+            let end = text[start..]
+                .find([',', '}', ']'])
+                .map_or(text.len(), |e| start + e);
+            if text[start..].starts_with(['{', '[']) {
+                return text.into_bytes();
+            }
+            format!("{}{}{}", &text[..start], value, &text[end..]).into_bytes()
+        })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(20_000), failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -182,75 +303,81 @@ proptest! {
         for ((_, b), a) in batched.iter().zip(&alone) {
             prop_assert_eq!(b, a);
         }
-        // Records that are each one valid JSON value always go through in one call.
-        if records.len() >= 2 && alone.iter().all(|r| !r.starts_with("err InvalidJson") && !r.starts_with("err TooLarge")) {
-            prop_assert_eq!(parser.batch_stats().fallback, 0);
-            prop_assert_eq!(parser.batch_stats().one_call, 1);
-        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(50_000), failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The on-demand scan and simd-json's tape give the same result (observations, ignored
+    /// reason, or error kind and reason) for any input.
+    #[test]
+    fn scan_and_tape_agree_on_any_json(value in json_value()) {
+        let mut parser = Parser::default();
+        let fast = parser.parse(value.as_bytes(), render);
+        let tape = parser.parse_tape(value.as_bytes(), render);
+        prop_assert_eq!(fast, tape, "{}", value);
+    }
+
+    /// With a low `max_depth` the scan must leave deep records to the tape's limit.
+    #[test]
+    fn scan_and_tape_agree_under_any_depth_limit(value in json_value(), max_depth in 1usize..8) {
+        let limits = Limits { max_depth, ..Limits::default() };
+        let mut parser = Parser::new(limits);
+        let fast = parser.parse(value.as_bytes(), render);
+        let tape = parser.parse_tape(value.as_bytes(), render);
+        prop_assert_eq!(fast, tape, "{}", value);
     }
 
     #[test]
-    fn batches_of_valid_values_mixed_with_merging_fragments_stay_exact(
-        records in prop::collection::vec(prop_oneof![
-            3 => (0..fixtures().len()).prop_map(|i| fixtures()[i].clone()),
-            1 => prop::sample::select(vec![
-                &b"{\"id\":\"s\",\"status\":\"active\",\"updated_at\":1,\"x\":[1"[..],
-                b"2]}", b"\"~\"", b"1,2", b"{\"a\":1},{\"b\":2}", b"[{\"id\":\"u\",\"status\":\"ended\",\"updated_at\":3}",
-                b"{}]},{\"id\":\"t\",\"status\":\"active\",\"updated_at\":2}",
-                // With the two above, a merge and a split that cancel out: only the
-                // sentinels' byte positions tell.
-                b"{\"a\":1},\"~\",{\"id\":\"v\",\"status\":\"active\",\"updated_at\":4}",
-            ]).prop_map(|b| b.to_vec()),
-        ], 2..12)
-    ) {
+    fn scan_and_tape_agree_on_sessions_with_any_field_value(bytes in session_with_field()) {
         let mut parser = Parser::default();
-        let alone: Vec<String> = records.iter().map(|r| parser.parse(r, render)).collect();
-        let mut batched = Vec::new();
-        parser.parse_batch(&records, |_, result| batched.push(render(result)));
-        prop_assert_eq!(batched, alone);
+        let fast = parser.parse(&bytes, render);
+        let tape = parser.parse_tape(&bytes, render);
+        prop_assert_eq!(fast, tape, "{}", String::from_utf8_lossy(&bytes));
+    }
+
+    #[test]
+    fn scan_and_tape_agree_on_mutated_fixtures_and_fragments(bytes in prop_oneof![mutated(), batch_record()]) {
+        let mut parser = Parser::default();
+        let fast = parser.parse(&bytes, render);
+        let tape = parser.parse_tape(&bytes, render);
+        prop_assert_eq!(fast, tape, "{}", String::from_utf8_lossy(&bytes));
+    }
+
+    #[test]
+    fn scan_and_tape_agree_on_random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+        let mut parser = Parser::default();
+        let fast = parser.parse(&bytes, render);
+        let tape = parser.parse_tape(&bytes, render);
+        prop_assert_eq!(fast, tape);
     }
 }
 
+/// The differential properties above only mean something if the scan takes most inputs:
+/// every fixture shape and the generator's valid records go through it.
 #[test]
-fn a_batch_takes_one_call_unless_it_holds_a_bad_record() {
-    let mut records = fixtures();
+fn the_scan_takes_every_fixture_and_generated_valid_records() {
     let mut parser = Parser::default();
-    let mut seen = 0;
-    parser.parse_batch(&records, |_, result| {
-        assert!(result.is_ok());
-        seen += 1;
-    });
-    assert_eq!(seen, records.len());
-    assert_eq!(
-        (parser.batch_stats().one_call, parser.batch_stats().fallback),
-        (1, 0)
-    );
-    records.insert(2, b"{\"id\":".to_vec());
-    let mut kinds = Vec::new();
-    parser.parse_batch(&records, |_, result| {
-        kinds.push(result.err().map(|e| e.kind))
-    });
-    assert_eq!(kinds.iter().filter(|k| k.is_some()).count(), 1);
-    assert_eq!(kinds[2], Some(ErrorKind::InvalidJson));
-    assert_eq!(
-        (parser.batch_stats().one_call, parser.batch_stats().fallback),
-        (1, 1)
-    );
-}
-
-#[test]
-fn nesting_at_the_limit_is_judged_the_same_alone_and_in_a_batch() {
-    let limit = sessionflow::parse::DEFAULT_MAX_DEPTH;
-    for depth in [limit - 1, limit, limit + 1] {
-        let deep = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
-        let records = vec![
-            deep.clone().into_bytes(),
-            b"{\"id\":\"s\",\"status\":\"a\",\"updated_at\":1}".to_vec(),
-        ];
-        let mut parser = Parser::default();
-        let alone = parser.parse(deep.as_bytes(), render);
-        let mut batched = Vec::new();
-        parser.parse_batch(&records, |_, r| batched.push(render(r)));
-        assert_eq!(batched[0], alone, "depth {depth}");
+    for record in fixtures() {
+        parser.parse(&record, |r| assert!(r.is_ok()));
     }
+    assert_eq!(parser.path_stats().tape, 0, "{:?}", parser.path_stats());
+
+    let mut generator = Generator::new(GenerateOptions::new(2_000, 11));
+    let (mut record, mut key) = (Vec::new(), Vec::new());
+    let mut parser = Parser::default();
+    let mut invalid = 0u64;
+    for _ in 0..6_000 {
+        assert!(generator.next_record(&mut record, &mut key));
+        parser.parse(&record, |r| {
+            invalid += u64::from(r.is_err_and(|e| e.kind == ErrorKind::InvalidJson));
+        });
+    }
+    let paths = parser.path_stats();
+    // The invalid JSON (and what the scan leaves to the tape) took the tape; field errors
+    // in valid JSON are the scan's.
+    assert!(paths.scan + paths.tape == 6_000, "{paths:?}");
+    assert!(paths.tape >= invalid, "{paths:?} invalid {invalid}");
+    assert!(paths.tape <= invalid + 60, "{paths:?} invalid {invalid}");
 }

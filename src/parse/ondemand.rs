@@ -1,0 +1,375 @@
+//! The parser's fast path: one pass over a record's own bytes that validates it as JSON and
+//! keeps the values of the keys a Session needs as it goes (simdjson's "on demand" idea),
+//! without building a tape or copying the record.
+//!
+//! Two stages, as in simdjson. First a SIMD pass over the record marks every quote in a
+//! bitmap and checks, for the whole record at once, what makes strings hard (no backslash
+//! anywhere; no control character inside a string). Then a scalar pass walks the grammar,
+//! jumping from a string's opening quote to its closing one through the bitmap: the next
+//! token's position no longer waits on a byte-by-byte scan.
+//!
+//! It only answers when it is sure. Anything it does not take on — a string escape, an
+//! exponent, `-0`, a number of more than 18 digits, deep nesting, invalid UTF-8, any syntax
+//! error — returns `None`, and the record goes to simd-json's tape, which then decides and
+//! words every JSON error. So a record the scan accepts is one the tape accepts too, with
+//! the same values (the property tests in `tests/parse_props.rs` compare both paths).
+
+use super::{Field, Keys};
+
+/// Bitmaps of one 64-byte block: bit `i` is set when byte `i` is a quote, a backslash, or
+/// a control character (below 0x20).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn block_masks(block: &[u8; 64]) -> (u64, u64, u64) {
+    use safe_arch::{
+        cmp_eq_mask_i8_m128i, load_unaligned_m128i, min_u8_m128i, move_mask_i8_m128i,
+        set_splat_i8_m128i,
+    };
+    let quote = set_splat_i8_m128i(b'"' as i8);
+    let backslash = set_splat_i8_m128i(b'\\' as i8);
+    let below_space = set_splat_i8_m128i(0x1f);
+    let (mut quotes, mut backslashes, mut controls) = (0u64, 0u64, 0u64);
+    for (i, chunk) in block.chunks_exact(16).enumerate() {
+        let Ok(chunk) = <&[u8; 16]>::try_from(chunk) else {
+            continue;
+        };
+        let v = load_unaligned_m128i(chunk);
+        let mask = |m| u64::from(move_mask_i8_m128i(m) as u16) << (16 * i);
+        quotes |= mask(cmp_eq_mask_i8_m128i(v, quote));
+        backslashes |= mask(cmp_eq_mask_i8_m128i(v, backslash));
+        // min(b, 0x1f) == b exactly when b <= 0x1f (unsigned).
+        controls |= mask(cmp_eq_mask_i8_m128i(min_u8_m128i(v, below_space), v));
+    }
+    (quotes, backslashes, controls)
+}
+
+/// The portable version of the above.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn block_masks(block: &[u8; 64]) -> (u64, u64, u64) {
+    let (mut quotes, mut backslashes, mut controls) = (0u64, 0u64, 0u64);
+    for (i, &b) in block.iter().enumerate() {
+        quotes |= u64::from(b == b'"') << i;
+        backslashes |= u64::from(b == b'\\') << i;
+        controls |= u64::from(b < 0x20) << i;
+    }
+    (quotes, backslashes, controls)
+}
+
+/// Bit `i` of the result is the parity of bits `0..=i` of `x`: with quotes as `x`, the
+/// bytes inside a string (its opening quote included).
+#[inline]
+fn prefix_xor(mut x: u64) -> u64 {
+    for shift in [1, 2, 4, 8, 16, 32] {
+        x ^= x << shift;
+    }
+    x
+}
+
+/// Stage one: the quote bitmap of `raw` into `quotes`; false when the record has a
+/// backslash, a control character inside a string, or an unterminated string.
+fn index_quotes(raw: &[u8], quotes: &mut Vec<u64>) -> bool {
+    quotes.clear();
+    // All ones while a string runs on from the previous block.
+    let mut carry = 0u64;
+    for block in raw.chunks(64) {
+        let mut padded = [b' '; 64];
+        let block = match <&[u8; 64]>::try_from(block) {
+            Ok(full) => full,
+            Err(_) => {
+                padded[..block.len()].copy_from_slice(block);
+                &padded
+            }
+        };
+        let (quote_bits, backslash_bits, control_bits) = block_masks(block);
+        let inside = prefix_xor(quote_bits) ^ carry;
+        if backslash_bits != 0 || control_bits & inside != 0 {
+            return false;
+        }
+        carry = ((inside as i64) >> 63) as u64;
+        quotes.push(quote_bits);
+    }
+    carry == 0
+}
+
+/// What the scan keeps between records: the quote bitmap and the keys it read.
+#[derive(Default)]
+pub(super) struct ScanState {
+    quotes: Vec<u64>,
+    keys: ScannedKeys,
+}
+
+/// The keys of a scanned record's top-level object and of that object's `data` object
+/// (with its position), which the classifier reads first: kept by the parser between
+/// records so that scanning moves no more than a few words.
+#[derive(Default)]
+struct ScannedKeys {
+    top: Keys,
+    data: Option<(usize, Keys)>,
+}
+
+/// A record the scan validated.
+pub(super) struct Text<'t> {
+    scanner: Scanner<'t>,
+    root: Field<'t>,
+    keys: &'t ScannedKeys,
+}
+
+/// Validates `raw` and reads its keys into `keys`, or `None` when the tape must decide.
+pub(super) fn scan<'t>(
+    raw: &'t [u8],
+    max_depth: usize,
+    state: &'t mut ScanState,
+) -> Option<Text<'t>> {
+    // Valid UTF-8 as a whole, so every slice between two ASCII quotes is a `str`.
+    let text = simdutf8::basic::from_utf8(raw).ok()?;
+    let ScanState { quotes, keys } = state;
+    if !index_quotes(raw, quotes) {
+        return None;
+    }
+    let scanner = Scanner {
+        text,
+        bytes: raw,
+        quotes,
+        max_depth,
+    };
+    let start = scanner.whitespace(0);
+    keys.top = Keys::default();
+    keys.data = None;
+    let (root, end) = match raw.get(start)? {
+        b'{' => {
+            let end = scanner.object(start, 1, Some(&mut keys.top), Some(&mut keys.data))?;
+            (Field::Object(start), end)
+        }
+        b'[' => {
+            let (len, end) = scanner.array(start, 1)?;
+            (Field::Array(start, len), end)
+        }
+        // A top-level scalar is never a record; the tape words that error.
+        _ => return None,
+    };
+    (scanner.whitespace(end) == raw.len()).then_some(Text {
+        scanner,
+        root,
+        keys,
+    })
+}
+
+impl<'t> Text<'t> {
+    pub(super) fn root(&self) -> Field<'t> {
+        self.root
+    }
+
+    /// Where the keys of the object at byte `at` are: kept from the scan for the top level
+    /// and its `data`, read again for list elements.
+    pub(super) fn keys(&self, at: usize) -> Keys {
+        if self.root == Field::Object(at) {
+            return self.keys.top.clone();
+        }
+        if let Some((data_at, keys)) = &self.keys.data {
+            if *data_at == at {
+                return keys.clone();
+            }
+        }
+        let mut keys = Keys::default();
+        // Already validated: this cannot fail, and if it did the keys would stay empty.
+        let _ = self.scanner.object(at, 0, Some(&mut keys), None);
+        keys
+    }
+
+    /// The value that starts at byte `at` (already validated: objects are not read again).
+    pub(super) fn field_at(&self, at: usize) -> Field<'t> {
+        match self.scanner.bytes.get(at) {
+            Some(b'{') => Field::Object(at),
+            _ => self
+                .scanner
+                .value(at, 0)
+                .map_or(Field::Null, |(field, _)| field),
+        }
+    }
+
+    pub(super) fn first_element(&self, array: usize) -> usize {
+        self.scanner.whitespace(array + 1)
+    }
+
+    /// The start of the element after the one at `at`: past it, the comma and whitespace.
+    pub(super) fn next_element(&self, at: usize) -> usize {
+        let end = self.scanner.value(at, 0).map_or(at, |(_, end)| end);
+        let comma = self.scanner.whitespace(end);
+        self.scanner.whitespace(comma + 1)
+    }
+}
+
+/// The validating reader. Every method takes a byte position and returns the position
+/// after what it read, or `None` to hand the record to the tape.
+#[derive(Copy, Clone)]
+struct Scanner<'t> {
+    text: &'t str,
+    bytes: &'t [u8],
+    /// Stage one's bitmap: bit `i % 64` of word `i / 64` is set when byte `i` is a quote.
+    quotes: &'t [u64],
+    max_depth: usize,
+}
+
+impl<'t> Scanner<'t> {
+    #[inline]
+    fn whitespace(&self, mut at: usize) -> usize {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(at) {
+            at += 1;
+        }
+        at
+    }
+
+    /// The object whose `{` is at `open`, `depth` levels deep. Its keys go to `keys`; at the
+    /// top level, an object-valued `data` has its keys read into `data` on the way.
+    fn object(
+        &self,
+        open: usize,
+        depth: usize,
+        mut keys: Option<&mut Keys>,
+        mut data: Option<&mut Option<(usize, Keys)>>,
+    ) -> Option<usize> {
+        if depth > self.max_depth {
+            return None;
+        }
+        let mut at = self.whitespace(open + 1);
+        if self.bytes.get(at) == Some(&b'}') {
+            return Some(at + 1);
+        }
+        loop {
+            if self.bytes.get(at) != Some(&b'"') {
+                return None;
+            }
+            let (key, after_key) = self.string(at)?;
+            at = self.whitespace(after_key);
+            if self.bytes.get(at) != Some(&b':') {
+                return None;
+            }
+            at = self.whitespace(at + 1);
+            let (value, end) = match data.as_deref_mut() {
+                Some(data) if key == "data" && self.bytes.get(at) == Some(&b'{') => {
+                    let (_, inner) = data.insert((at, Keys::default()));
+                    let end = self.object(at, depth + 1, Some(inner), None)?;
+                    (Field::Object(at), end)
+                }
+                _ => self.value(at, depth)?,
+            };
+            if let Some(keys) = keys.as_deref_mut() {
+                keys.set(key.as_bytes(), at, value == Field::Null);
+            }
+            at = self.whitespace(end);
+            match self.bytes.get(at) {
+                Some(b',') => at = self.whitespace(at + 1),
+                Some(b'}') => return Some(at + 1),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The array whose `[` is at `open`: its length and end.
+    fn array(&self, open: usize, depth: usize) -> Option<(usize, usize)> {
+        if depth > self.max_depth {
+            return None;
+        }
+        let mut at = self.whitespace(open + 1);
+        if self.bytes.get(at) == Some(&b']') {
+            return Some((0, at + 1));
+        }
+        let mut len = 0;
+        loop {
+            let (_, end) = self.value(at, depth)?;
+            len += 1;
+            at = self.whitespace(end);
+            match self.bytes.get(at) {
+                Some(b',') => at = self.whitespace(at + 1),
+                Some(b']') => return Some((len, at + 1)),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The value starting at `at`, inside a container `depth` levels deep.
+    #[inline]
+    fn value(&self, at: usize, depth: usize) -> Option<(Field<'t>, usize)> {
+        match self.bytes.get(at)? {
+            b'"' => self.string(at).map(|(s, end)| (Field::Str(s), end)),
+            b'{' => {
+                let end = self.object(at, depth + 1, None, None)?;
+                Some((Field::Object(at), end))
+            }
+            b'[' => {
+                let (len, end) = self.array(at, depth + 1)?;
+                Some((Field::Array(at, len), end))
+            }
+            b't' => self.literal(at, b"true", Field::Bool),
+            b'f' => self.literal(at, b"false", Field::Bool),
+            b'n' => self.literal(at, b"null", Field::Null),
+            b'-' | b'0'..=b'9' => self.number(at),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    fn literal(&self, at: usize, word: &[u8], field: Field<'t>) -> Option<(Field<'t>, usize)> {
+        let end = at + word.len();
+        (self.bytes.get(at..end) == Some(word)).then_some((field, end))
+    }
+
+    /// The string whose opening quote is at `open`: its content and the position after the
+    /// closing quote, the next quote in the bitmap (stage one ruled out escapes and control
+    /// characters).
+    #[inline]
+    fn string(&self, open: usize) -> Option<(&'t str, usize)> {
+        let start = open + 1;
+        let mut word = start / 64;
+        let mut bits = self.quotes.get(word)? & (u64::MAX << (start % 64));
+        while bits == 0 {
+            word += 1;
+            bits = *self.quotes.get(word)?;
+        }
+        let close = word * 64 + bits.trailing_zeros() as usize;
+        Some((self.text.get(start..close)?, close + 1))
+    }
+
+    /// A number: integers of up to 18 digits exactly (they fit an `i64`), decimals of up to
+    /// 17 digits without an exponent; anything else goes to the tape.
+    fn number(&self, start: usize) -> Option<(Field<'t>, usize)> {
+        let bytes = self.bytes;
+        let negative = bytes.get(start) == Some(&b'-');
+        let digits_start = start + usize::from(negative);
+        let mut at = digits_start;
+        let mut value: i64 = 0;
+        while let Some(digit) = bytes.get(at).filter(|b| b.is_ascii_digit()) {
+            value = value * 10 + i64::from(digit - b'0');
+            at += 1;
+            if at - digits_start > 18 {
+                return None;
+            }
+        }
+        let digits = at - digits_start;
+        let leading_zero = digits > 1 && bytes.get(digits_start) == Some(&b'0');
+        if digits == 0 || leading_zero || (negative && value == 0) {
+            return None;
+        }
+        match bytes.get(at) {
+            Some(b'e' | b'E') => None,
+            Some(b'.') => {
+                let fraction_start = at + 1;
+                at = fraction_start;
+                while bytes.get(at).is_some_and(u8::is_ascii_digit) {
+                    at += 1;
+                }
+                let fraction = at - fraction_start;
+                if fraction == 0 || digits + fraction > 17 || negative {
+                    return None;
+                }
+                if let Some(b'e' | b'E') = bytes.get(at) {
+                    return None;
+                }
+                let parsed = self.text.get(start..at)?.parse().ok()?;
+                Some((Field::Float(parsed), at))
+            }
+            _ => Some((Field::Int(if negative { -value } else { value }), at)),
+        }
+    }
+}
