@@ -8,6 +8,7 @@
 //! invalid record) goes to simd-json's tape with reused buffers, which also words the JSON
 //! errors. The classifier reads either through [`Doc`], so both give the same answer.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use simd_json::{Buffers, Node, StaticNode, Tape, INPUT_PADDING};
@@ -337,8 +338,8 @@ pub struct Parser {
     tape: Tape<'static>,
     /// A mutable, padded copy of the current record (simd-json unescapes in place).
     scratch: Vec<u8>,
-    /// The on-demand scan's bitmap and keys of the current record.
-    scanned: ondemand::ScanState,
+    /// The on-demand scan's quote bitmap of the current record.
+    quotes: Vec<u64>,
     paths: PathStats,
 }
 
@@ -370,7 +371,7 @@ impl Parser {
             buffers: Buffers::with_max_depth(4096, limits.max_depth),
             tape: Tape(Vec::new()),
             scratch: Vec::new(),
-            scanned: ondemand::ScanState::default(),
+            quotes: Vec::new(),
             paths: PathStats::default(),
         }
     }
@@ -394,7 +395,8 @@ impl Parser {
         if let Err(e) = self.check_size(raw) {
             return f(Err(e));
         }
-        if let Some(text) = ondemand::scan(raw, self.scan_depth, &mut self.scanned) {
+        let mut keys = ondemand::ScannedKeys::default();
+        if let Some(text) = ondemand::scan(raw, self.scan_depth, &mut self.quotes, &mut keys) {
             self.paths.scan += 1;
             let doc = Doc::Text(text);
             return f(classify(&doc).map(|body| Parsed { doc, body }));
@@ -515,18 +517,12 @@ impl<'t> Doc<'t> {
         }
     }
 
-    /// Where the keys we read are in the object at `at`.
-    fn keys(&self, at: usize) -> Keys {
+    /// The keys we read of the object at `at`.
+    fn keys(&self, at: usize) -> Cow<'_, Keys<'t>> {
         match self {
-            Doc::Tape(nodes) => Keys::scan(nodes, at),
+            Doc::Tape(nodes) => Cow::Owned(Keys::scan(nodes, at)),
             Doc::Text(text) => text.keys(at),
         }
-    }
-
-    /// The value at `at`, if any.
-    #[inline]
-    fn field(&self, at: Option<usize>) -> Option<Field<'t>> {
-        at.map(|at| self.field_at(at))
     }
 
     /// The value at `at`.
@@ -680,30 +676,30 @@ fn span(node: &Node<'_>) -> usize {
     }
 }
 
-/// Where the values of the keys we read sit in a record's object (last occurrence wins, as
-/// in JavaScript's `JSON.parse`; null is the same as absent): tape indices or byte offsets.
+/// The values of the keys we read in a record's object (last occurrence wins, as in
+/// JavaScript's `JSON.parse`; null is the same as absent).
 #[derive(Clone, Default)]
-struct Keys {
-    object: Option<usize>,
-    kind: Option<usize>,
-    data: Option<usize>,
-    id: Option<usize>,
-    status: Option<usize>,
-    updated_at: Option<usize>,
-    created_at: Option<usize>,
-    expire_at: Option<usize>,
-    abandon_at: Option<usize>,
-    last_active_at: Option<usize>,
-    user_id: Option<usize>,
-    client_id: Option<usize>,
-    actor: Option<usize>,
+struct Keys<'t> {
+    object: Option<Field<'t>>,
+    kind: Option<Field<'t>>,
+    data: Option<Field<'t>>,
+    id: Option<Field<'t>>,
+    status: Option<Field<'t>>,
+    updated_at: Option<Field<'t>>,
+    created_at: Option<Field<'t>>,
+    expire_at: Option<Field<'t>>,
+    abandon_at: Option<Field<'t>>,
+    last_active_at: Option<Field<'t>>,
+    user_id: Option<Field<'t>>,
+    client_id: Option<Field<'t>>,
+    actor: Option<Field<'t>>,
 }
 
-impl Keys {
-    /// Records where a key's value is, if we read that key. Dispatched on length first:
-    /// most keys of a Clerk payload are not ours, and this rejects them with one comparison.
+impl<'t> Keys<'t> {
+    /// The slot of a key we read, dispatched on length first: most keys of a Clerk payload
+    /// are not ours, and this rejects them with one comparison.
     #[inline]
-    fn set(&mut self, key: &[u8], at: usize, null: bool) {
+    fn slot(&mut self, key: &[u8]) -> Option<&mut Option<Field<'t>>> {
         let slot = match key.len() {
             2 if key == b"id" => &mut self.id,
             4 if key == b"type" => &mut self.kind,
@@ -718,14 +714,22 @@ impl Keys {
             10 if key == b"created_at" => &mut self.created_at,
             10 if key == b"abandon_at" => &mut self.abandon_at,
             14 if key == b"last_active_at" => &mut self.last_active_at,
-            _ => return,
+            _ => return None,
         };
-        *slot = (!null).then_some(at);
+        Some(slot)
+    }
+
+    /// Records a key's value if we read that key (null clears it).
+    #[inline]
+    fn set(&mut self, key: &[u8], value: Field<'t>) {
+        if let Some(slot) = self.slot(key) {
+            *slot = (value != Field::Null).then_some(value);
+        }
     }
 
     /// One pass over a tape object's keys; nested values are skipped in O(1).
     #[inline]
-    fn scan(nodes: &[Node<'_>], object: usize) -> Keys {
+    fn scan(nodes: &[Node<'t>], object: usize) -> Keys<'t> {
         let mut keys = Keys::default();
         let Node::Object { len, .. } = nodes[object] else {
             return keys;
@@ -734,8 +738,7 @@ impl Keys {
         for _ in 0..len {
             let value = at + 1;
             if let Node::String(key) = nodes[at] {
-                let null = matches!(nodes[value], Node::Static(StaticNode::Null));
-                keys.set(key.as_bytes(), value, null);
+                keys.set(key.as_bytes(), Field::from_node(nodes, value));
             }
             at = value + span(&nodes[value]);
         }
@@ -764,9 +767,9 @@ fn classify<'t>(doc: &Doc<'t>) -> Result<Body<'t>, ParseError> {
     }
 }
 
-fn classify_object<'t>(doc: &Doc<'t>, keys: &Keys) -> Result<Body<'t>, ParseError> {
-    match doc.field(keys.object) {
-        Some(Field::Str("session")) => session_from_keys(doc, keys, Place::Root).map(Body::Single),
+fn classify_object<'t>(doc: &Doc<'t>, keys: &Keys<'t>) -> Result<Body<'t>, ParseError> {
+    match keys.object {
+        Some(Field::Str("session")) => session_from_keys(keys, Place::Root).map(Body::Single),
         Some(Field::Str("event")) => classify_webhook(doc, keys),
         Some(Field::Str(_)) => Ok(Body::Ignored(Ignored::OtherObject)),
         Some(other) => Err(ParseError::new(
@@ -775,9 +778,9 @@ fn classify_object<'t>(doc: &Doc<'t>, keys: &Keys) -> Result<Body<'t>, ParseErro
             Problem::NotString("object", other.json_type()),
         )),
         None if keys.id.is_some() && keys.status.is_some() => {
-            session_from_keys(doc, keys, Place::Root).map(Body::Single)
+            session_from_keys(keys, Place::Root).map(Body::Single)
         }
-        None => match doc.field(keys.data) {
+        None => match keys.data {
             Some(Field::Array(at, len)) => {
                 validate_list(doc, at, len, Place::DataElement)?;
                 Ok(Body::List(at, len))
@@ -791,8 +794,8 @@ fn classify_object<'t>(doc: &Doc<'t>, keys: &Keys) -> Result<Body<'t>, ParseErro
     }
 }
 
-fn classify_webhook<'t>(doc: &Doc<'t>, keys: &Keys) -> Result<Body<'t>, ParseError> {
-    let kind = match doc.field(keys.kind) {
+fn classify_webhook<'t>(doc: &Doc<'t>, keys: &Keys<'t>) -> Result<Body<'t>, ParseError> {
+    let kind = match keys.kind {
         None => {
             return Err(ParseError::new(
                 ErrorKind::MissingField,
@@ -812,7 +815,7 @@ fn classify_webhook<'t>(doc: &Doc<'t>, keys: &Keys) -> Result<Body<'t>, ParseErr
     if !kind.starts_with("session.") {
         return Ok(Body::Ignored(Ignored::NonSessionEvent));
     }
-    let Some(data) = doc.field(keys.data) else {
+    let Some(data) = keys.data else {
         return Err(ParseError::new(
             ErrorKind::MissingField,
             Place::Root,
@@ -859,7 +862,7 @@ fn read_session<'t>(
         });
     };
     let keys = doc.keys(at);
-    let is_session = match doc.field(keys.object) {
+    let is_session = match keys.object {
         Some(Field::Str("session")) => true,
         Some(_) => false,
         None => keys.id.is_some() && keys.status.is_some(),
@@ -871,15 +874,11 @@ fn read_session<'t>(
             Problem::NotASession,
         ));
     }
-    session_from_keys(doc, &keys, place)
+    session_from_keys(&keys, place)
 }
 
-fn session_from_keys<'t>(
-    doc: &Doc<'t>,
-    keys: &Keys,
-    place: Place,
-) -> Result<Observation<'t>, ParseError> {
-    let id = required_str(doc.field(keys.id), "id", place)?;
+fn session_from_keys<'t>(keys: &Keys<'t>, place: Place) -> Result<Observation<'t>, ParseError> {
+    let id = required_str(keys.id, "id", place)?;
     if id.is_empty() {
         return Err(ParseError::new(
             ErrorKind::InvalidValue,
@@ -887,8 +886,8 @@ fn session_from_keys<'t>(
             Problem::EmptyString("id"),
         ));
     }
-    let status = required_str(doc.field(keys.status), "status", place)?;
-    let updated_at = match doc.field(keys.updated_at) {
+    let status = required_str(keys.status, "status", place)?;
+    let updated_at = match keys.updated_at {
         Some(value) => timestamp(value, "updated_at", place)?,
         None => {
             return Err(ParseError::new(
@@ -898,13 +897,13 @@ fn session_from_keys<'t>(
             ))
         }
     };
-    let created_at = optional_timestamp(doc.field(keys.created_at), "created_at", place)?;
-    let expire_at = optional_timestamp(doc.field(keys.expire_at), "expire_at", place)?;
-    let abandon_at = optional_timestamp(doc.field(keys.abandon_at), "abandon_at", place)?;
-    optional_timestamp(doc.field(keys.last_active_at), "last_active_at", place)?;
-    let user_id = optional_str(doc.field(keys.user_id), "user_id", place)?;
-    let client_id = optional_str(doc.field(keys.client_id), "client_id", place)?;
-    let impersonated = match doc.field(keys.actor) {
+    let created_at = optional_timestamp(keys.created_at, "created_at", place)?;
+    let expire_at = optional_timestamp(keys.expire_at, "expire_at", place)?;
+    let abandon_at = optional_timestamp(keys.abandon_at, "abandon_at", place)?;
+    optional_timestamp(keys.last_active_at, "last_active_at", place)?;
+    let user_id = optional_str(keys.user_id, "user_id", place)?;
+    let client_id = optional_str(keys.client_id, "client_id", place)?;
+    let impersonated = match keys.actor {
         None => false,
         Some(Field::Object(_)) => true,
         Some(other) => {

@@ -14,6 +14,8 @@
 //! words every JSON error. So a record the scan accepts is one the tape accepts too, with
 //! the same values (the property tests in `tests/parse_props.rs` compare both paths).
 
+use std::borrow::Cow;
+
 use super::{Field, Keys};
 
 /// Bitmaps of one 64-byte block: bit `i` is set when byte `i` is a quote, a backslash, or
@@ -66,6 +68,46 @@ fn prefix_xor(mut x: u64) -> u64 {
     x
 }
 
+const ASCII_ZEROS: u64 = 0x3030_3030_3030_3030;
+
+const POWERS_OF_TEN: [i64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// How many of the eight bytes of `word` (first byte lowest) are ASCII digits before the
+/// first that is not.
+#[inline]
+fn leading_digits(word: u64) -> usize {
+    // Digits become 0..=9; a byte is flagged when it is 10 or more (the carry out of a
+    // flagged byte can only disturb the bytes after it).
+    let t = word ^ ASCII_ZEROS;
+    let flags = (t.wrapping_add(0x7676_7676_7676_7676) | t) & 0x8080_8080_8080_8080;
+    (flags.trailing_zeros() / 8) as usize
+}
+
+/// The value of the first `count` (1..=8) bytes of `word`, which are ASCII digits.
+#[inline]
+fn eight_digits(word: u64, count: usize) -> i64 {
+    // Shift the digits to the top and fill the bottom with '0's: the same number as eight
+    // digits with leading zeros.
+    let shift = 8 * (8 - count as u32);
+    let word =
+        word.checked_shl(shift).unwrap_or(0) | ASCII_ZEROS.checked_shr(64 - shift).unwrap_or(0);
+    let mut v = word - ASCII_ZEROS;
+    v = (v * 10 + (v >> 8)) & 0x00FF_00FF_00FF_00FF;
+    v = (v * 100 + (v >> 16)) & 0x0000_FFFF_0000_FFFF;
+    v = (v * 10_000 + (v >> 32)) & 0xFFFF_FFFF;
+    v as i64
+}
+
 /// Stage one: the quote bitmap of `raw` into `quotes`; false when the record has a
 /// backslash, a control character inside a string, or an unterminated string.
 fn index_quotes(raw: &[u8], quotes: &mut Vec<u64>) -> bool {
@@ -92,38 +134,31 @@ fn index_quotes(raw: &[u8], quotes: &mut Vec<u64>) -> bool {
     carry == 0
 }
 
-/// What the scan keeps between records: the quote bitmap and the keys it read.
-#[derive(Default)]
-pub(super) struct ScanState {
-    quotes: Vec<u64>,
-    keys: ScannedKeys,
-}
-
 /// The keys of a scanned record's top-level object and of that object's `data` object
-/// (with its position), which the classifier reads first: kept by the parser between
-/// records so that scanning moves no more than a few words.
+/// (with its position), which the classifier reads first. The caller keeps them, and the
+/// classifier borrows them, so that they are never moved.
 #[derive(Default)]
-struct ScannedKeys {
-    top: Keys,
-    data: Option<(usize, Keys)>,
+pub(super) struct ScannedKeys<'t> {
+    top: Keys<'t>,
+    data: Option<(usize, Keys<'t>)>,
 }
 
 /// A record the scan validated.
 pub(super) struct Text<'t> {
     scanner: Scanner<'t>,
     root: Field<'t>,
-    keys: &'t ScannedKeys,
+    keys: &'t ScannedKeys<'t>,
 }
 
 /// Validates `raw` and reads its keys into `keys`, or `None` when the tape must decide.
 pub(super) fn scan<'t>(
     raw: &'t [u8],
     max_depth: usize,
-    state: &'t mut ScanState,
+    quotes: &'t mut Vec<u64>,
+    keys: &'t mut ScannedKeys<'t>,
 ) -> Option<Text<'t>> {
     // Valid UTF-8 as a whole, so every slice between two ASCII quotes is a `str`.
     let text = simdutf8::basic::from_utf8(raw).ok()?;
-    let ScanState { quotes, keys } = state;
     if !index_quotes(raw, quotes) {
         return None;
     }
@@ -134,8 +169,6 @@ pub(super) fn scan<'t>(
         max_depth,
     };
     let start = scanner.whitespace(0);
-    keys.top = Keys::default();
-    keys.data = None;
     let (root, end) = match raw.get(start)? {
         b'{' => {
             let end = scanner.object(start, 1, Some(&mut keys.top), Some(&mut keys.data))?;
@@ -160,21 +193,21 @@ impl<'t> Text<'t> {
         self.root
     }
 
-    /// Where the keys of the object at byte `at` are: kept from the scan for the top level
-    /// and its `data`, read again for list elements.
-    pub(super) fn keys(&self, at: usize) -> Keys {
+    /// The keys of the object at byte `at`: kept from the scan for the top level and its
+    /// `data`, read again for list elements.
+    pub(super) fn keys(&self, at: usize) -> Cow<'_, Keys<'t>> {
         if self.root == Field::Object(at) {
-            return self.keys.top.clone();
+            return Cow::Borrowed(&self.keys.top);
         }
         if let Some((data_at, keys)) = &self.keys.data {
             if *data_at == at {
-                return keys.clone();
+                return Cow::Borrowed(keys);
             }
         }
         let mut keys = Keys::default();
         // Already validated: this cannot fail, and if it did the keys would stay empty.
         let _ = self.scanner.object(at, 0, Some(&mut keys), None);
-        keys
+        Cow::Owned(keys)
     }
 
     /// The value that starts at byte `at` (already validated: objects are not read again).
@@ -226,8 +259,8 @@ impl<'t> Scanner<'t> {
         &self,
         open: usize,
         depth: usize,
-        mut keys: Option<&mut Keys>,
-        mut data: Option<&mut Option<(usize, Keys)>>,
+        mut keys: Option<&mut Keys<'t>>,
+        mut data: Option<&mut Option<(usize, Keys<'t>)>>,
     ) -> Option<usize> {
         if depth > self.max_depth {
             return None;
@@ -255,7 +288,7 @@ impl<'t> Scanner<'t> {
                 _ => self.value(at, depth)?,
             };
             if let Some(keys) = keys.as_deref_mut() {
-                keys.set(key.as_bytes(), at, value == Field::Null);
+                keys.set(key.as_bytes(), value);
             }
             at = self.whitespace(end);
             match self.bytes.get(at) {
@@ -331,21 +364,45 @@ impl<'t> Scanner<'t> {
         Some((self.text.get(start..close)?, close + 1))
     }
 
+    /// The run of ASCII digits at `start`: its value and end, eight digits at a time (SWAR);
+    /// `None` beyond 18 digits.
+    #[inline]
+    fn digits(&self, start: usize) -> Option<(i64, usize)> {
+        let mut value: i64 = 0;
+        let mut at = start;
+        while let Some(chunk) = self.bytes.get(at..at + 8) {
+            let word = u64::from_le_bytes(chunk.try_into().ok()?);
+            let count = leading_digits(word);
+            if count > 0 {
+                value = value
+                    .checked_mul(POWERS_OF_TEN[count])?
+                    .checked_add(eight_digits(word, count))?;
+            }
+            at += count;
+            if at - start > 18 {
+                return None;
+            }
+            if count < 8 {
+                return Some((value, at));
+            }
+        }
+        while let Some(digit) = self.bytes.get(at).filter(|b| b.is_ascii_digit()) {
+            value = value * 10 + i64::from(digit - b'0');
+            at += 1;
+            if at - start > 18 {
+                return None;
+            }
+        }
+        Some((value, at))
+    }
+
     /// A number: integers of up to 18 digits exactly (they fit an `i64`), decimals of up to
     /// 17 digits without an exponent; anything else goes to the tape.
     fn number(&self, start: usize) -> Option<(Field<'t>, usize)> {
         let bytes = self.bytes;
         let negative = bytes.get(start) == Some(&b'-');
         let digits_start = start + usize::from(negative);
-        let mut at = digits_start;
-        let mut value: i64 = 0;
-        while let Some(digit) = bytes.get(at).filter(|b| b.is_ascii_digit()) {
-            value = value * 10 + i64::from(digit - b'0');
-            at += 1;
-            if at - digits_start > 18 {
-                return None;
-            }
-        }
+        let (value, mut at) = self.digits(digits_start)?;
         let digits = at - digits_start;
         let leading_zero = digits > 1 && bytes.get(digits_start) == Some(&b'0');
         if digits == 0 || leading_zero || (negative && value == 0) {
