@@ -273,23 +273,32 @@ impl<'t> Scanner<'t> {
             if self.bytes.get(at) != Some(&b'"') {
                 return None;
             }
-            let (key, after_key) = self.string(at)?;
-            at = self.whitespace(after_key);
+            let close = self.string_end(at)?;
+            // Keys are compared as bytes; only values we keep become `str`s.
+            let key = self.bytes.get(at + 1..close)?;
+            at = self.whitespace(close + 1);
             if self.bytes.get(at) != Some(&b':') {
                 return None;
             }
             at = self.whitespace(at + 1);
-            let (value, end) = match data.as_deref_mut() {
-                Some(data) if key == "data" && self.bytes.get(at) == Some(&b'{') => {
+            let end = match data.as_deref_mut() {
+                Some(data) if key == b"data" && self.bytes.get(at) == Some(&b'{') => {
                     let (_, inner) = data.insert((at, Keys::default()));
                     let end = self.object(at, depth + 1, Some(inner), None)?;
-                    (Field::Object(at), end)
+                    if let Some(keys) = keys.as_deref_mut() {
+                        keys.set(key, Field::Object(at));
+                    }
+                    end
                 }
-                _ => self.value(at, depth)?,
+                _ => match keys.as_deref_mut().and_then(|keys| keys.slot(key)) {
+                    Some(slot) => {
+                        let (value, end) = self.value(at, depth)?;
+                        *slot = (value != Field::Null).then_some(value);
+                        end
+                    }
+                    None => self.skip(at, depth)?,
+                },
             };
-            if let Some(keys) = keys.as_deref_mut() {
-                keys.set(key.as_bytes(), value);
-            }
             at = self.whitespace(end);
             match self.bytes.get(at) {
                 Some(b',') => at = self.whitespace(at + 1),
@@ -310,7 +319,7 @@ impl<'t> Scanner<'t> {
         }
         let mut len = 0;
         loop {
-            let (_, end) = self.value(at, depth)?;
+            let end = self.skip(at, depth)?;
             len += 1;
             at = self.whitespace(end);
             match self.bytes.get(at) {
@@ -348,11 +357,21 @@ impl<'t> Scanner<'t> {
         (self.bytes.get(at..end) == Some(word)).then_some((field, end))
     }
 
-    /// The string whose opening quote is at `open`: its content and the position after the
-    /// closing quote, the next quote in the bitmap (stage one ruled out escapes and control
-    /// characters).
+    /// Validates the value starting at `at` without keeping it: its end.
     #[inline]
-    fn string(&self, open: usize) -> Option<(&'t str, usize)> {
+    fn skip(&self, at: usize, depth: usize) -> Option<usize> {
+        match self.bytes.get(at)? {
+            b'"' => self.string_end(at).map(|close| close + 1),
+            b'{' => self.object(at, depth + 1, None, None),
+            b'[' => self.array(at, depth + 1).map(|(_, end)| end),
+            _ => self.value(at, depth).map(|(_, end)| end),
+        }
+    }
+
+    /// The position of the closing quote of the string whose opening quote is at `open`:
+    /// the next quote in the bitmap (stage one ruled out escapes and control characters).
+    #[inline]
+    fn string_end(&self, open: usize) -> Option<usize> {
         let start = open + 1;
         let mut word = start / 64;
         let mut bits = self.quotes.get(word)? & (u64::MAX << (start % 64));
@@ -360,8 +379,15 @@ impl<'t> Scanner<'t> {
             word += 1;
             bits = *self.quotes.get(word)?;
         }
-        let close = word * 64 + bits.trailing_zeros() as usize;
-        Some((self.text.get(start..close)?, close + 1))
+        Some(word * 64 + bits.trailing_zeros() as usize)
+    }
+
+    /// The string whose opening quote is at `open`: its content and the position after the
+    /// closing quote.
+    #[inline]
+    fn string(&self, open: usize) -> Option<(&'t str, usize)> {
+        let close = self.string_end(open)?;
+        Some((self.text.get(open + 1..close)?, close + 1))
     }
 
     /// The run of ASCII digits at `start`: its value and end, eight digits at a time (SWAR);
