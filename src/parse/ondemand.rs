@@ -134,13 +134,22 @@ fn index_quotes(raw: &[u8], quotes: &mut Vec<u64>) -> bool {
     carry == 0
 }
 
-/// The keys of a scanned record's top-level object and of that object's `data` object
-/// (with its position), which the classifier reads first. The caller keeps them, and the
+/// The keys the classifier reads first, read during the scan: of the record's top-level
+/// object, and of the first nested Session-like object. The caller keeps them and the
 /// classifier borrows them, so that they are never moved.
 #[derive(Default)]
 pub(super) struct ScannedKeys<'t> {
     top: Keys<'t>,
+    nested: Nested<'t>,
+}
+
+/// Keys of objects one level down, with the object's position.
+#[derive(Default)]
+struct Nested<'t> {
+    /// The top-level object's `data`, when it is an object (a webhook's Session).
     data: Option<(usize, Keys<'t>)>,
+    /// The first element of the record's list (a bare array or a `data` array).
+    element: Option<(usize, Keys<'t>)>,
 }
 
 /// A record the scan validated.
@@ -171,11 +180,11 @@ pub(super) fn scan<'t>(
     let start = scanner.whitespace(0);
     let (root, end) = match raw.get(start)? {
         b'{' => {
-            let end = scanner.object(start, 1, Some(&mut keys.top), Some(&mut keys.data))?;
+            let end = scanner.object(start, 1, Some(&mut keys.top), Some(&mut keys.nested))?;
             (Field::Object(start), end)
         }
         b'[' => {
-            let (len, end) = scanner.array(start, 1)?;
+            let (len, end) = scanner.array(start, 1, Some(&mut keys.nested.element))?;
             (Field::Array(start, len), end)
         }
         // A top-level scalar is never a record; the tape words that error.
@@ -199,8 +208,11 @@ impl<'t> Text<'t> {
         if self.root == Field::Object(at) {
             return Cow::Borrowed(&self.keys.top);
         }
-        if let Some((data_at, keys)) = &self.keys.data {
-            if *data_at == at {
+        for (nested_at, keys) in [&self.keys.nested.data, &self.keys.nested.element]
+            .into_iter()
+            .flatten()
+        {
+            if *nested_at == at {
                 return Cow::Borrowed(keys);
             }
         }
@@ -254,13 +266,13 @@ impl<'t> Scanner<'t> {
     }
 
     /// The object whose `{` is at `open`, `depth` levels deep. Its keys go to `keys`; at the
-    /// top level, an object-valued `data` has its keys read into `data` on the way.
+    /// top level, `data`'s object or first element has its keys read into `nested`.
     fn object(
         &self,
         open: usize,
         depth: usize,
         mut keys: Option<&mut Keys<'t>>,
-        mut data: Option<&mut Option<(usize, Keys<'t>)>>,
+        mut nested: Option<&mut Nested<'t>>,
     ) -> Option<usize> {
         if depth > self.max_depth {
             return None;
@@ -281,12 +293,19 @@ impl<'t> Scanner<'t> {
                 return None;
             }
             at = self.whitespace(at + 1);
-            let end = match data.as_deref_mut() {
-                Some(data) if key == b"data" && self.bytes.get(at) == Some(&b'{') => {
-                    let (_, inner) = data.insert((at, Keys::default()));
+            let end = match nested.as_deref_mut() {
+                Some(nested) if key == b"data" && self.bytes.get(at) == Some(&b'{') => {
+                    let (_, inner) = nested.data.insert((at, Keys::default()));
                     let end = self.object(at, depth + 1, Some(inner), None)?;
                     if let Some(keys) = keys.as_deref_mut() {
                         keys.set(key, Field::Object(at));
+                    }
+                    end
+                }
+                Some(nested) if key == b"data" && self.bytes.get(at) == Some(&b'[') => {
+                    let (len, end) = self.array(at, depth + 1, Some(&mut nested.element))?;
+                    if let Some(keys) = keys.as_deref_mut() {
+                        keys.set(key, Field::Array(at, len));
                     }
                     end
                 }
@@ -308,8 +327,14 @@ impl<'t> Scanner<'t> {
         }
     }
 
-    /// The array whose `[` is at `open`: its length and end.
-    fn array(&self, open: usize, depth: usize) -> Option<(usize, usize)> {
+    /// The array whose `[` is at `open`: its length and end. The keys of its first element,
+    /// when that is an object, go to `first`.
+    fn array(
+        &self,
+        open: usize,
+        depth: usize,
+        mut first: Option<&mut Option<(usize, Keys<'t>)>>,
+    ) -> Option<(usize, usize)> {
         if depth > self.max_depth {
             return None;
         }
@@ -319,7 +344,13 @@ impl<'t> Scanner<'t> {
         }
         let mut len = 0;
         loop {
-            let end = self.skip(at, depth)?;
+            let end = match first.take() {
+                Some(first) if self.bytes.get(at) == Some(&b'{') => {
+                    let (_, keys) = first.insert((at, Keys::default()));
+                    self.object(at, depth + 1, Some(keys), None)?
+                }
+                _ => self.skip(at, depth)?,
+            };
             len += 1;
             at = self.whitespace(end);
             match self.bytes.get(at) {
@@ -340,7 +371,7 @@ impl<'t> Scanner<'t> {
                 Some((Field::Object(at), end))
             }
             b'[' => {
-                let (len, end) = self.array(at, depth + 1)?;
+                let (len, end) = self.array(at, depth + 1, None)?;
                 Some((Field::Array(at, len), end))
             }
             b't' => self.literal(at, b"true", Field::Bool),
@@ -363,7 +394,7 @@ impl<'t> Scanner<'t> {
         match self.bytes.get(at)? {
             b'"' => self.string_end(at).map(|close| close + 1),
             b'{' => self.object(at, depth + 1, None, None),
-            b'[' => self.array(at, depth + 1).map(|(_, end)| end),
+            b'[' => self.array(at, depth + 1, None).map(|(_, end)| end),
             _ => self.value(at, depth).map(|(_, end)| end),
         }
     }
