@@ -382,7 +382,7 @@ impl<'t> Scanner<'t> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn literal(&self, at: usize, word: &[u8], field: Field<'t>) -> Option<(Field<'t>, usize)> {
         let end = at + word.len();
         (self.bytes.get(at..end) == Some(word)).then_some((field, end))
@@ -395,7 +395,11 @@ impl<'t> Scanner<'t> {
             b'"' => self.string_end(at).map(|close| close + 1),
             b'{' => self.object(at, depth + 1, None, None),
             b'[' => self.array(at, depth + 1, None).map(|(_, end)| end),
-            _ => self.value(at, depth).map(|(_, end)| end),
+            b't' => self.literal(at, b"true", Field::Bool).map(|(_, end)| end),
+            b'f' => self.literal(at, b"false", Field::Bool).map(|(_, end)| end),
+            b'n' => self.literal(at, b"null", Field::Null).map(|(_, end)| end),
+            b'-' | b'0'..=b'9' => self.number(at).map(|(_, end)| end),
+            _ => None,
         }
     }
 
