@@ -347,6 +347,11 @@ pub async fn run(
         // Larger fetches keep the local queue full while the broker also takes our writes
         // (measured: about 1.5x the throughput of the 1 MiB default, docs/benchmarks.md).
         ("max.partition.fetch.bytes", "10485760"),
+        // When the local queue is over its limits, librdkafka waits this long before it
+        // fetches again (default 1 s): a pipeline that drains the queue in less than that
+        // then waits for input with nothing to do (measured: the loop idle about a third of
+        // the time, and 1.9x the throughput at 10 ms, docs/benchmarks.md).
+        ("fetch.queue.backoff.ms", "10"),
     ] {
         if consumer_config.get(key).is_none() || key == "group.id" {
             consumer_config.set(key, value);
