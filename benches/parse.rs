@@ -1,7 +1,9 @@
-//! Parse throughput: sessionflow's real parse path (copy into the mutable buffer, simd-json
-//! tape, shape classification, validation, one batch call per N records) against serde_json
-//! and sonic_rs deserialising into an equivalent borrowed struct with serde derive (same
-//! fields, same types, same shape dispatch and validation), each parsing the same N records.
+//! Parse throughput: sessionflow's real parse path (`Parser::parse_batch`: the on-demand scan
+//! over each record's bytes in place, shape classification, validation, the observations;
+//! the simd-json tape for what the scan leaves, which copies the record into its mutable
+//! buffer) against serde_json and sonic_rs deserialising into an equivalent borrowed struct
+//! with serde derive (same fields, same types, same shape dispatch and validation), each
+//! parsing the same N records. `simd_json_tape_only` times the tape path's floor alone.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -359,6 +361,12 @@ fn group(c: &mut Criterion, name: &str, records: Vec<Vec<u8>>) {
         sessionflow_parse(&mut parser, &records),
         expected,
         "{name}: sessionflow disagrees"
+    );
+    // Which of the parser's two paths the records took (docs/benchmarks.md quotes it).
+    eprintln!(
+        "{name}: {} records, {:?}",
+        records.len(),
+        parser.path_stats()
     );
 
     let mut g = c.benchmark_group(name);

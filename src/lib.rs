@@ -5,7 +5,8 @@
 //! # Layout
 //!
 //! - [`model`]: statuses, observations and derived events, all borrowed.
-//! - [`parse`]: record bytes to observations with simd-json; typed dead-letter errors.
+//! - [`parse`]: record bytes to observations (an on-demand scan, simd-json's tape for the
+//!   rest); typed dead-letter errors.
 //! - [`engine`]: the pure lifecycle rules, watermark and timers of one partition.
 //! - [`driver`]: the one path from a parsed record into the engine, with counters.
 //! - [`output`]: derived events and dead-letter lines as JSON.
