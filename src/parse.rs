@@ -392,16 +392,7 @@ impl Parser {
         raw: &[u8],
         f: impl FnOnce(Result<Parsed<'_>, ParseError>) -> R,
     ) -> R {
-        if let Err(e) = self.check_size(raw) {
-            return f(Err(e));
-        }
-        let mut keys = ondemand::ScannedKeys::default();
-        if let Some(text) = ondemand::scan(raw, self.scan_depth, &mut self.quotes, &mut keys) {
-            self.paths.scan += 1;
-            let doc = Doc::Text(text);
-            return f(classify(&doc).map(|body| Parsed { doc, body }));
-        }
-        self.parse_tape(raw, f)
+        self.parse_with(raw, true, f)
     }
 
     /// Parses one record with simd-json's tape only: what [`Parser::parse`] does when the
@@ -412,8 +403,26 @@ impl Parser {
         raw: &[u8],
         f: impl FnOnce(Result<Parsed<'_>, ParseError>) -> R,
     ) -> R {
+        self.parse_with(raw, false, f)
+    }
+
+    fn parse_with<R>(
+        &mut self,
+        raw: &[u8],
+        scan: bool,
+        f: impl FnOnce(Result<Parsed<'_>, ParseError>) -> R,
+    ) -> R {
         if let Err(e) = self.check_size(raw) {
             return f(Err(e));
+        }
+        let mut keys = ondemand::ScannedKeys::default();
+        let scanned = scan
+            .then(|| ondemand::scan(raw, self.scan_depth, &mut self.quotes, &mut keys))
+            .flatten();
+        if let Some(text) = scanned {
+            self.paths.scan += 1;
+            let doc = Doc::Text(text);
+            return f(classify(&doc).map(|body| Parsed { doc, body }));
         }
         self.paths.tape += 1;
         self.scratch.clear();
