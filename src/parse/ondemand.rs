@@ -8,9 +8,9 @@
 //! jumping from a string's opening quote to its closing one through the bitmap: the next
 //! token's position no longer waits on a byte-by-byte scan.
 //!
-//! It only answers when it is sure. Anything it does not take on — a string escape, an
-//! exponent, `-0`, a number of more than 18 digits, deep nesting, invalid UTF-8, any syntax
-//! error — returns `None`, and the record goes to simd-json's tape, which then decides and
+//! It only answers when it is sure. Anything it does not take on — a string escape, a
+//! number it does not read exactly (an exponent, `-0`, a negative decimal, more than 18
+//! digits), deep nesting, invalid UTF-8, any syntax error — returns `None`, and the record goes to simd-json's tape, which then decides and
 //! words every JSON error. So a record the scan accepts is one the tape accepts too, with
 //! the same values (the property tests in `tests/parse_props.rs` compare both paths).
 
@@ -135,8 +135,8 @@ fn index_quotes(raw: &[u8], quotes: &mut Vec<u64>) -> bool {
 }
 
 /// The keys the classifier reads first, read during the scan: of the record's top-level
-/// object, and of the first nested Session-like object. The caller keeps them and the
-/// classifier borrows them, so that they are never moved.
+/// object, of that object's `data` object, and of the first element of the record's list.
+/// The caller keeps them and the classifier borrows them, so that they are never moved.
 #[derive(Default)]
 pub(super) struct ScannedKeys<'t> {
     top: Keys<'t>,
@@ -489,5 +489,68 @@ impl<'t> Scanner<'t> {
             }
             _ => Some((Field::Int(if negative { -value } else { value }), at)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn word(bytes: &[u8; 8]) -> u64 {
+        u64::from_le_bytes(*bytes)
+    }
+
+    #[test]
+    fn leading_digits_stop_at_the_first_other_byte() {
+        assert_eq!(leading_digits(word(b"12345678")), 8);
+        assert_eq!(leading_digits(word(b"1716883,")), 7);
+        assert_eq!(leading_digits(word(b"0}      ")), 1);
+        assert_eq!(leading_digits(word(b",1234567")), 0);
+        // Bytes next to the digits in ASCII, and high bytes, are not digits.
+        assert_eq!(leading_digits(word(b"12/:\xff\x8a99")), 2);
+        assert_eq!(
+            leading_digits(word(b"9\xff2345678"[..8].try_into().unwrap())),
+            1
+        );
+    }
+
+    #[test]
+    fn eight_digits_reads_any_prefix_length() {
+        let digits = word(b"17168832");
+        for count in 1..=8 {
+            let expected: i64 = std::str::from_utf8(&b"17168832"[..count])
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(eight_digits(digits, count), expected, "{count}");
+        }
+        assert_eq!(eight_digits(word(b"00000000"), 8), 0);
+        assert_eq!(eight_digits(word(b"99999999"), 8), 99_999_999);
+    }
+
+    #[test]
+    fn prefix_xor_marks_the_inside_of_strings() {
+        // Quotes at bytes 1 and 4: bytes 1..=3 are inside (the closing quote is not).
+        assert_eq!(prefix_xor(0b1_0010), 0b0_1110);
+        assert_eq!(prefix_xor(0), 0);
+        assert_eq!(prefix_xor(1 << 63), 1 << 63);
+    }
+
+    #[test]
+    fn stage_one_rejects_what_makes_strings_hard() {
+        let mut quotes = Vec::new();
+        assert!(index_quotes(br#"{"a":"b","c":1}"#, &mut quotes));
+        let expected = [1, 3, 5, 7, 9, 11]
+            .iter()
+            .fold(0u64, |bits, i| bits | (1 << i));
+        assert_eq!(quotes, vec![expected]);
+        assert!(!index_quotes(br#"{"a":"b\"c"}"#, &mut quotes));
+        assert!(!index_quotes(b"{\"a\":\"b\tc\"}", &mut quotes));
+        assert!(index_quotes(b"{\t\"a\":\n1}", &mut quotes));
+        assert!(!index_quotes(br#"{"a":"unterminated}"#, &mut quotes));
+        // A string that runs across the 64-byte blocks.
+        let long = format!("{{\"k\":\"{}\"}}", "x".repeat(150));
+        assert!(index_quotes(long.as_bytes(), &mut quotes));
+        assert_eq!(quotes.iter().map(|q| q.count_ones()).sum::<u32>(), 4);
     }
 }
