@@ -1,7 +1,7 @@
 //! Latency probe of `scripts/bench-e2e.sh`: tails a transitions topic from its end while
 //! input is produced, notes when each derived event became readable, then looks up the
-//! append time (producer CreateTime, same machine) of the input record each event names in
-//! its `source`, and prints p50/p99/max of (readable − appended): over all events, and over
+//! timestamp of the input record each event names in its `source` (the broker's append time:
+//! `bench-e2e.sh` sets the input topic to LogAppendTime; same machine clock), and prints p50/p99/max of (readable − appended): over all events, and over
 //! those whose input was appended after the first second (the steady state).
 //! Usage: `cargo run --release --example e2e_latency -- BROKERS INPUT_TOPIC OUTPUT_TOPIC SECONDS`
 

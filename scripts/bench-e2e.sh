@@ -4,8 +4,9 @@
 #  2. a consume-only rdkafka loop over it, then `sessionflow run` (fresh group) in
 #     at-least-once and in exactly-once mode until every record is counted, in the same run:
 #     the ratios;
-#  3. latency at a steady RATE (default 20 000 records/s) for SECONDS (default 15): append
-#     time of each input record to its derived event being readable.
+#  3. latency at a steady RATE (default 20 000 records/s) for SECONDS (default 15): broker
+#     append time of each input record (its topic set to LogAppendTime) to its derived event
+#     being readable.
 # Uses SESSIONFLOW_TEST_BOOTSTRAP if set, else starts (and stops) its own broker.
 # SESSIONFLOW_BENCH_SETS adds flags to both runs (e.g. "--set pipeline.batch_size=4096").
 # Usage: scripts/bench-e2e.sh [RECORDS] [RATE] [SECONDS]
@@ -108,6 +109,10 @@ lat_in=bench-lat-in-$run_id
 lat_pid=$!
 pids+=("$lat_pid")
 until curl -sf 127.0.0.1:19998/readyz >/dev/null; do sleep 0.2; done
+# The input's timestamps become the broker's append time: the generator's CreateTime would
+# also count its own producer's start-up (measured: ~600 ms on the first records).
+scripts/kafka-dev.sh tool kafka.admin.ConfigCommand --bootstrap-server "$b" --alter \
+  --entity-type topics --entity-name "$lat_in" --add-config message.timestamp.type=LogAppendTime
 target/release/examples/e2e_latency "$b" "$lat_in" "bench-lat-t-$run_id" $((seconds + 5)) > "$work/latency.txt" &
 probe_pid=$!
 sleep 2

@@ -8,6 +8,8 @@
 #                                         (down for SESSIONFLOW_KAFKA_DOWN_SECONDS, default 0)
 #   scripts/kafka-dev.sh run -- CMD ...   start, run CMD with SESSIONFLOW_TEST_BOOTSTRAP set,
 #                                         always stop; exits with CMD's status
+#   scripts/kafka-dev.sh tool CLASS ARGS  run one of Kafka's command-line tools from the cached
+#                                         jars, e.g. kafka.admin.ConfigCommand
 #
 # Environment: KAFKA_VERSION (4.1.1), KAFKA_PORT (39092; the controller uses +1, the SASL_SSL
 # listener +2), SESSIONFLOW_KAFKA_DIR (/tmp/sessionflow-kafka), SESSIONFLOW_CACHE
@@ -240,8 +242,16 @@ case "${1:-}" in
       "$@" || status=$?
     exit "$status"
     ;;
+  tool)
+    shift
+    [ $# -gt 0 ] || { log "usage: $0 tool CLASS ARGS ..."; exit 2; }
+    resolve_jars
+    logging=()
+    [ -f "$dir/tools-log4j2.properties" ] && logging=(-Dlog4j2.configurationFile="$dir/tools-log4j2.properties")
+    exec java "${logging[@]}" -cp "$(java_cp)" "$@"
+    ;;
   *)
-    sed -n '2,14p' "$0" >&2
+    sed -n '2,16p' "$0" >&2
     exit 2
     ;;
 esac
