@@ -118,13 +118,6 @@ struct ReplayArgs {
     terminal_retention_ms: i64,
 }
 
-/// mimalloc for the whole process. Its `override` feature also replaces `malloc` and `free`
-/// for librdkafka, whose messages are allocated on the pipeline's thread and freed on its
-/// broker threads: with glibc's allocator those cross-thread frees contend for one arena lock
-/// (docs/benchmarks.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
