@@ -1,4 +1,4 @@
-//! Parse throughput: sessionflow's real parse path (`Parser::parse_batch`: the on-demand scan
+//! Parse throughput: sessionflow's real parse path (`Parser::parse`: the on-demand scan
 //! over each record's bytes in place, shape classification, validation, the observations;
 //! the simd-json tape for what the scan leaves, which copies the record into its mutable
 //! buffer) against serde_json and sonic_rs deserialising into an equivalent borrowed struct
@@ -276,8 +276,8 @@ fn sonic_rs_parse(records: &[Vec<u8>]) -> u64 {
 
 fn sessionflow_parse(parser: &mut Parser, records: &[Vec<u8>]) -> u64 {
     let mut sum = 0;
-    for batch in records.chunks(N) {
-        parser.parse_batch(batch, |_, result| {
+    for record in records {
+        parser.parse(record, |result| {
             sum += match result {
                 Ok(parsed) => parsed
                     .observations()

@@ -102,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
         ],
     )?;
     let started = Instant::now();
-    let (engine, progress) = sessionflow::app::restore_partition(&config, 0);
+    let (engine, progress) = sessionflow::app::restore::restore_partition(&config, 0);
     let secs = started.elapsed().as_secs_f64();
     anyhow::ensure!(
         engine.len() as u64 == sessions,

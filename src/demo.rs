@@ -12,10 +12,12 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::Shared;
+use crate::app::Handles;
 use crate::config::{self, Config};
 use crate::generate::{self, GenerateOptions};
+use crate::kafka::lock;
 use crate::model::Cause;
+use crate::stats::Summary;
 
 /// The demo's consumer group (its changelog is `<group>.state`).
 const DEMO_GROUP: &str = "sessionflow-demo";
@@ -102,7 +104,11 @@ impl Demo {
 }
 
 /// One line a second until `shutdown` (or `duration`, which then triggers it).
-pub async fn print_status(shared: Shared, shutdown: CancellationToken, duration: Option<Duration>) {
+pub async fn print_status(
+    handles: Handles,
+    shutdown: CancellationToken,
+    duration: Option<Duration>,
+) {
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_records = 0;
@@ -115,9 +121,7 @@ pub async fn print_status(shared: Shared, shutdown: CancellationToken, duration:
             shutdown.cancel();
             return;
         }
-        let Ok(progress) = shared.progress.lock().map(|p| p.clone()) else {
-            return;
-        };
+        let progress = lock(&handles.status).clone();
         let s = &progress.stats;
         println!(
             "{:>4}s  {:>7} records/s  transitions: observed {} inferred {} correction {}  anomalies {}  dead letters {}  sessions held {}  lag {}",
@@ -136,21 +140,13 @@ pub async fn print_status(shared: Shared, shutdown: CancellationToken, duration:
 }
 
 /// The closing summary.
-pub fn print_summary(shared: &Shared) {
-    let Ok(progress) = shared.progress.lock().map(|p| p.clone()) else {
-        return;
-    };
-    let s = &progress.stats;
+pub fn print_summary(handles: &Handles) {
+    let progress = lock(&handles.status).clone();
     println!(
-        "summary: {} records processed ({} observations, {} ignored, {} dead letters); transitions: observed {}, inferred {}, correction {}; {} anomalies; {} sessions held",
-        s.records,
-        s.observations,
-        s.ignored,
-        s.invalid_total(),
-        s.transitions_by_cause(Cause::Observed),
-        s.transitions_by_cause(Cause::Inferred),
-        s.transitions_by_cause(Cause::Correction),
-        s.anomalies_total(),
-        progress.sessions_held,
+        "summary: {}",
+        Summary {
+            stats: &progress.stats,
+            sessions_held: progress.sessions_held,
+        }
     );
 }

@@ -399,17 +399,11 @@ fn send(
     stop: Option<&std::sync::atomic::AtomicBool>,
     progress: bool,
 ) -> anyhow::Result<u64> {
-    use rdkafka::config::ClientConfig;
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use crate::kafka::sink::{self, OutgoingRef};
+    use rdkafka::producer::Producer;
     use std::time::{Duration, Instant};
 
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("compression.type", "lz4")
-        .set("linger.ms", "5")
-        .set("message.max.bytes", "2000000")
-        .create()?;
+    let producer = sink::load_producer(brokers)?;
     let mut generator = Generator::new(options);
     let (mut record, mut key) = (Vec::new(), Vec::new());
     let started = Instant::now();
@@ -426,22 +420,17 @@ fn send(
                 std::thread::sleep(wait);
             }
         }
-        loop {
-            match producer.send(
-                BaseRecord::<[u8], [u8]>::to(topic)
-                    .key(&key[..])
-                    .payload(&record[..]),
-            ) {
-                Ok(()) => break,
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    _,
-                )) => std::thread::sleep(Duration::from_millis(5)),
-                Err((error, _)) => return Err(error.into()),
-            }
-        }
+        sink::send_blocking(
+            &producer,
+            OutgoingRef {
+                topic,
+                partition: sink::ANY_PARTITION,
+                key: Some(&key),
+                payload: Some(&record),
+                headers: None,
+                opaque: 0,
+            },
+        )?;
         sent += 1;
         if progress && last_report.elapsed() >= Duration::from_secs(1) {
             last_report = Instant::now();

@@ -30,7 +30,7 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 const MAX_CONNECTIONS: usize = 64;
 
 #[derive(Clone)]
-struct Shared {
+struct Endpoints {
     metrics: PrometheusHandle,
     ready: Arc<AtomicBool>,
 }
@@ -45,7 +45,7 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (http.listen): {e}"))?;
-    let app = router(Shared { metrics, ready });
+    let app = router(Endpoints { metrics, ready });
     tracing::info!(%listen, "Serving /metrics, /healthz and /readyz.");
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     Ok(tokio::spawn(async move {
@@ -79,13 +79,13 @@ pub async fn serve(
     }))
 }
 
-fn router(shared: Shared) -> Router {
+fn router(endpoints: Endpoints) -> Router {
     Router::new()
         .route("/metrics", get(render))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .layer(middleware::from_fn(get_only))
-        .with_state(shared)
+        .with_state(endpoints)
 }
 
 /// GET only: HEAD, which the GET routes would otherwise also answer, is refused like the rest.
@@ -101,12 +101,12 @@ async fn get_only(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-async fn render(State(shared): State<Shared>) -> String {
-    shared.metrics.render()
+async fn render(State(endpoints): State<Endpoints>) -> String {
+    endpoints.metrics.render()
 }
 
-async fn readyz(State(shared): State<Shared>) -> (StatusCode, &'static str) {
-    if shared.ready.load(Ordering::Relaxed) {
+async fn readyz(State(endpoints): State<Endpoints>) -> (StatusCode, &'static str) {
+    if endpoints.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")

@@ -21,10 +21,10 @@
 //! - [`metrics`]: every metric name, described once.
 
 pub mod app;
+pub mod apply;
 pub mod changelog;
 pub mod config;
 pub mod demo;
-pub mod driver;
 pub mod engine;
 pub mod generate;
 pub mod http;
@@ -34,3 +34,4 @@ pub mod model;
 pub mod output;
 pub mod parse;
 pub mod replay;
+pub mod stats;

@@ -240,7 +240,7 @@ fn run_live(args: RunArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         spawn_signal_handler(shutdown.clone());
-        serve_and_run(config, shutdown, sessionflow::app::Shared::default()).await
+        serve_and_run(config, shutdown, sessionflow::app::Handles::default()).await
     })
 }
 
@@ -248,17 +248,17 @@ fn run_live(args: RunArgs) -> anyhow::Result<()> {
 async fn serve_and_run(
     config: sessionflow::config::Config,
     shutdown: CancellationToken,
-    shared: sessionflow::app::Shared,
+    handles: sessionflow::app::Handles,
 ) -> anyhow::Result<()> {
     let metrics = sessionflow::metrics::install(Duration::from_secs(10))?;
     let http = sessionflow::http::serve(
         config.http_listen,
         metrics,
-        shared.ready.clone(),
+        handles.ready.clone(),
         shutdown.clone(),
     )
     .await?;
-    let result = sessionflow::app::run(config, shutdown.clone(), shared).await;
+    let result = sessionflow::app::run(config, shutdown.clone(), handles).await;
     shutdown.cancel();
     let _ = http.await;
     result
@@ -271,17 +271,17 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         spawn_signal_handler(shutdown.clone());
         let demo = sessionflow::demo::Demo::start(args.rate, &args.http_listen)?;
-        let shared = sessionflow::app::Shared::default();
+        let handles = sessionflow::app::Handles::default();
         let status = tokio::spawn(sessionflow::demo::print_status(
-            shared.clone(),
+            handles.clone(),
             shutdown.clone(),
             args.duration.map(Duration::from_secs),
         ));
-        let result = serve_and_run(demo.config.clone(), shutdown.clone(), shared.clone()).await;
+        let result = serve_and_run(demo.config.clone(), shutdown.clone(), handles.clone()).await;
         shutdown.cancel();
         let _ = status.await;
         demo.stop();
-        sessionflow::demo::print_summary(&shared);
+        sessionflow::demo::print_summary(&handles);
         result
     })
 }

@@ -2,10 +2,16 @@
 //! start-up, and the Prometheus recorder that `/metrics` renders. Label values always come
 //! from closed sets (statuses, causes, kinds, partition numbers), never from input text.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::engine::Engine;
+use crate::model::{AnomalyKind, Cause, Outcome};
+use crate::parse::ErrorKind;
+use crate::stats::Stats;
 
 pub const RECORDS_TOTAL: &str = "sessionflow_records_total";
 pub const TRANSITIONS_TOTAL: &str = "sessionflow_transitions_total";
@@ -26,6 +32,13 @@ pub const READY: &str = "sessionflow_ready";
 
 /// Beyond the SPEC's table: exactly-once transactions by outcome (committed, aborted).
 pub const TRANSACTIONS_TOTAL: &str = "sessionflow_transactions_total";
+
+/// `outcome` label values of [`RECORDS_TOTAL`] beyond the observation outcomes.
+pub const OUTCOME_IGNORED: &str = "ignored";
+pub const OUTCOME_INVALID: &str = "invalid";
+/// `outcome` label values of [`TRANSACTIONS_TOTAL`].
+pub const OUTCOME_COMMITTED: &str = "committed";
+pub const OUTCOME_ABORTED: &str = "aborted";
 
 /// Every metric name, for checks (dashboards, alerts, docs) against the code.
 pub const ALL: [&str; 15] = [
@@ -172,4 +185,112 @@ fn describe() {
         Unit::Count,
         "Exactly-once transactions by outcome: committed, or aborted (state restored and the batch derived again)."
     );
+}
+
+/// Exports the growth of the pipeline's plain counters ([`Stats`]) to the recorder: the
+/// counters are kept on the hot path without touching the recorder, and the difference since
+/// the last export is added once a second.
+#[derive(Default)]
+pub struct CounterExport {
+    exported: Stats,
+    exported_delivery_errors: u64,
+}
+
+impl CounterExport {
+    pub fn new() -> Self {
+        CounterExport {
+            exported: Stats::new(),
+            exported_delivery_errors: 0,
+        }
+    }
+
+    /// Adds what `now` and `delivery_errors` grew by since the last call.
+    pub fn export(&mut self, now: &Stats, delivery_errors: u64) {
+        let before = &self.exported;
+        let add = |delta: u64, counter: metrics::Counter| {
+            if delta > 0 {
+                counter.increment(delta);
+            }
+        };
+        for outcome in Outcome::ALL {
+            add(
+                now.outcome(outcome) - before.outcome(outcome),
+                metrics::counter!(RECORDS_TOTAL, "outcome" => outcome.as_str()),
+            );
+        }
+        add(
+            now.ignored - before.ignored,
+            metrics::counter!(RECORDS_TOTAL, "outcome" => OUTCOME_IGNORED),
+        );
+        add(
+            now.invalid_total() - before.invalid_total(),
+            metrics::counter!(RECORDS_TOTAL, "outcome" => OUTCOME_INVALID),
+        );
+        for kind in ErrorKind::ALL {
+            add(
+                now.invalid_of(kind) - before.invalid_of(kind),
+                metrics::counter!(DEAD_LETTERS_TOTAL, "kind" => kind.as_str()),
+            );
+        }
+        let previous: HashMap<(&str, &str, Cause), u64> = before
+            .transition_counts()
+            .map(|(f, t, c, n)| ((f, t, c), n))
+            .collect();
+        for (from, to, cause, n) in now.transition_counts() {
+            add(
+                n - previous.get(&(from, to, cause)).copied().unwrap_or(0),
+                metrics::counter!(TRANSITIONS_TOTAL, "from" => from, "to" => to, "cause" => cause.as_str()),
+            );
+        }
+        for kind in AnomalyKind::ALL {
+            add(
+                now.anomalies[kind as usize] - before.anomalies[kind as usize],
+                metrics::counter!(ANOMALIES_TOTAL, "kind" => kind.as_str()),
+            );
+        }
+        self.exported = now.clone();
+        if delivery_errors > self.exported_delivery_errors {
+            metrics::counter!(DELIVERY_ERRORS_TOTAL)
+                .increment(delivery_errors - self.exported_delivery_errors);
+            self.exported_delivery_errors = delivery_errors;
+        }
+    }
+}
+
+/// What the per-partition gauges showed, summed.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct GaugeTotals {
+    pub sessions_held: u64,
+    /// Records behind the high watermarks of the assigned partitions.
+    pub consumer_lag: i64,
+}
+
+/// Sets the session, watermark-lag and consumer-lag gauges from the assigned partitions'
+/// engines and the consumer's latest per-partition lag (`-1`: unknown).
+pub fn export_gauges<'a>(
+    partitions: impl Iterator<Item = (i32, &'a Engine)>,
+    lag: &HashMap<i32, i64>,
+    wall_clock_ms: i64,
+) -> GaugeTotals {
+    let mut by_status: HashMap<&str, u64> = HashMap::new();
+    let mut totals = GaugeTotals::default();
+    for (partition, engine) in partitions {
+        for (status, n) in engine.sessions_by_status() {
+            *by_status.entry(status).or_default() += n;
+        }
+        if let Some(w) = engine.watermark() {
+            metrics::gauge!(WATERMARK_LAG_SECONDS, "partition" => partition.to_string())
+                .set((wall_clock_ms - w) as f64 / 1000.0);
+        }
+        if let Some(&l) = lag.get(&partition).filter(|&&l| l >= 0) {
+            totals.consumer_lag += l;
+            metrics::gauge!(CONSUMER_LAG_RECORDS, "partition" => partition.to_string())
+                .set(l as f64);
+        }
+    }
+    totals.sessions_held = by_status.values().sum();
+    for (status, n) in by_status {
+        metrics::gauge!(SESSIONS, "status" => status).set(n as f64);
+    }
+    totals
 }

@@ -23,6 +23,12 @@ pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
 /// payloads nest about six levels.
 pub const DEFAULT_MAX_DEPTH: usize = 64;
 /// Timestamps below this are in seconds (SPEC section 1).
+/// The longest session id accepted, in bytes (SPEC section 1; Clerk's are about 32).
+pub const MAX_ID_BYTES: usize = 256;
+
+/// The longest status accepted, in bytes (SPEC section 1; Clerk's are about 10).
+pub const MAX_STATUS_BYTES: usize = 64;
+
 const SECONDS_THRESHOLD: i64 = 100_000_000_000;
 
 /// The dead-letter kinds of SPEC section 1 (`sessionflow-error-kind`).
@@ -132,6 +138,12 @@ pub enum Problem {
     NotInteger(&'static str, JsonType),
     NotObject(&'static str, JsonType),
     EmptyString(&'static str),
+    /// A string longer than SPEC section 1 allows (`id`, `status`), in bytes.
+    TooLong {
+        field: &'static str,
+        bytes: usize,
+        limit: usize,
+    },
     Negative(&'static str, i64),
     Fraction(&'static str),
     OutOfRange(&'static str),
@@ -209,6 +221,14 @@ impl fmt::Display for ParseError {
                 t.article_name()
             ),
             Problem::EmptyString(field) => write!(f, "`{place}{field}` must not be empty"),
+            Problem::TooLong {
+                field,
+                bytes,
+                limit,
+            } => write!(
+                f,
+                "`{place}{field}` is {bytes} bytes long, more than the {limit} allowed"
+            ),
             Problem::Negative(field, v) => {
                 write!(f, "`{place}{field}` must not be negative, got {v}")
             }
@@ -440,18 +460,6 @@ impl Parser {
         };
         self.tape = tape.reset();
         out
-    }
-
-    /// Parses many records, calling `f(i, result)` for each in order: exactly what
-    /// [`Parser::parse`] gives for each alone.
-    pub fn parse_batch<R: AsRef<[u8]>>(
-        &mut self,
-        records: &[R],
-        mut f: impl FnMut(usize, Result<Parsed<'_>, ParseError>),
-    ) {
-        for (i, raw) in records.iter().enumerate() {
-            self.parse(raw.as_ref(), |result| f(i, result));
-        }
     }
 
     fn check_size(&self, raw: &[u8]) -> Result<(), ParseError> {
@@ -895,7 +903,9 @@ fn session_from_keys<'t>(keys: &Keys<'t>, place: Place) -> Result<Observation<'t
             Problem::EmptyString("id"),
         ));
     }
+    check_length(id, "id", MAX_ID_BYTES, place)?;
     let status = required_str(keys.status, "status", place)?;
+    check_length(status, "status", MAX_STATUS_BYTES, place)?;
     let updated_at = match keys.updated_at {
         Some(value) => timestamp(value, "updated_at", place)?,
         None => {
@@ -955,6 +965,29 @@ fn required_str<'t>(
             Problem::Missing(field),
         )),
     }
+}
+
+/// SPEC section 1: longer ids and statuses are `invalid_value`, so that input cannot grow
+/// the state (ids are held, unknown statuses interned) without bound.
+#[inline]
+fn check_length(
+    text: &str,
+    field: &'static str,
+    limit: usize,
+    place: Place,
+) -> Result<(), ParseError> {
+    if text.len() > limit {
+        return Err(ParseError::new(
+            ErrorKind::InvalidValue,
+            place,
+            Problem::TooLong {
+                field,
+                bytes: text.len(),
+                limit,
+            },
+        ));
+    }
+    Ok(())
 }
 
 #[inline]
@@ -1257,6 +1290,29 @@ mod tests {
         assert_eq!(at(99_999_999_999), 99_999_999_999_000);
         assert_eq!(at(100_000_000_000), 100_000_000_000);
         assert_eq!(at(0), 0);
+    }
+
+    #[test]
+    fn ids_and_statuses_longer_than_the_spec_allows_are_invalid_values() {
+        let record = |id: &str, status: &str| {
+            format!(r#"{{"id":"{id}","status":"{status}","updated_at":1764000000000}}"#)
+        };
+        let (id_256, status_64) = ("i".repeat(256), "s".repeat(64));
+        assert!(parse(&record(&id_256, &status_64)).is_ok());
+        let (kind, reason) = error(&record(&"i".repeat(257), "active"));
+        assert_eq!(kind, ErrorKind::InvalidValue);
+        assert_eq!(reason, "`id` is 257 bytes long, more than the 256 allowed");
+        let (kind, reason) = error(&record("s", &"s".repeat(65)));
+        assert_eq!(kind, ErrorKind::InvalidValue);
+        assert_eq!(
+            reason,
+            "`status` is 65 bytes long, more than the 64 allowed"
+        );
+        // Bytes, not characters: 129 two-byte characters are 258 bytes.
+        let (kind, _) = error(&record(&"\\u00e9".repeat(129), "active"));
+        assert_eq!(kind, ErrorKind::InvalidValue);
+        let (kind, _) = error(&record(&"é".repeat(129), "active"));
+        assert_eq!(kind, ErrorKind::InvalidValue);
     }
 
     #[test]

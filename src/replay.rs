@@ -1,18 +1,17 @@
 //! `sessionflow replay` (SPEC section 5): NDJSON records in, derived events out, through the
-//! same parser, driver and engine as the live pipeline, as one partition (`"-"`, 0, offset =
-//! 0-based line number). Reads in large blocks and parses lines in batches.
+//! same parser, `apply` and engine as the live pipeline, as one partition (`"-"`, 0, offset =
+//! 0-based line number). Reads in large blocks and parses each line in place.
 
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
-use crate::driver::{self, Stats};
+use crate::apply;
 use crate::engine::{Engine, EngineConfig, EventSink};
-use crate::model::{Cause, DerivedEvent, Outcome, Source};
+use crate::model::{DerivedEvent, Source};
 use crate::output::{write_dead_letter_line, write_event};
 use crate::parse::{Limits, Parser};
+use crate::stats::{Stats, Summary};
 
-/// Lines handed to the parser in one call.
-const BATCH_LINES: usize = 64;
 /// Bytes read from the input at a time.
 const READ_BLOCK: usize = 4 << 20;
 /// Output is written once this much is buffered.
@@ -40,29 +39,16 @@ pub struct ReplaySummary {
 impl ReplaySummary {
     /// The one-line summary printed on stderr.
     pub fn line(&self) -> String {
-        let s = &self.stats;
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         format!(
-            "replay: {} lines, {} records ({} ignored, {} invalid), {} observations \
-             (applied {}, duplicate {}, stale {}, late {}); {} transitions (observed {}, \
-             inferred {}, correction {}), {} anomalies; {} sessions held; {:.3} s, {:.0} records/s, {:.1} MB/s",
+            "replay: {} lines, {}; {:.3} s, {:.0} records/s, {:.1} MB/s",
             self.lines,
-            s.records,
-            s.ignored,
-            s.invalid_total(),
-            s.observations,
-            s.outcome(Outcome::Applied),
-            s.outcome(Outcome::Duplicate),
-            s.outcome(Outcome::Stale),
-            s.outcome(Outcome::Late),
-            s.transitions_total(),
-            s.transitions_by_cause(Cause::Observed),
-            s.transitions_by_cause(Cause::Inferred),
-            s.transitions_by_cause(Cause::Correction),
-            s.anomalies_total(),
-            self.sessions_held,
+            Summary {
+                stats: &self.stats,
+                sessions_held: self.sessions_held as u64,
+            },
             secs,
-            s.records as f64 / secs,
+            self.stats.records as f64 / secs,
             self.input_bytes as f64 / secs / 1e6,
         )
     }
@@ -115,8 +101,6 @@ struct Run<W: Write, D: Write> {
     events: NdjsonSink<W>,
     dead: NdjsonSink<D>,
     lines: u64,
-    /// (line number, start, end) of the lines of the current batch, within the block.
-    batch: Vec<(u64, usize, usize)>,
 }
 
 impl<W: Write, D: Write> Run<W, D> {
@@ -135,52 +119,39 @@ impl<W: Write, D: Write> Run<W, D> {
                 line_end -= 1;
             }
             if !block[start..line_end].iter().all(u8::is_ascii_whitespace) {
-                self.batch.push((self.lines, start, line_end));
+                self.apply_line(self.lines, &block[start..line_end]);
             }
             self.lines += 1;
             start = end + 1;
-            if self.batch.len() == BATCH_LINES {
-                self.run_batch(block);
-            }
         }
-        self.run_batch(block);
         self.events.flush_if_full();
         self.dead.flush_if_full();
         start.min(block.len())
     }
 
-    /// Parses and applies the batched lines, then empties the batch.
-    fn run_batch(&mut self, block: &[u8]) {
-        if self.batch.is_empty() {
-            return;
-        }
-        let slices: Vec<&[u8]> = self.batch.iter().map(|&(_, s, e)| &block[s..e]).collect();
-        let (batch, engine, stats, events, dead) = (
-            &self.batch,
+    /// Parses and applies one non-blank line (`line`: its 0-based number).
+    fn apply_line(&mut self, line: u64, raw: &[u8]) {
+        let (engine, stats, events, dead) = (
             &mut self.engine,
             &mut self.stats,
             &mut self.events,
             &mut self.dead,
         );
-        self.parser.parse_batch(&slices, |i, result| {
-            let line = batch[i].0;
-            match result {
-                Ok(parsed) => {
-                    let source = Source {
-                        topic: "-",
-                        partition: 0,
-                        offset: line as i64,
-                    };
-                    driver::apply_record(engine, &parsed, source, None, stats, events);
-                }
-                Err(error) => {
-                    stats.count_invalid(&error);
-                    write_dead_letter_line(&mut dead.buf, line, &error, slices[i]);
-                    dead.buf.push(b'\n');
-                }
+        self.parser.parse(raw, |result| match result {
+            Ok(parsed) => {
+                let source = Source {
+                    topic: "-",
+                    partition: 0,
+                    offset: line as i64,
+                };
+                apply::apply_record(engine, &parsed, source, None, stats, events);
+            }
+            Err(error) => {
+                stats.count_invalid(&error);
+                write_dead_letter_line(&mut dead.buf, line, &error, raw);
+                dead.buf.push(b'\n');
             }
         });
-        self.batch.clear();
     }
 
     /// The end-of-input flush, then the summary.
@@ -191,7 +162,7 @@ impl<W: Write, D: Write> Run<W, D> {
         started: Instant,
     ) -> io::Result<ReplaySummary> {
         if let Some(to) = options.until_ms.or(self.engine.max_event_time()) {
-            driver::advance_watermark(&mut self.engine, to, &mut self.stats, &mut self.events);
+            apply::advance_watermark(&mut self.engine, to, &mut self.stats, &mut self.events);
         }
         self.events.finish()?;
         self.dead.finish()?;
@@ -221,7 +192,6 @@ fn start<W: Write, D: Write>(output: W, dlq: D, options: &ReplayOptions) -> Run<
             error: None,
         },
         lines: 0,
-        batch: Vec::with_capacity(BATCH_LINES),
     }
 }
 

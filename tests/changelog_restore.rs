@@ -5,13 +5,14 @@
 
 use std::collections::HashMap;
 
+use sessionflow::apply;
 use sessionflow::changelog::{decode_state, encode_state};
-use sessionflow::driver::{self, Stats};
 use sessionflow::engine::{Engine, EngineConfig, EventSink, SessionView, StateRecord};
 use sessionflow::generate::{GenerateOptions, Generator};
 use sessionflow::model::{DerivedEvent, Source};
 use sessionflow::output::write_event;
 use sessionflow::parse::Parser;
+use sessionflow::stats::Stats;
 
 /// Events as JSON lines, and the changelog compacted as Kafka would: last value per key.
 #[derive(Default)]
@@ -69,7 +70,7 @@ fn feed(
         };
         parser.parse(raw, |result| {
             if let Ok(parsed) = result {
-                driver::apply_record(engine, &parsed, source, None, &mut stats, sink);
+                apply::apply_record(engine, &parsed, source, None, &mut stats, sink);
             }
         });
     }

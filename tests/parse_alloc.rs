@@ -129,11 +129,15 @@ fn steady_state_parsing_allocates_nothing() {
     let valid: Vec<&[u8]> = records[..9].to_vec();
     for batch in [&valid, &records] {
         for _ in 0..10 {
-            parser.parse_batch(batch, |_, r| checksum += consume(r));
+            for record in batch.iter() {
+                parser.parse(record, |r| checksum += consume(r));
+            }
         }
         let before = ALLOCATIONS.load(Ordering::Relaxed);
         for _ in 0..10_000 / batch.len() + 1 {
-            parser.parse_batch(batch, |_, r| checksum += consume(r));
+            for record in batch.iter() {
+                parser.parse(record, |r| checksum += consume(r));
+            }
         }
         let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
         assert_eq!(

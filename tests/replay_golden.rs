@@ -82,7 +82,7 @@ fn run_case(dir: &Path) {
 #[test]
 fn spec_worked_examples_replay_exactly() {
     let dirs = case_dirs("examples");
-    assert_eq!(dirs.len(), 7);
+    assert_eq!(dirs.len(), 8);
     for dir in dirs {
         run_case(&dir);
     }

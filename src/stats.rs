@@ -1,10 +1,11 @@
-//! The one way a parsed record reaches the engine, shared by `replay` and the live pipeline:
-//! apply each observation in order, then fire the timers the record let pass; count every
-//! outcome on the way. Two drivers, one engine, one set of rules.
+//! Plain counters of what records, observations and timers did (`Stats`), kept on the hot
+//! path without a metrics call; the live pipeline exports their growth, replay and the demo
+//! print them through one summary formatter.
 
-use crate::engine::{Engine, EventSink, StateRecord};
-use crate::model::{Cause, DerivedEvent, Outcome, Source, StatusCode};
-use crate::parse::{ErrorKind, ParseError, Parsed};
+use std::fmt;
+
+use crate::model::{Cause, DerivedEvent, Outcome, StatusCode};
+use crate::parse::{ErrorKind, ParseError};
 
 /// Label index of a transition's `from`: `none` for a first sighting, then the statuses.
 const FROM_LABELS: usize = StatusCode::FIRST_OTHER as usize + 2;
@@ -80,7 +81,7 @@ impl Stats {
         })
     }
 
-    fn count_event(&mut self, event: &DerivedEvent<'_>) {
+    pub(crate) fn count_event(&mut self, event: &DerivedEvent<'_>) {
         match event {
             DerivedEvent::Transition(t) => {
                 let from = t.from.map_or(0, |s| status_index(s) + 1);
@@ -113,59 +114,35 @@ fn to_label(index: usize) -> &'static str {
     StatusCode(index as u32).label()
 }
 
-/// Counts what passes through on its way to the real sink.
-struct Counting<'a, S> {
-    stats: &'a mut Stats,
-    inner: &'a mut S,
+/// The counters' part of a summary line: records, observations by outcome, transitions by
+/// cause, anomalies, and the sessions held (`replay` and `demo` print it).
+pub struct Summary<'a> {
+    pub stats: &'a Stats,
+    pub sessions_held: u64,
 }
 
-impl<S: EventSink> EventSink for Counting<'_, S> {
-    #[inline]
-    fn emit(&mut self, event: &DerivedEvent<'_>) {
-        self.stats.count_event(event);
-        self.inner.emit(event);
+impl fmt::Display for Summary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.stats;
+        write!(
+            f,
+            "{} records ({} ignored, {} invalid), {} observations (applied {}, duplicate {}, \
+             stale {}, late {}); {} transitions (observed {}, inferred {}, correction {}), \
+             {} anomalies; {} sessions held",
+            s.records,
+            s.ignored,
+            s.invalid_total(),
+            s.observations,
+            s.outcome(Outcome::Applied),
+            s.outcome(Outcome::Duplicate),
+            s.outcome(Outcome::Stale),
+            s.outcome(Outcome::Late),
+            s.transitions_total(),
+            s.transitions_by_cause(Cause::Observed),
+            s.transitions_by_cause(Cause::Inferred),
+            s.transitions_by_cause(Cause::Correction),
+            s.anomalies_total(),
+            self.sessions_held,
+        )
     }
-
-    #[inline]
-    fn wants_state(&self) -> bool {
-        self.inner.wants_state()
-    }
-
-    #[inline]
-    fn state_changed(&mut self, session_id: &str, state: Option<&StateRecord<'_>>) {
-        self.inner.state_changed(session_id, state);
-    }
-}
-
-/// Applies one valid record: each observation in order, then the due timers.
-pub fn apply_record(
-    engine: &mut Engine,
-    parsed: &Parsed<'_>,
-    source: Source<'_>,
-    wall_clock_ms: Option<i64>,
-    stats: &mut Stats,
-    sink: &mut impl EventSink,
-) {
-    stats.records += 1;
-    if parsed.ignored().is_some() {
-        stats.ignored += 1;
-        return;
-    }
-    let mut counting = Counting { stats, inner: sink };
-    for observation in parsed.observations() {
-        let outcome = engine.apply(&observation, source, wall_clock_ms, &mut counting);
-        counting.stats.observations += 1;
-        counting.stats.outcomes[outcome as usize] += 1;
-    }
-    engine.finish_record(&mut counting);
-}
-
-/// Moves the watermark (end-of-input flush or idle advance) and counts what fires.
-pub fn advance_watermark(
-    engine: &mut Engine,
-    to: i64,
-    stats: &mut Stats,
-    sink: &mut impl EventSink,
-) {
-    engine.advance_watermark(to, &mut Counting { stats, inner: sink });
 }

@@ -1,0 +1,375 @@
+//! Exactly-once delivery (`delivery = "exactly_once"`): each batch's outputs, changelog
+//! writes and input offsets go in one Kafka transaction. An aborted transaction asks the
+//! pipeline to rewind (state restored from the read_committed changelog, input re-read from
+//! the committed offsets); a fenced producer is replaced, and one fenced again and again
+//! means another instance uses the transactional id: the pipeline stops.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::consumer::{Consumer, ConsumerGroupMetadata};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use super::outbox::Outbox;
+use super::Clients;
+use crate::config::Config;
+use crate::kafka::sink::{self, OutputContext};
+use crate::metrics as m;
+
+/// Bound on one transactional call (init, send offsets, commit, abort); a call that times out
+/// is retried.
+pub const TRANSACTION_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// More producer replacements than this within [`FENCING_WINDOW`] mean another live
+/// instance uses the same transactional id.
+const MAX_REPLACEMENTS: usize = 3;
+const FENCING_WINDOW: Duration = Duration::from_secs(60);
+
+/// Attempts at initialising a replacement producer's transactions.
+const REPLACEMENT_INIT_ATTEMPTS: u32 = 10;
+
+/// How a transaction ended.
+#[derive(Debug)]
+pub enum TransactionEnd {
+    Committed,
+    /// Aborted: nothing of it is visible; the batch must be derived again.
+    Aborted,
+    /// The producer cannot go on (fenced by a newer instance with the same id, or a broken
+    /// protocol state).
+    Fatal(KafkaError),
+}
+
+/// What the pipeline must do after a batch.
+#[derive(Debug)]
+pub enum AfterBatch {
+    Continue,
+    /// Rewind every assigned partition to its last committed transaction.
+    Rewind,
+    /// Stop with this error.
+    Stop(anyhow::Error),
+}
+
+/// The exactly-once mode's own state.
+#[derive(Default)]
+pub struct ExactlyOnce {
+    /// When the transactional producer was last replaced (see `replace_producer`).
+    replacements: Vec<Instant>,
+}
+
+/// What librdkafka says of a failed transactional call, as the three flags of its error
+/// (`None` for an error from outside the transactional API).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct ErrorFlags {
+    pub fatal: bool,
+    pub requires_abort: bool,
+    pub retriable: bool,
+}
+
+/// What to do after a failed transactional call.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    RetryCall,
+    Abort,
+    Fatal,
+}
+
+/// Fatal wins over abort, abort over retry; an error outside the transactional API, or one
+/// that says nothing, aborts.
+pub fn verdict(flags: Option<ErrorFlags>) -> Verdict {
+    match flags {
+        Some(f) if f.fatal => Verdict::Fatal,
+        Some(f) if f.requires_abort => Verdict::Abort,
+        Some(f) if f.retriable => Verdict::RetryCall,
+        _ => Verdict::Abort,
+    }
+}
+
+/// What to do after a failed transactional call: `None` is "retry the call".
+pub fn classify(error: &KafkaError) -> Option<TransactionEnd> {
+    let flags = match error {
+        KafkaError::Transaction(e) => Some(ErrorFlags {
+            fatal: e.is_fatal(),
+            requires_abort: e.txn_requires_abort(),
+            retriable: e.is_retriable(),
+        }),
+        _ => None,
+    };
+    match verdict(flags) {
+        Verdict::Fatal => Some(TransactionEnd::Fatal(error.clone())),
+        Verdict::Abort => Some(TransactionEnd::Aborted),
+        Verdict::RetryCall => None,
+    }
+}
+
+/// The next offset to read of each partition of a batch: what its transaction commits.
+pub fn offsets_to_commit(input_topic: &str, next: &BTreeMap<i32, i64>) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    for (&p, &o) in next {
+        let _ = list.add_partition_offset(input_topic, p, Offset::Offset(o));
+    }
+    list
+}
+
+/// Start-up: registers the transactional id, which also aborts whatever a crashed
+/// predecessor with the same id left open. A broker that does not answer is retried with a
+/// logged reason. Returns false when shut down meanwhile.
+pub async fn init_transactions(
+    producer: &Arc<ThreadedProducer<OutputContext>>,
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<bool> {
+    loop {
+        let attempt = producer.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            attempt.init_transactions(TRANSACTION_CALL_TIMEOUT)
+        })
+        .await
+        .context("initialising transactions")?;
+        match result {
+            Ok(()) => {
+                tracing::info!(transactional_id = %config.transactional_id, "Transactions initialised (exactly-once).");
+                return Ok(true);
+            }
+            Err(KafkaError::Transaction(error)) if error.is_retriable() => {
+                tracing::warn!(%error, "Could not initialise transactions yet; retrying.");
+            }
+            Err(error) => {
+                return Err(anyhow::Error::new(error).context(format!(
+                    "initialising transactions for transactional.id {:?}",
+                    config.transactional_id
+                )))
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(config.retry_backoff) => {}
+            () = shutdown.cancelled() => return Ok(false),
+        }
+    }
+}
+
+/// Waits until the producer holds no undelivered message (bounded). commit_transaction
+/// flushes by itself, but its flush polls for delivery reports that the threaded producer's
+/// own thread takes, and so waits out its 100 ms poll timeout on every commit (measured:
+/// 101 ms per commit, a tenth of that when the reports are awaited here first).
+fn wait_delivered(producer: &ThreadedProducer<OutputContext>, bound: Duration) {
+    let deadline = Instant::now() + bound;
+    while producer.in_flight_count() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Sends the batch's input offsets to the open transaction and commits it, retrying calls
+/// that time out or meet a broker that is away; aborts when the transaction cannot commit.
+/// Blocking (librdkafka's transactional calls wait for the coordinator).
+fn finish_transaction(
+    producer: &ThreadedProducer<OutputContext>,
+    offsets: Option<(&TopicPartitionList, ConsumerGroupMetadata)>,
+    backoff: Duration,
+) -> TransactionEnd {
+    let mut offsets = offsets.filter(|(list, _)| list.count() > 0);
+    let failure = loop {
+        let result = match &offsets {
+            Some((list, group)) => producer
+                .send_offsets_to_transaction(list, group, TRANSACTION_CALL_TIMEOUT)
+                .map(|()| offsets = None),
+            None => {
+                wait_delivered(producer, TRANSACTION_CALL_TIMEOUT);
+                let committed = producer.commit_transaction(TRANSACTION_CALL_TIMEOUT);
+                if committed.is_ok() {
+                    return TransactionEnd::Committed;
+                }
+                committed
+            }
+        };
+        if let Err(error) = result {
+            match classify(&error) {
+                None => {
+                    tracing::warn!(%error, "Transaction not committed yet; retrying.");
+                    std::thread::sleep(backoff);
+                }
+                Some(end) => {
+                    tracing::warn!(%error, "Transaction cannot commit.");
+                    break end;
+                }
+            }
+        }
+    };
+    match failure {
+        TransactionEnd::Fatal(error) => TransactionEnd::Fatal(error),
+        _ => abort_transaction(producer, backoff),
+    }
+}
+
+/// Aborts the open transaction, retrying calls that time out.
+fn abort_transaction(
+    producer: &ThreadedProducer<OutputContext>,
+    backoff: Duration,
+) -> TransactionEnd {
+    loop {
+        match producer.abort_transaction(TRANSACTION_CALL_TIMEOUT) {
+            Ok(()) => return TransactionEnd::Aborted,
+            Err(error) => match classify(&error) {
+                Some(TransactionEnd::Fatal(error)) => return TransactionEnd::Fatal(error),
+                _ => {
+                    tracing::warn!(%error, "Transaction not aborted yet; retrying.");
+                    std::thread::sleep(backoff);
+                }
+            },
+        }
+    }
+}
+
+fn count(outcome: &'static str) {
+    metrics::counter!(m::TRANSACTIONS_TOTAL, "outcome" => outcome).increment(1);
+}
+
+impl ExactlyOnce {
+    /// Sends the outbox and `offsets` (the next input offset of each partition of the batch)
+    /// in one transaction.
+    pub async fn send(
+        &mut self,
+        clients: &mut Clients,
+        outbox: &Outbox,
+        offsets: Option<TopicPartitionList>,
+    ) -> AfterBatch {
+        if let Err(error) = clients.producer.begin_transaction() {
+            return self.fail(clients, error);
+        }
+        for message in outbox.messages() {
+            clients
+                .send(outbox.to_send(message, &clients.routes, 0))
+                .await;
+        }
+        let group = clients.consumer.group_metadata();
+        let offsets = match (offsets.as_ref(), group) {
+            (Some(list), Some(group)) => Some((list, group)),
+            (Some(list), None) if list.count() > 0 => {
+                // Not in the group (yet): offsets cannot go with this transaction.
+                return self.fail(
+                    clients,
+                    KafkaError::MessageProduction(RDKafkaErrorCode::State),
+                );
+            }
+            _ => None,
+        };
+        let producer = &clients.producer;
+        let backoff = clients.config.retry_backoff;
+        let end = tokio::task::block_in_place(|| finish_transaction(producer, offsets, backoff));
+        match end {
+            TransactionEnd::Committed => {
+                count(m::OUTCOME_COMMITTED);
+                AfterBatch::Continue
+            }
+            TransactionEnd::Aborted => {
+                count(m::OUTCOME_ABORTED);
+                AfterBatch::Rewind
+            }
+            TransactionEnd::Fatal(error) => self.replace_producer(clients, error),
+        }
+    }
+
+    /// A transactional call failed outside commit: fatal errors replace the producer, others
+    /// abort and rewind.
+    fn fail(&mut self, clients: &mut Clients, error: KafkaError) -> AfterBatch {
+        if let Some(TransactionEnd::Fatal(_)) = classify(&error) {
+            return self.replace_producer(clients, error);
+        }
+        tracing::warn!(%error, "Aborting the transaction.");
+        let _ = clients.producer.abort_transaction(TRANSACTION_CALL_TIMEOUT);
+        count(m::OUTCOME_ABORTED);
+        AfterBatch::Rewind
+    }
+
+    /// A fatal transactional error. Usually the coordinator aborted a transaction that
+    /// outlived `transaction.timeout.ms` (a broker away for longer) and bumped the producer
+    /// epoch: a new producer with the same id takes over, and the partitions rewind. If that
+    /// keeps happening, another live instance uses the same transactional id: stop.
+    fn replace_producer(&mut self, clients: &mut Clients, error: KafkaError) -> AfterBatch {
+        let config = &clients.config;
+        let now = Instant::now();
+        self.replacements
+            .retain(|t| now.duration_since(*t) < FENCING_WINDOW);
+        self.replacements.push(now);
+        if self.replacements.len() > MAX_REPLACEMENTS {
+            tracing::error!(%error, "Transactional producer fenced repeatedly: another instance uses transactional id {:?}; stopping.", config.transactional_id);
+            return AfterBatch::Stop(anyhow::Error::new(error).context(format!(
+                "the transactional producer was fenced repeatedly (is transactional id {:?} used by another instance?)",
+                config.transactional_id
+            )));
+        }
+        tracing::warn!(%error, "Transactional producer failed; replacing it and rewinding.");
+        count(m::OUTCOME_ABORTED);
+        let replaced = sink::output_producer(
+            &config.kafka,
+            clients.delivery.clone(),
+            config.limits.max_record_bytes,
+            Some(&config.transactional_id),
+        )
+        .map_err(anyhow::Error::new)
+        .and_then(|producer| {
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                match tokio::task::block_in_place(|| {
+                    producer.init_transactions(TRANSACTION_CALL_TIMEOUT)
+                }) {
+                    Ok(()) => return Ok(producer),
+                    Err(KafkaError::Transaction(e))
+                        if e.is_retriable() && attempts < REPLACEMENT_INIT_ATTEMPTS =>
+                    {
+                        tracing::warn!(error = %e, "Could not initialise transactions yet; retrying.");
+                        std::thread::sleep(config.retry_backoff);
+                    }
+                    Err(e) => return Err(anyhow::Error::new(e)),
+                }
+            }
+        });
+        match replaced {
+            Ok(producer) => {
+                clients.producer = Arc::new(producer);
+                AfterBatch::Rewind
+            }
+            Err(error) => AfterBatch::Stop(error.context("replacing the transactional producer")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_errors_are_classified_fatal_over_abort_over_retry() {
+        let flags = |fatal, requires_abort, retriable| {
+            Some(ErrorFlags {
+                fatal,
+                requires_abort,
+                retriable,
+            })
+        };
+        assert_eq!(verdict(flags(true, true, true)), Verdict::Fatal);
+        assert_eq!(verdict(flags(false, true, true)), Verdict::Abort);
+        assert_eq!(verdict(flags(false, false, true)), Verdict::RetryCall);
+        assert_eq!(verdict(flags(false, false, false)), Verdict::Abort);
+        assert_eq!(verdict(None), Verdict::Abort);
+        // Errors outside the transactional API abort the transaction.
+        let other = KafkaError::MessageProduction(RDKafkaErrorCode::State);
+        assert!(matches!(classify(&other), Some(TransactionEnd::Aborted)));
+    }
+
+    #[test]
+    fn offsets_to_commit_are_the_next_offset_of_each_partition() {
+        let next = BTreeMap::from([(0, 17), (3, 4)]);
+        let list = offsets_to_commit("in", &next);
+        assert_eq!(list.count(), 2);
+        assert_eq!(
+            list.find_partition("in", 3).unwrap().offset(),
+            Offset::Offset(4)
+        );
+    }
+}

@@ -1,0 +1,341 @@
+//! The outputs of one batch before they are sent: derived events, dead letters, changelog
+//! writes and progress records, their bytes in one arena, and which input record caused
+//! which of them (the at-least-once tracker needs that attribution). Also where each kind of
+//! output goes: topic and partition.
+
+use std::ops::Range;
+
+use rdkafka::message::{Header, OwnedHeaders};
+
+use crate::changelog;
+use crate::engine::{EventSink, StateRecord};
+use crate::kafka::sink::OutgoingRef;
+use crate::metrics as m;
+use crate::model::{DerivedEvent, StatusCode};
+use crate::output::write_event;
+use crate::parse::{ErrorKind, ParseError};
+
+/// Which output a message goes to.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    Transitions,
+    Anomalies,
+    DeadLetters,
+    /// The state changelog (SPEC section 6).
+    Changelog,
+}
+
+/// Where a destination's messages go: the topic, and how many partitions it has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub topic: String,
+    pub partitions: i32,
+}
+
+/// The four output routes, and the input topic dead letters name as their source.
+#[derive(Clone, Debug)]
+pub struct Routes {
+    pub input_topic: String,
+    pub transitions: Route,
+    pub anomalies: Route,
+    pub dead_letters: Route,
+    pub changelog: Route,
+}
+
+impl Routes {
+    pub fn route(&self, destination: Destination) -> &Route {
+        match destination {
+            Destination::Transitions => &self.transitions,
+            Destination::Anomalies => &self.anomalies,
+            Destination::DeadLetters => &self.dead_letters,
+            Destination::Changelog => &self.changelog,
+        }
+    }
+
+    /// Co-partitioned: output partition p holds what input partition p caused (modulo a
+    /// smaller output topic).
+    pub fn partition(&self, destination: Destination, input_partition: i32) -> i32 {
+        input_partition % self.route(destination).partitions.max(1)
+    }
+}
+
+/// What a dead letter says about its record (SPEC section 1 headers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub kind: ErrorKind,
+    pub reason: String,
+    /// The input offset of the record.
+    pub offset: i64,
+    /// The value's full size, when it was cut to the limit.
+    pub original_bytes: Option<usize>,
+}
+
+/// One output message, its bytes in the outbox's arena.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub destination: Destination,
+    /// The input partition whose record caused it.
+    pub partition: i32,
+    key: Option<Range<usize>>,
+    payload: Option<Range<usize>>,
+    pub dead_letter: Option<DeadLetter>,
+}
+
+/// The messages one input record (or one idle firing, offset `None`) caused.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct RecordOutputs {
+    pub partition: i32,
+    pub offset: Option<i64>,
+    /// How many messages, in order from the end of the previous record's.
+    pub messages: u32,
+}
+
+/// The outputs of the records of one batch, and which record caused which.
+#[derive(Default)]
+pub struct Outbox {
+    arena: Vec<u8>,
+    messages: Vec<Outgoing>,
+    records: Vec<RecordOutputs>,
+    /// Messages already attributed to a closed record.
+    closed: usize,
+    /// Dead-letter values are cut to this many bytes (`limits.max_record_bytes`).
+    dead_letter_limit: usize,
+}
+
+impl Outbox {
+    pub fn new(dead_letter_limit: usize) -> Self {
+        Outbox {
+            dead_letter_limit,
+            ..Outbox::default()
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.arena.clear();
+        self.messages.clear();
+        self.records.clear();
+        self.closed = 0;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Every message, in the order they were queued.
+    pub fn messages(&self) -> &[Outgoing] {
+        &self.messages
+    }
+
+    /// Each record with its messages, in processing order.
+    pub fn records(&self) -> impl Iterator<Item = (RecordOutputs, &[Outgoing])> + '_ {
+        let mut first = 0;
+        self.records.iter().map(move |&record| {
+            let messages = &self.messages[first..first + record.messages as usize];
+            first += record.messages as usize;
+            (record, messages)
+        })
+    }
+
+    /// Drops the records that caused nothing (idle firings that fired no timer).
+    pub fn drop_empty_records(&mut self) {
+        self.records.retain(|r| r.messages > 0);
+    }
+
+    /// A sink for the engine of `partition`: what it emits is attributed to that partition.
+    pub fn partition(&mut self, partition: i32) -> PartitionSink<'_> {
+        PartitionSink {
+            outbox: self,
+            partition,
+        }
+    }
+
+    fn push_bytes(&mut self, bytes: &[u8]) -> Range<usize> {
+        let start = self.arena.len();
+        self.arena.extend_from_slice(bytes);
+        start..self.arena.len()
+    }
+
+    fn push(
+        &mut self,
+        destination: Destination,
+        partition: i32,
+        key: Option<Range<usize>>,
+        payload: Option<Range<usize>>,
+    ) {
+        self.messages.push(Outgoing {
+            destination,
+            partition,
+            key,
+            payload,
+            dead_letter: None,
+        });
+    }
+
+    /// Closes the current record: every message since the last close is its.
+    pub fn close_record(&mut self, partition: i32, offset: Option<i64>) {
+        let messages = (self.messages.len() - self.closed) as u32;
+        self.closed = self.messages.len();
+        self.records.push(RecordOutputs {
+            partition,
+            offset,
+            messages,
+        });
+    }
+
+    /// Queues a partition's progress record when it moved since the one last written
+    /// (`written`, updated). It is a record of its own, released after every earlier record
+    /// of the partition, so `applied_through` holds.
+    pub fn queue_progress(
+        &mut self,
+        partition: i32,
+        now: changelog::Progress,
+        written: &mut changelog::Progress,
+    ) {
+        if now == *written {
+            return;
+        }
+        *written = now;
+        let key = self.push_bytes(changelog::WATERMARK_KEY);
+        let start = self.arena.len();
+        changelog::encode_watermark(&mut self.arena, &now);
+        let payload = start..self.arena.len();
+        self.push(Destination::Changelog, partition, Some(key), Some(payload));
+        self.close_record(partition, None);
+    }
+
+    /// A dead letter keeps the record's key and value bytes. A value beyond
+    /// `max_record_bytes` (a `too_large` record) is cut to that size, and the header
+    /// `sessionflow-original-bytes` gives its size: the whole of it may exceed what the
+    /// producer and the broker accept, and a dead letter that can never be written would
+    /// block its partition's offsets for good.
+    pub fn dead_letter(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        error: &ParseError,
+    ) {
+        let key = key.map(|k| self.push_bytes(k));
+        let limit = self.dead_letter_limit;
+        let original_bytes = value.filter(|v| v.len() > limit).map(<[u8]>::len);
+        let payload = value.map(|v| self.push_bytes(&v[..v.len().min(limit)]));
+        self.messages.push(Outgoing {
+            destination: Destination::DeadLetters,
+            partition,
+            key,
+            payload,
+            dead_letter: Some(DeadLetter {
+                kind: error.kind,
+                reason: error.to_string(),
+                offset,
+                original_bytes,
+            }),
+        });
+    }
+
+    /// One message as the producer takes it: topic and partition of its output, its bytes,
+    /// the dead-letter headers.
+    pub fn to_send<'a>(
+        &'a self,
+        message: &'a Outgoing,
+        routes: &'a Routes,
+        opaque: usize,
+    ) -> OutgoingRef<'a> {
+        let bytes = |range: &Option<Range<usize>>| range.clone().map(|r| &self.arena[r]);
+        OutgoingRef {
+            topic: &routes.route(message.destination).topic,
+            partition: routes.partition(message.destination, message.partition),
+            key: bytes(&message.key),
+            payload: bytes(&message.payload),
+            headers: message
+                .dead_letter
+                .as_ref()
+                .map(|d| dead_letter_headers(d, &routes.input_topic, message.partition)),
+            opaque,
+        }
+    }
+}
+
+/// The SPEC section 1 headers of a dead letter.
+pub fn dead_letter_headers(
+    dead_letter: &DeadLetter,
+    input_topic: &str,
+    partition: i32,
+) -> OwnedHeaders {
+    let partition = partition.to_string();
+    let offset = dead_letter.offset.to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "sessionflow-error-kind",
+            value: Some(dead_letter.kind.as_str()),
+        })
+        .insert(Header {
+            key: "sessionflow-error",
+            value: Some(&dead_letter.reason),
+        })
+        .insert(Header {
+            key: "sessionflow-source-topic",
+            value: Some(input_topic),
+        })
+        .insert(Header {
+            key: "sessionflow-source-partition",
+            value: Some(&partition),
+        })
+        .insert(Header {
+            key: "sessionflow-source-offset",
+            value: Some(&offset),
+        });
+    match dead_letter.original_bytes {
+        Some(n) => headers.insert(Header {
+            key: "sessionflow-original-bytes",
+            value: Some(&n.to_string()),
+        }),
+        None => headers,
+    }
+}
+
+/// The engine's sink for one partition's records: events and state changes go to the
+/// outbox, attributed to that partition.
+pub struct PartitionSink<'a> {
+    outbox: &'a mut Outbox,
+    partition: i32,
+}
+
+impl EventSink for PartitionSink<'_> {
+    fn wants_state(&self) -> bool {
+        true
+    }
+
+    fn state_changed(&mut self, session_id: &str, state: Option<&StateRecord<'_>>) {
+        let outbox = &mut *self.outbox;
+        let key = outbox.push_bytes(session_id.as_bytes());
+        let payload = state.map(|s| {
+            let start = outbox.arena.len();
+            changelog::encode_state(&mut outbox.arena, s);
+            start..outbox.arena.len()
+        });
+        outbox.push(Destination::Changelog, self.partition, Some(key), payload);
+    }
+
+    fn emit(&mut self, event: &DerivedEvent<'_>) {
+        let (destination, session_id) = match event {
+            DerivedEvent::Transition(t) => {
+                if let (Some(age), Some(code)) = (t.session_age_ms, StatusCode::known(t.to)) {
+                    if code.is_terminal() {
+                        metrics::histogram!(m::SESSION_LIFETIME_SECONDS, "end" => code.label())
+                            .record(age.max(0) as f64 / 1000.0);
+                    }
+                }
+                (Destination::Transitions, t.session_id)
+            }
+            DerivedEvent::Anomaly(a) => (Destination::Anomalies, a.session_id),
+        };
+        let outbox = &mut *self.outbox;
+        let key = outbox.push_bytes(session_id.as_bytes());
+        let start = outbox.arena.len();
+        write_event(&mut outbox.arena, event);
+        let payload = start..outbox.arena.len();
+        outbox.push(destination, self.partition, Some(key), Some(payload));
+    }
+}

@@ -1,0 +1,364 @@
+//! The output side: the producer and its delivery context, the retry queue that keeps
+//! failed messages, sending with backoff on a full local queue, and the packing of a
+//! record's ticket into each message's opaque.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{DeliveryResult, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
+
+use super::offsets::{OffsetTracker, Phase, Ticket};
+use super::{base_config, client_error, lock, set_default, KafkaSetupError};
+
+/// The phase bit of an opaque (set for changelog writes).
+const CHANGELOG_BIT: u64 = 1 << 47;
+const SEQ_MASK: u64 = CHANGELOG_BIT - 1;
+
+/// Packs a ticket and its phase into the producer's per-message opaque without allocating:
+/// 16 bits of partition, 1 bit of phase, 47 bits of sequence number.
+pub fn ticket_to_opaque((partition, seq): Ticket, phase: Phase) -> usize {
+    let bit = if phase == Phase::Changelog {
+        CHANGELOG_BIT
+    } else {
+        0
+    };
+    ((partition as u64 & 0xffff) << 48 | bit | (seq & SEQ_MASK)) as usize
+}
+
+pub fn opaque_to_ticket(opaque: usize) -> (Ticket, Phase) {
+    let raw = opaque as u64;
+    let phase = if raw & CHANGELOG_BIT != 0 {
+        Phase::Changelog
+    } else {
+        Phase::Output
+    };
+    (((raw >> 48) as i32, raw & SEQ_MASK), phase)
+}
+
+/// A message whose delivery failed, kept for another try: nothing is dropped.
+#[derive(Debug)]
+pub struct RetryMessage {
+    pub topic: String,
+    pub partition: i32,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Option<OwnedHeaders>,
+    pub opaque: usize,
+}
+
+/// What delivery reports update: the offset tracker and the retry queue.
+pub struct DeliveryState {
+    pub tracker: Mutex<OffsetTracker>,
+    pub retries: Mutex<VecDeque<RetryMessage>>,
+    pub delivery_errors: AtomicU64,
+}
+
+impl DeliveryState {
+    pub fn new() -> Arc<Self> {
+        Arc::new(DeliveryState {
+            tracker: Mutex::new(OffsetTracker::default()),
+            retries: Mutex::new(VecDeque::new()),
+            delivery_errors: AtomicU64::new(0),
+        })
+    }
+}
+
+/// Producer context: acknowledged outputs complete their record's ticket; failed ones are
+/// queued for retry with their original bytes. A transactional producer's failed message
+/// makes its transaction abort instead (the batch is then derived again from restored
+/// state), so it is only counted.
+pub struct OutputContext {
+    pub state: Arc<DeliveryState>,
+    pub transactional: bool,
+}
+
+impl ClientContext for OutputContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "Kafka producer error.");
+    }
+}
+
+impl ProducerContext for OutputContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        match result {
+            Ok(_) => {
+                let (ticket, phase) = opaque_to_ticket(opaque);
+                lock(&self.state.tracker).delivered(ticket, phase);
+            }
+            Err((error, message)) => {
+                self.state.delivery_errors.fetch_add(1, Ordering::Relaxed);
+                if self.transactional {
+                    tracing::warn!(%error, topic = message.topic(), "Output delivery failed; its transaction will be aborted.");
+                    return;
+                }
+                tracing::warn!(%error, topic = message.topic(), "Output delivery failed; it will be retried.");
+                let headers = message.headers().map(|h| {
+                    h.iter().fold(OwnedHeaders::new(), |acc, header| {
+                        acc.insert(Header {
+                            key: header.key,
+                            value: header.value,
+                        })
+                    })
+                });
+                let retry = OutgoingRef {
+                    topic: message.topic(),
+                    partition: message.partition(),
+                    key: message.key(),
+                    payload: message.payload(),
+                    headers: None,
+                    opaque,
+                }
+                .to_retry(headers);
+                lock(&self.state.retries).push_back(retry);
+            }
+        }
+    }
+}
+
+/// The output producer: idempotent, lz4. At-least-once: deliveries retried by librdkafka
+/// without a local timeout (a broker that is down makes outputs wait, never fail by time).
+/// Exactly-once (`transactional_id` given): a transactional producer, whose messages time out
+/// with their transaction (librdkafka requires `message.timeout.ms` <=
+/// `transaction.timeout.ms`).
+pub fn output_producer(
+    properties: &BTreeMap<String, String>,
+    state: Arc<DeliveryState>,
+    max_record_bytes: usize,
+    transactional_id: Option<&str>,
+) -> Result<ThreadedProducer<OutputContext>, KafkaSetupError> {
+    let mut config = base_config(properties);
+    set_default(&mut config, "enable.idempotence", "true");
+    set_default(&mut config, "compression.type", "lz4");
+    set_default(&mut config, "linger.ms", "5");
+    if let Some(id) = transactional_id {
+        set_default(&mut config, "transactional.id", id);
+        // A crashed instance's open transaction holds back read_committed readers until the
+        // broker aborts it (or the instance restarts with the same id): keep that short.
+        set_default(&mut config, "transaction.timeout.ms", "30000");
+    } else {
+        set_default(&mut config, "message.timeout.ms", "0");
+    }
+    let max_message = max_message_bytes(max_record_bytes);
+    set_default(&mut config, "message.max.bytes", &max_message.to_string());
+    config
+        .create_with_context(OutputContext {
+            state,
+            transactional: transactional_id.is_some(),
+        })
+        .map_err(|source| client_error("producer", source))
+}
+
+/// The largest output message: a dead letter carries an input record of up to
+/// `max_record_bytes`, plus its key and headers.
+pub fn max_message_bytes(max_record_bytes: usize) -> usize {
+    (max_record_bytes + 64 * 1024).max(1_000_000)
+}
+
+/// librdkafka's "unassigned partition": the producer's partitioner picks one from the key.
+pub const ANY_PARTITION: i32 = -1;
+
+/// One output message, borrowed.
+pub struct OutgoingRef<'a> {
+    pub topic: &'a str,
+    /// A partition, or [`ANY_PARTITION`].
+    pub partition: i32,
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+    pub headers: Option<OwnedHeaders>,
+    pub opaque: usize,
+}
+
+impl OutgoingRef<'_> {
+    /// An owned copy, kept for a later send.
+    pub fn to_retry(&self, headers: Option<OwnedHeaders>) -> RetryMessage {
+        RetryMessage {
+            topic: self.topic.to_owned(),
+            partition: self.partition,
+            key: self.key.map(<[u8]>::to_vec),
+            payload: self.payload.map(<[u8]>::to_vec),
+            headers,
+            opaque: self.opaque,
+        }
+    }
+}
+
+impl<'a> From<&'a RetryMessage> for OutgoingRef<'a> {
+    fn from(message: &'a RetryMessage) -> Self {
+        OutgoingRef {
+            topic: &message.topic,
+            partition: message.partition,
+            key: message.key.as_deref(),
+            payload: message.payload.as_deref(),
+            headers: message.headers.clone(),
+            opaque: message.opaque,
+        }
+    }
+}
+
+/// What one call of `send` did.
+enum Attempt {
+    Sent,
+    /// The local queue is full (the broker is slow or away): try again later, with these
+    /// headers.
+    QueueFull(Option<OwnedHeaders>),
+    /// Refused for another reason; the headers come back for a retry copy.
+    Failed(KafkaError, Option<OwnedHeaders>),
+}
+
+/// How long a full queue is waited out between attempts.
+const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
+
+/// How often a full queue is mentioned in the log while it lasts.
+const QUEUE_FULL_WARNING_EVERY: Duration = Duration::from_secs(5);
+
+fn try_send<C: ProducerContext<DeliveryOpaque = usize>>(
+    producer: &ThreadedProducer<C>,
+    message: &OutgoingRef<'_>,
+    headers: Option<OwnedHeaders>,
+) -> Attempt {
+    let mut record: BaseRecord<'_, [u8], [u8], usize> =
+        BaseRecord::with_opaque_to(message.topic, message.opaque).partition(message.partition);
+    if let Some(key) = message.key {
+        record = record.key(key);
+    }
+    if let Some(payload) = message.payload {
+        record = record.payload(payload);
+    }
+    if let Some(h) = headers {
+        record = record.headers(h);
+    }
+    match producer.send(record) {
+        Ok(()) => Attempt::Sent,
+        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), record)) => {
+            Attempt::QueueFull(record.headers)
+        }
+        Err((error, record)) => Attempt::Failed(error, record.headers),
+    }
+}
+
+fn warn_queue_full(waited: Duration) {
+    if waited >= QUEUE_FULL_WARNING_EVERY
+        && waited.as_millis() % QUEUE_FULL_WARNING_EVERY.as_millis() < QUEUE_FULL_PAUSE.as_millis()
+    {
+        tracing::warn!(
+            waited_ms = waited.as_millis() as u64,
+            "Producer queue full; waiting for the broker."
+        );
+    }
+}
+
+/// Sends one message; a full local queue means the broker is slow or down: wait and retry.
+/// Any other send error queues a copy for retry, so nothing is dropped.
+pub async fn send_with_backoff(
+    producer: &ThreadedProducer<OutputContext>,
+    mut message: OutgoingRef<'_>,
+    backoff: Duration,
+    delivery: &DeliveryState,
+) {
+    let mut waited = Duration::ZERO;
+    let mut headers = message.headers.take();
+    loop {
+        match try_send(producer, &message, headers) {
+            Attempt::Sent => return,
+            Attempt::QueueFull(back) => {
+                headers = back;
+                warn_queue_full(waited);
+                let pause = QUEUE_FULL_PAUSE.min(backoff);
+                tokio::time::sleep(pause).await;
+                waited += pause;
+            }
+            Attempt::Failed(error, back) => {
+                tracing::warn!(%error, topic = %message.topic, "Could not send an output; retrying later.");
+                delivery.delivery_errors.fetch_add(1, Ordering::Relaxed);
+                let retry = message.to_retry(back);
+                lock(&delivery.retries).push_back(retry);
+                return;
+            }
+        }
+    }
+}
+
+/// Sends one message from a plain thread (the load generator), waiting out a full queue;
+/// any other error is returned.
+pub fn send_blocking<C: ProducerContext<DeliveryOpaque = usize>>(
+    producer: &ThreadedProducer<C>,
+    mut message: OutgoingRef<'_>,
+) -> Result<(), KafkaError> {
+    let mut waited = Duration::ZERO;
+    let mut headers = message.headers.take();
+    loop {
+        match try_send(producer, &message, headers) {
+            Attempt::Sent => return Ok(()),
+            Attempt::QueueFull(back) => {
+                headers = back;
+                warn_queue_full(waited);
+                std::thread::sleep(QUEUE_FULL_PAUSE);
+                waited += QUEUE_FULL_PAUSE;
+            }
+            Attempt::Failed(error, _) => return Err(error),
+        }
+    }
+}
+
+/// Context of the load generator's producer: failed deliveries are counted and logged.
+#[derive(Default)]
+pub struct LoadContext {
+    pub delivery_errors: AtomicU64,
+}
+
+impl ClientContext for LoadContext {}
+
+impl ProducerContext for LoadContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _opaque: usize) {
+        if let Err((error, _)) = result {
+            if self.delivery_errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::warn!(%error, "A generated record was not delivered.");
+            }
+        }
+    }
+}
+
+/// The load generator's producer (`generate --brokers`, the demo): idempotent, lz4, like the
+/// producers that feed sessionflow in production.
+pub fn load_producer(brokers: &str) -> Result<ThreadedProducer<LoadContext>, KafkaSetupError> {
+    let mut properties = BTreeMap::new();
+    properties.insert("bootstrap.servers".to_owned(), brokers.to_owned());
+    let mut config = base_config(&properties);
+    for (key, value) in [
+        ("enable.idempotence", "true"),
+        ("compression.type", "lz4"),
+        ("linger.ms", "5"),
+        ("message.max.bytes", "2000000"),
+    ] {
+        config.set(key, value);
+    }
+    config
+        .create_with_context(LoadContext::default())
+        .map_err(|source| client_error("load producer", source))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickets_round_trip_through_the_opaque() {
+        for ticket in [(0, 0), (3, 12345), (65_535, (1 << 47) - 1)] {
+            for phase in [Phase::Output, Phase::Changelog] {
+                assert_eq!(
+                    opaque_to_ticket(ticket_to_opaque(ticket, phase)),
+                    (ticket, phase)
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! The input side: the input consumer with all its properties, its context (rebalances,
+//! statistics, the drain before a revocation), storing and committing offsets, and the
+//! reader of a state changelog partition.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::Message;
+
+use super::sink::DeliveryState;
+use super::{base_config, client_error, lock, KafkaSetupError};
+use crate::config::{Config, Delivery};
+
+/// A change of assignment, seen by the processing loop after the consumer's poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssignmentChange {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
+
+/// Consumer context: records rebalances for the processing loop, drains outputs and commits
+/// before partitions are revoked, and keeps per-partition lag from statistics.
+pub struct InputContext {
+    pub topic: String,
+    pub changes: Mutex<Vec<AssignmentChange>>,
+    /// Consumer lag per partition from the latest statistics (-1: unknown).
+    pub lag: Mutex<HashMap<i32, i64>>,
+    pub delivery: Arc<DeliveryState>,
+    /// Flushes the producer, bounded; set once the producer exists.
+    pub drain: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+}
+
+impl ClientContext for InputContext {
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        let mut lag = lock(&self.lag);
+        lag.clear();
+        for (id, partition) in &topic.partitions {
+            if *id >= 0 {
+                lag.insert(*id, partition.consumer_lag);
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "Kafka consumer error; librdkafka retries.");
+    }
+}
+
+impl ConsumerContext for InputContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+            tracing::info!(?partitions, "Partitions revoked; draining their outputs.");
+            // Every record of these partitions was processed and its outputs sent: wait for
+            // their acknowledgements, then commit what they make committable.
+            if let Some(drain) = lock(&self.drain).as_ref() {
+                drain();
+            }
+            store_and_commit(consumer, &self.topic, &self.delivery, Some(&partitions));
+            lock(&self.changes).push(AssignmentChange::Revoked(partitions));
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(?partitions, "Partitions assigned.");
+                lock(&self.changes).push(AssignmentChange::Assigned(partitions));
+            }
+            Rebalance::Error(error) => tracing::warn!(%error, "Rebalance error."),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+/// Stores the committable offsets (of `only` these partitions, or all) and commits them
+/// synchronously. Used on revocation and shutdown; in steady state auto-commit batches them.
+pub fn store_and_commit<C: ConsumerContext, K: Consumer<C>>(
+    consumer: &K,
+    topic: &str,
+    delivery: &DeliveryState,
+    only: Option<&[i32]>,
+) {
+    let moved = {
+        let mut tracker = lock(&delivery.tracker);
+        let moved = tracker.take_committable();
+        if let Some(partitions) = only {
+            for &p in partitions {
+                tracker.remove(p);
+            }
+        }
+        moved
+    };
+    let mut list = TopicPartitionList::new();
+    for (partition, offset) in moved {
+        if only.is_none_or(|ps| ps.contains(&partition)) {
+            let _ = list.add_partition_offset(topic, partition, Offset::Offset(offset));
+        }
+    }
+    if list.count() == 0 {
+        return;
+    }
+    if let Err(error) = consumer.store_offsets(&list) {
+        tracing::warn!(%error, "Could not store offsets.");
+    }
+    if let Err(error) = consumer.commit(&list, rdkafka::consumer::CommitMode::Sync) {
+        tracing::warn!(%error, "Could not commit offsets; they are committed later or re-read.");
+    }
+}
+
+/// The input consumer, subscribed to nothing yet. Offsets are stored by the pipeline only once
+/// what a record caused is acknowledged (at-least-once: auto-commit sends what was stored;
+/// exactly-once: the transactions commit them, and input written by transactional producers
+/// is read only once committed). Properties of the `[kafka]` table win, except `group.id`.
+pub fn input_consumer(
+    config: &Config,
+    context: InputContext,
+) -> Result<StreamConsumer<InputContext>, KafkaSetupError> {
+    let mut consumer_config = base_config(&config.kafka);
+    let (auto_commit, isolation) = match config.delivery {
+        Delivery::ExactlyOnce => ("false", "read_committed"),
+        Delivery::AtLeastOnce => ("true", "read_uncommitted"),
+    };
+    for (key, value) in [
+        ("enable.auto.commit", auto_commit),
+        ("isolation.level", isolation),
+        ("auto.commit.interval.ms", "1000"),
+        ("enable.auto.offset.store", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("partition.assignment.strategy", "cooperative-sticky"),
+        ("statistics.interval.ms", "1000"),
+        // Larger fetches keep the local queue full while the broker also takes our writes
+        // (measured: about 1.5x the throughput of the 1 MiB default, docs/benchmarks.md).
+        ("max.partition.fetch.bytes", "10485760"),
+        // When the local queue is over its limits, librdkafka waits this long before it
+        // fetches again (default 1 s): a pipeline that drains the queue in less than that
+        // then waits for input with nothing to do (measured: the loop idle about a third of
+        // the time, and 1.9x the throughput at 10 ms, docs/benchmarks.md).
+        ("fetch.queue.backoff.ms", "10"),
+    ] {
+        super::set_default(&mut consumer_config, key, value);
+    }
+    consumer_config.set("group.id", &config.group_id);
+    consumer_config
+        .create_with_context(context)
+        .map_err(|e| client_error("consumer", e))
+}
+
+/// One record of a changelog partition, borrowed from the reader.
+#[derive(Debug, Clone, Copy)]
+pub struct ChangelogRecord<'a> {
+    pub offset: i64,
+    pub key: &'a [u8],
+    /// `None` is a tombstone.
+    pub value: Option<&'a [u8]>,
+}
+
+/// Why a changelog partition could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangelogReadError {
+    #[error(transparent)]
+    Setup(#[from] KafkaSetupError),
+    #[error("reading changelog {topic:?} partition {partition}: {source}")]
+    Kafka {
+        topic: String,
+        partition: i32,
+        source: KafkaError,
+    },
+    #[error(
+        "reading changelog {topic:?} partition {partition}: offset {high} not reached in {limit:?}"
+    )]
+    Timeout {
+        topic: String,
+        partition: i32,
+        high: i64,
+        limit: Duration,
+    },
+}
+
+/// How long one changelog partition may take to read.
+const CHANGELOG_READ_LIMIT: Duration = Duration::from_secs(300);
+
+/// Reads one changelog partition from its low watermark to the end seen at the start, handing
+/// each record in offset order to `each`; returns how many were read. Only committed
+/// transactions are read (exactly-once); the end is then the last stable offset, which the
+/// partition-EOF event marks (aborted records and transaction markers keep the last offset
+/// read below the high watermark). Blocking.
+pub fn read_changelog_partition<E>(
+    config: &Config,
+    partition: i32,
+    mut each: impl FnMut(ChangelogRecord<'_>) -> Result<(), E>,
+) -> Result<Result<u64, E>, ChangelogReadError> {
+    let topic = &config.topics.changelog;
+    let kafka_error = |source| ChangelogReadError::Kafka {
+        topic: topic.clone(),
+        partition,
+        source,
+    };
+    let mut client = base_config(&config.kafka);
+    client.set("enable.auto.commit", "false");
+    client.set("group.id", format!("{}.restore", config.group_id));
+    client.set("max.partition.fetch.bytes", "10485760");
+    client.set("isolation.level", "read_committed");
+    client.set("enable.partition.eof", "true");
+    let consumer: BaseConsumer = client
+        .create()
+        .map_err(|e| client_error("restore consumer", e))?;
+    let (low, high) = consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(30))
+        .map_err(kafka_error)?;
+    if high <= low {
+        return Ok(Ok(0));
+    }
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, partition, Offset::Offset(low))
+        .map_err(kafka_error)?;
+    consumer.assign(&list).map_err(kafka_error)?;
+    let mut records = 0;
+    let mut next = low;
+    let deadline = Instant::now() + CHANGELOG_READ_LIMIT;
+    while next < high {
+        if Instant::now() >= deadline {
+            return Err(ChangelogReadError::Timeout {
+                topic: topic.clone(),
+                partition,
+                high,
+                limit: CHANGELOG_READ_LIMIT,
+            });
+        }
+        let message = match consumer.poll(Duration::from_millis(500)) {
+            None => continue,
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(message) => message.map_err(kafka_error)?,
+        };
+        next = message.offset() + 1;
+        records += 1;
+        let record = ChangelogRecord {
+            offset: message.offset(),
+            key: message.key().unwrap_or(b""),
+            value: message.payload(),
+        };
+        if let Err(error) = each(record) {
+            return Ok(Err(error));
+        }
+    }
+    Ok(Ok(records))
+}
