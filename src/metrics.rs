@@ -84,8 +84,14 @@ pub fn install(idle: Duration) -> anyhow::Result<PrometheusHandle> {
         .install_recorder()?;
     describe();
     register();
-    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    set_build_info();
     Ok(handle)
+}
+
+/// Sets the build-info gauge. The recorder drops gauges not set for `idle`, so the pipeline
+/// sets it again with every export (a scrape must always find it).
+fn set_build_info() {
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
 /// Creates every series whose labels are known up front, at zero, so that `/metrics` shows
@@ -114,7 +120,7 @@ fn register() {
     metrics::counter!(STATE_RESTORED_SESSIONS_TOTAL).increment(0);
     metrics::counter!(DELIVERY_ERRORS_TOTAL).increment(0);
     metrics::gauge!(READY).set(0.0);
-    for outcome in ["committed", "aborted"] {
+    for outcome in [OUTCOME_COMMITTED, OUTCOME_ABORTED] {
         metrics::counter!(TRANSACTIONS_TOTAL, "outcome" => outcome).increment(0);
     }
     // Histograms appear with their first sample; these are the zero-information samples
@@ -272,6 +278,7 @@ pub fn export_gauges<'a>(
     lag: &HashMap<i32, i64>,
     wall_clock_ms: i64,
 ) -> GaugeTotals {
+    set_build_info();
     let mut by_status: HashMap<&str, u64> = HashMap::new();
     let mut totals = GaugeTotals::default();
     for (partition, engine) in partitions {
