@@ -14,7 +14,13 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::EngineConfig;
+use crate::engine::{
+    DEFAULT_ALLOWED_LATENESS_MS, DEFAULT_MAX_CLOCK_SKEW_MS, DEFAULT_TERMINAL_RETENTION_MS,
+};
 use crate::parse::{Limits, DEFAULT_MAX_DEPTH, DEFAULT_MAX_RECORD_BYTES};
+
+/// SPEC section 3: a caught-up partition idle this long advances its watermark (live only).
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 30_000;
 
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -112,10 +118,10 @@ impl Default for RawConfig {
                 create_replication_factor: 1,
             },
             lifecycle: RawLifecycle {
-                allowed_lateness_ms: 300_000,
-                idle_timeout_ms: 30_000,
-                max_clock_skew_ms: 300_000,
-                terminal_retention_ms: 86_400_000,
+                allowed_lateness_ms: DEFAULT_ALLOWED_LATENESS_MS as u64,
+                idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
+                max_clock_skew_ms: DEFAULT_MAX_CLOCK_SKEW_MS as u64,
+                terminal_retention_ms: DEFAULT_TERMINAL_RETENTION_MS as u64,
             },
             limits: RawLimits {
                 max_record_bytes: DEFAULT_MAX_RECORD_BYTES as u64,

@@ -6,19 +6,22 @@
 //!
 //! - [`model`]: statuses, observations and derived events, all borrowed.
 //! - [`parse`]: record bytes to observations (an on-demand scan, simd-json's tape for the
-//!   rest); typed dead-letter errors.
+//!   rest); typed dead-letter errors, SPEC section 1 in `parse/classify.rs`.
 //! - [`engine`]: the pure lifecycle rules, watermark and timers of one partition.
-//! - [`driver`]: the one path from a parsed record into the engine, with counters.
+//! - [`apply`]: the one path from a parsed record into the engine, counting into [`stats`].
+//! - [`stats`]: the plain counters and the one summary formatter.
 //! - [`output`]: derived events and dead-letter lines as JSON.
-//! - [`replay`]: the offline NDJSON driver.
+//! - [`replay`]: the offline NDJSON run.
 //! - [`generate`]: realistic synthetic Clerk traffic.
 //! - [`config`]: layered, strict configuration for the live pipeline.
-//! - [`kafka`]: clients, rebalance and delivery callbacks, offset tracking, topic checks.
 //! - [`changelog`]: the state changelog's record format (encode, decode).
-//! - [`app`]: the live pipeline's select loop and shutdown.
+//! - [`kafka`]: `admin` (start-up checks), `source` (the consumer, rebalances, the changelog
+//!   reader), `sink` (the producer, retries, sending), `offsets` (at-least-once bookkeeping).
+//! - [`app`]: the live pipeline: start-up, the select loop, the batch step; `outbox`,
+//!   `at_least_once`, `exactly_once` and `restore` beside it.
 //! - [`demo`]: the pipeline on an embedded (mock) Kafka, fed by the generator.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
-//! - [`metrics`]: every metric name, described once.
+//! - [`metrics`]: every metric name and label value, described once; the export.
 
 pub mod app;
 pub mod apply;

@@ -109,12 +109,12 @@ struct ReplayArgs {
     /// Dead-letter NDJSON file (default: standard error).
     #[arg(long)]
     dlq: Option<PathBuf>,
-    #[arg(long, default_value_t = 300_000)]
+    #[arg(long, default_value_t = sessionflow::engine::DEFAULT_ALLOWED_LATENESS_MS)]
     allowed_lateness_ms: i64,
     /// Watermark at end of input (default: the largest updated_at seen).
     #[arg(long)]
     until_ms: Option<i64>,
-    #[arg(long, default_value_t = 86_400_000)]
+    #[arg(long, default_value_t = sessionflow::engine::DEFAULT_TERMINAL_RETENTION_MS)]
     terminal_retention_ms: i64,
 }
 

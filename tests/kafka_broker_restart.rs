@@ -30,15 +30,16 @@ fn broker_restart(delivery: &str) {
     let _alone = ONE_RESTART_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let Some(bootstrap) = bootstrap() else { return };
+    let Some(scenario) = Scenario::new("restart", PARTITIONS) else {
+        return;
+    };
+    let bootstrap = scenario.bootstrap.clone();
+    let input = scenario.input.clone();
+    let prefix = scenario.prefix.clone();
+    let dir = &scenario.dir;
     let delivery_set = format!("delivery=\"{delivery}\"");
     let exactly_once = delivery == "exactly_once";
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka-dev.sh");
-    let dir = tempfile::tempdir().unwrap();
-    let input = unique("restart-in");
-    let prefix = unique("restart-out");
-    let group = unique("restart-group");
-    create_topics(&bootstrap, &[&input], PARTITIONS);
     let total: u64 = 100_000;
     let sets = [
         "lifecycle.idle_timeout_ms=0",
@@ -48,14 +49,9 @@ fn broker_restart(delivery: &str) {
         // open transactions fail and must be aborted and their batches derived again.
         "kafka.\"transaction.timeout.ms\"=\"4000\"",
     ];
-    let mut run = start_run(&bootstrap, dir.path(), &group, &input, &prefix, &sets);
+    let mut run = scenario.start(&sets);
     let mut generator = spawn_generator(&bootstrap, &input, total, 13, 20000);
-    wait_until("some progress", Duration::from_secs(120), || {
-        committed(&bootstrap, &group, &input, PARTITIONS)
-            .iter()
-            .sum::<i64>()
-            > 10_000
-    });
+    scenario.wait_committed_beyond("some progress", 10_000, Duration::from_secs(120));
     let restart = std::process::Command::new("bash")
         .arg(script)
         .arg("restart")
@@ -84,7 +80,7 @@ fn broker_restart(delivery: &str) {
         &run,
         "caught up after the restart",
         Duration::from_secs(240),
-        || committed(&bootstrap, &group, &input, PARTITIONS) == ends,
+        || scenario.committed() == ends,
     );
     let log = run.log_text();
     assert!(run.terminate().success(), "{log}");

@@ -25,13 +25,14 @@ fn exactly_once_output_is_exact_across_three_kill_9s() {
 }
 
 fn three_kill_9s(delivery: &str) {
-    let Some(bootstrap) = bootstrap() else { return };
+    let Some(scenario) = Scenario::new("crash", PARTITIONS) else {
+        return;
+    };
+    let bootstrap = scenario.bootstrap.clone();
+    let input = scenario.input.clone();
+    let prefix = scenario.prefix.clone();
+    let dir = &scenario.dir;
     let delivery_set = format!("delivery=\"{delivery}\"");
-    let dir = tempfile::tempdir().unwrap();
-    let input = unique("crash-in");
-    let prefix = unique("crash-out");
-    let group = unique("crash-group");
-    create_topics(&bootstrap, &[&input], PARTITIONS);
     let total: u64 = 200_000;
     // A killed member leaves the group only when its session times out: keep that short.
     let sets = [
@@ -40,23 +41,21 @@ fn three_kill_9s(delivery: &str) {
         "kafka.\"session.timeout.ms\"=\"6000\"",
         delivery_set.as_str(),
     ];
-    let mut run = start_run(&bootstrap, dir.path(), &group, &input, &prefix, &sets);
+    let mut run = scenario.start(&sets);
     let mut generator = spawn_generator(&bootstrap, &input, total, 14, 25000);
     let mut kills = 0;
     let mut restored = 0u64;
     for threshold in [30_000i64, 80_000, 130_000] {
-        wait_until("progress before the kill", Duration::from_secs(180), || {
-            committed(&bootstrap, &group, &input, PARTITIONS)
-                .iter()
-                .filter(|o| **o > 0)
-                .sum::<i64>()
-                > threshold
-        });
+        scenario.wait_committed_beyond(
+            "progress before the kill",
+            threshold,
+            Duration::from_secs(180),
+        );
         signal(run.child.id(), "KILL");
         let _ = run.child.wait();
         kills += 1;
         restored += restored_sessions(&run.log_text());
-        run = start_run(&bootstrap, dir.path(), &group, &input, &prefix, &sets);
+        run = scenario.start(&sets);
     }
     assert!(generator.wait().unwrap().success());
     let ends = end_offsets(&bootstrap, &input, PARTITIONS);
@@ -64,7 +63,7 @@ fn three_kill_9s(delivery: &str) {
     wait_until(
         "everything committed after the last restart",
         Duration::from_secs(300),
-        || committed(&bootstrap, &group, &input, PARTITIONS) == ends,
+        || scenario.committed() == ends,
     );
     assert!(run.terminate().success(), "{}", run.log_text());
     restored += restored_sessions(&run.log_text());

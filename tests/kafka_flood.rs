@@ -71,12 +71,14 @@ fn resident_kib(pid: u32) -> Option<u64> {
 
 #[test]
 fn a_flood_of_malformed_records_keeps_memory_flat_and_dead_letters_everything() {
-    let Some(bootstrap) = bootstrap() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let input = unique("flood-in");
-    let prefix = unique("flood-out");
-    let group = unique("flood-group");
-    create_topics(&bootstrap, &[&input], PARTITIONS);
+    let Some(scenario) = Scenario::new("flood", PARTITIONS) else {
+        return;
+    };
+    let bootstrap = scenario.bootstrap.clone();
+    let input = scenario.input.clone();
+    let prefix = scenario.prefix.clone();
+    let group = scenario.group.clone();
+    let dir = &scenario.dir;
     let limit = format!("limits.max_record_bytes={MAX_RECORD_BYTES}");
     let mut run = start_run(
         &bootstrap,
@@ -121,10 +123,7 @@ fn a_flood_of_malformed_records_keeps_memory_flat_and_dead_letters_everything() 
         "every offset committed",
         Duration::from_secs(300),
         || {
-            let done: i64 = committed(&bootstrap, &group, &input, PARTITIONS)
-                .iter()
-                .filter(|o| **o > 0)
-                .sum();
+            let done: i64 = scenario.committed().iter().filter(|o| **o > 0).sum();
             let rss = resident_kib(pid).unwrap_or(0);
             if at_quarter.is_none() && done as usize >= RECORDS / 4 {
                 at_quarter = Some(rss);
@@ -136,7 +135,7 @@ fn a_flood_of_malformed_records_keeps_memory_flat_and_dead_letters_everything() 
                 http_get(run.port, "/healthz").is_some_and(|r| r.starts_with("HTTP/1.0 200")),
                 "/healthz answers during the flood"
             );
-            committed(&bootstrap, &group, &input, PARTITIONS) == ends
+            scenario.committed() == ends
         },
     );
     let at_end = resident_kib(pid).unwrap();

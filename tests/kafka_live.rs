@@ -134,12 +134,14 @@ fn live_equals_replay(
     sets: &[&str],
     env: &[(&str, &str)],
 ) -> (String, String) {
+    let Some(scenario) = Scenario::new("live", PARTITIONS) else {
+        panic!("no broker");
+    };
+    let input = scenario.input.clone();
+    let prefix = scenario.prefix.clone();
+    let group = scenario.group.clone();
+    let dir = &scenario.dir;
     let bootstrap = bootstrap.to_owned();
-    let dir = tempfile::tempdir().unwrap();
-    let input = unique("live-in");
-    let prefix = unique("live-out");
-    let group = unique("live-group");
-    create_topics(&bootstrap, &[&input], PARTITIONS);
     let total = 100_000;
     generate_into(&bootstrap, &input, total, 11);
 
@@ -161,7 +163,7 @@ fn live_equals_replay(
                 scraped_mid_run |= text.contains("sessionflow_records_total");
             }
             let ends = end_offsets(&bootstrap, &input, PARTITIONS);
-            committed(&bootstrap, &group, &input, PARTITIONS) == ends
+            scenario.committed() == ends
         },
     );
     assert!(scraped_mid_run, "/metrics answered during the run");
@@ -297,30 +299,26 @@ fn live_equals_replay(
 
 #[test]
 fn sigterm_mid_stream_drains_commits_what_was_processed_and_a_restart_continues() {
-    let Some(bootstrap) = bootstrap() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let input = unique("stop-in");
-    let prefix = unique("stop-out");
-    let group = unique("stop-group");
-    create_topics(&bootstrap, &[&input], PARTITIONS);
+    let Some(scenario) = Scenario::new("stop", PARTITIONS) else {
+        return;
+    };
+    let bootstrap = scenario.bootstrap.clone();
+    let input = scenario.input.clone();
+    let prefix = scenario.prefix.clone();
+    let dir = &scenario.dir;
     let total: u64 = 100_000;
 
     // Input arrives at a steady 20 000 records/s while the processor runs, so SIGTERM lands
     // mid-stream.
-    let mut first = start_run(&bootstrap, dir.path(), &group, &input, &prefix, &HISTORICAL);
+    let mut first = scenario.start(&HISTORICAL);
     let mut generator = spawn_generator(&bootstrap, &input, total, 12, 20000);
-    wait_until("some progress", Duration::from_secs(120), || {
-        committed(&bootstrap, &group, &input, PARTITIONS)
-            .iter()
-            .sum::<i64>()
-            > 10_000
-    });
+    scenario.wait_committed_beyond("some progress", 10_000, Duration::from_secs(120));
     let status = first.terminate();
     assert!(generator.wait().unwrap().success());
     let ends = end_offsets(&bootstrap, &input, PARTITIONS);
     assert_eq!(ends.iter().sum::<i64>() as u64, total);
     assert!(status.success(), "exit {status:?}: {}", first.log_text());
-    let stopped_at = committed(&bootstrap, &group, &input, PARTITIONS);
+    let stopped_at = scenario.committed();
     assert!(
         stopped_at.iter().sum::<i64>() < ends.iter().sum::<i64>(),
         "stopped mid-stream: {stopped_at:?} of {ends:?}"
@@ -357,9 +355,9 @@ fn sigterm_mid_stream_drains_commits_what_was_processed_and_a_restart_continues(
 
     // A restart continues from the committed offsets and finishes the input.
     let marks = end_offsets(&bootstrap, &format!("{prefix}.transitions"), PARTITIONS);
-    let mut second = start_run(&bootstrap, dir.path(), &group, &input, &prefix, &HISTORICAL);
+    let mut second = scenario.start(&HISTORICAL);
     wait_until("the rest committed", Duration::from_secs(240), || {
-        committed(&bootstrap, &group, &input, PARTITIONS) == ends
+        scenario.committed() == ends
     });
     assert!(second.terminate().success());
     let all = read_all(&bootstrap, &format!("{prefix}.transitions"));

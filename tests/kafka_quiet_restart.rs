@@ -27,12 +27,12 @@ fn session(id: &str, updated_at: i64, expire_at: i64) -> String {
 
 #[test]
 fn deadlines_passed_while_down_are_inferred_after_the_restart() {
-    let Some(bootstrap) = bootstrap() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let input = unique("quiet-in");
-    let prefix = unique("quiet-out");
-    let group = unique("quiet-group");
-    create_topics(&bootstrap, &[&input], 1);
+    let Some(scenario) = Scenario::new("quiet", 1) else {
+        return;
+    };
+    let bootstrap = scenario.bootstrap.clone();
+    let input = scenario.input.clone();
+    let prefix = scenario.prefix.clone();
     let now = now_ms();
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
@@ -58,9 +58,9 @@ fn deadlines_passed_while_down_are_inferred_after_the_restart() {
         "lifecycle.idle_timeout_ms=1000",
         "kafka.\"session.timeout.ms\"=\"6000\"",
     ];
-    let mut first = start_run(&bootstrap, dir.path(), &group, &input, &prefix, &sets);
+    let mut first = scenario.start(&sets);
     wait_until("both sessions processed", Duration::from_secs(60), || {
-        committed(&bootstrap, &group, &input, 1) == vec![2]
+        scenario.committed() == vec![2]
     });
     assert!(first.terminate().success(), "{}", first.log_text());
     let before = read_all(&bootstrap, &format!("{prefix}.transitions"));
@@ -83,7 +83,7 @@ fn deadlines_passed_while_down_are_inferred_after_the_restart() {
     while now_ms() < soon + 1_500 {
         std::thread::sleep(Duration::from_millis(200));
     }
-    let mut second = start_run(&bootstrap, dir.path(), &group, &input, &prefix, &sets);
+    let mut second = scenario.start(&sets);
     wait_until(
         "the expiry inferred after the restart",
         Duration::from_secs(60),

@@ -23,16 +23,18 @@ fn exactly_once_output_is_exact_across_a_rebalance() {
 }
 
 fn rebalance(delivery: &str) {
-    let Some(bootstrap) = bootstrap() else { return };
+    let Some(scenario) = Scenario::new("rebalance", PARTITIONS) else {
+        return;
+    };
+    let bootstrap = scenario.bootstrap.clone();
+    let input = scenario.input.clone();
+    let prefix = scenario.prefix.clone();
+    let group = scenario.group.clone();
+    let dir = &scenario.dir;
     let delivery_set = format!("delivery=\"{delivery}\"");
     // Two instances at once: two transactional ids.
     let first_id = format!("pipeline.transactional_id={}", unique("first"));
     let second_id = format!("pipeline.transactional_id={}", unique("second"));
-    let dir = tempfile::tempdir().unwrap();
-    let input = unique("rebalance-in");
-    let prefix = unique("rebalance-out");
-    let group = unique("rebalance-group");
-    create_topics(&bootstrap, &[&input], PARTITIONS);
     let total: u64 = 150_000;
     let sets = [
         "lifecycle.idle_timeout_ms=0",
@@ -49,18 +51,12 @@ fn rebalance(delivery: &str) {
     let (first_sets, second_sets) = (with_id(&first_id), with_id(&second_id));
     let first_sets: Vec<&str> = first_sets.iter().map(String::as_str).collect();
     let second_sets: Vec<&str> = second_sets.iter().map(String::as_str).collect();
-    let mut first = start_run(&bootstrap, dir.path(), &group, &input, &prefix, &first_sets);
+    let mut first = scenario.start(&first_sets);
     let mut generator = spawn_generator(&bootstrap, &input, total, 15, 20_000);
-    wait_until(
+    scenario.wait_committed_beyond(
         "the first instance making progress",
+        30_000,
         Duration::from_secs(120),
-        || {
-            committed(&bootstrap, &group, &input, PARTITIONS)
-                .iter()
-                .filter(|o| **o > 0)
-                .sum::<i64>()
-                > 30_000
-        },
     );
     let mut second = start_run(
         &bootstrap,
@@ -75,16 +71,10 @@ fn rebalance(delivery: &str) {
         Duration::from_secs(120),
         || second.log_text().contains("Partitions assigned"),
     );
-    wait_until(
+    scenario.wait_committed_beyond(
         "more progress with two instances",
+        80_000,
         Duration::from_secs(120),
-        || {
-            committed(&bootstrap, &group, &input, PARTITIONS)
-                .iter()
-                .filter(|o| **o > 0)
-                .sum::<i64>()
-                > 80_000
-        },
     );
     let status = first.terminate();
     assert!(status.success(), "{}", first.log_text());
@@ -93,7 +83,7 @@ fn rebalance(delivery: &str) {
     wait_until(
         "everything committed by the second instance",
         Duration::from_secs(300),
-        || committed(&bootstrap, &group, &input, PARTITIONS) == ends,
+        || scenario.committed() == ends,
     );
     let second_log = second.log_text();
     assert!(second.terminate().success(), "{second_log}");

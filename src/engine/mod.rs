@@ -77,12 +77,17 @@ pub struct EngineConfig {
     pub max_clock_skew_ms: i64,
 }
 
+/// SPEC section 3 defaults, used by `config` and the replay CLI alike.
+pub const DEFAULT_ALLOWED_LATENESS_MS: i64 = 300_000;
+pub const DEFAULT_TERMINAL_RETENTION_MS: i64 = 86_400_000;
+pub const DEFAULT_MAX_CLOCK_SKEW_MS: i64 = 300_000;
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            allowed_lateness_ms: 300_000,
-            terminal_retention_ms: 86_400_000,
-            max_clock_skew_ms: 300_000,
+            allowed_lateness_ms: DEFAULT_ALLOWED_LATENESS_MS,
+            terminal_retention_ms: DEFAULT_TERMINAL_RETENTION_MS,
+            max_clock_skew_ms: DEFAULT_MAX_CLOCK_SKEW_MS,
         }
     }
 }

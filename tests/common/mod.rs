@@ -659,3 +659,70 @@ fn number_before(text: &str, marker: &str) -> u64 {
 pub fn values(records: &[Record]) -> Vec<Value> {
     records.iter().map(Record::json).collect()
 }
+
+/// One Kafka test's world: the broker, an input topic of its own (created), an output topic
+/// prefix, a consumer group and a directory for logs. `None` when no broker is configured
+/// (see [`bootstrap`]).
+pub struct Scenario {
+    pub bootstrap: String,
+    pub input: String,
+    pub prefix: String,
+    pub group: String,
+    pub partitions: i32,
+    pub dir: tempfile::TempDir,
+}
+
+impl Scenario {
+    pub fn new(name: &str, partitions: i32) -> Option<Scenario> {
+        let bootstrap = bootstrap()?;
+        let scenario = Scenario {
+            input: unique(&format!("{name}-in")),
+            prefix: unique(&format!("{name}-out")),
+            group: unique(&format!("{name}-group")),
+            partitions,
+            dir: tempfile::tempdir().unwrap(),
+            bootstrap,
+        };
+        create_topics(&scenario.bootstrap, &[&scenario.input], partitions);
+        Some(scenario)
+    }
+
+    /// Starts `sessionflow run` on this scenario's topics and group.
+    pub fn start(&self, sets: &[&str]) -> Running {
+        self.start_env(sets, &[])
+    }
+
+    /// [`Scenario::start`] with extra environment variables.
+    pub fn start_env(&self, sets: &[&str], env: &[(&str, &str)]) -> Running {
+        start_run_env(
+            &self.bootstrap,
+            self.dir.path(),
+            &self.group,
+            &self.input,
+            &self.prefix,
+            sets,
+            env,
+        )
+    }
+
+    /// The group's committed input offset of each partition.
+    pub fn committed(&self) -> Vec<i64> {
+        committed(&self.bootstrap, &self.group, &self.input, self.partitions)
+    }
+
+    /// Input records committed so far, over all partitions (partitions with no commit yet
+    /// count 0).
+    pub fn committed_total(&self) -> i64 {
+        self.committed().iter().filter(|o| **o > 0).sum()
+    }
+
+    /// Waits (bounded by `timeout`) until more than `records` input records are committed.
+    pub fn wait_committed_beyond(&self, what: &str, records: i64, timeout: Duration) {
+        wait_until(what, timeout, || self.committed_total() > records);
+    }
+
+    /// The input topic's end offsets.
+    pub fn end_offsets(&self) -> Vec<i64> {
+        end_offsets(&self.bootstrap, &self.input, self.partitions)
+    }
+}
