@@ -1,14 +1,17 @@
 //! The state changelog is enough to resume: an engine restored from the compacted changelog
 //! (last value per session, tombstones dropped, plus the watermark record) holds the same
 //! state as the engine that wrote it and derives exactly the same events from then on.
-//! This is what lets a restarted or reassigned partition continue without re-deriving.
+//! This is what lets a restarted or reassigned partition continue without re-deriving. The
+//! restore goes through `Restorer`, the dispatch the live pipeline's changelog reader uses.
 
 use std::collections::HashMap;
 
+use sessionflow::app::restore::Restorer;
 use sessionflow::apply;
-use sessionflow::changelog::{decode_state, encode_state};
+use sessionflow::changelog::{encode_state, encode_watermark, Progress, WATERMARK_KEY};
 use sessionflow::engine::{Engine, EngineConfig, EventSink, SessionView, StateRecord};
 use sessionflow::generate::{GenerateOptions, Generator};
+use sessionflow::kafka::source::ChangelogRecord;
 use sessionflow::model::{DerivedEvent, Source};
 use sessionflow::output::write_event;
 use sessionflow::parse::Parser;
@@ -76,6 +79,37 @@ fn feed(
     }
 }
 
+/// Rebuilds an engine the way the live pipeline does (`Restorer`, the one dispatch of
+/// changelog records): the compacted changelog, then the partition's progress record.
+fn restore(config: EngineConfig, capture: &Capture, original: &Engine) -> Engine {
+    let mut restorer = Restorer::new(Engine::new(config));
+    for (offset, (id, value)) in capture.changelog.iter().enumerate() {
+        let record = ChangelogRecord {
+            offset: offset as i64,
+            key: id.as_bytes(),
+            value: value.as_deref(),
+        };
+        restorer.apply(record).unwrap();
+    }
+    let mut progress = Vec::new();
+    encode_watermark(
+        &mut progress,
+        &Progress {
+            watermark: original.watermark(),
+            max_event_time: original.max_event_time(),
+            applied_through: None,
+        },
+    );
+    let record = ChangelogRecord {
+        offset: capture.changelog.len() as i64,
+        key: WATERMARK_KEY,
+        value: Some(&progress),
+    };
+    restorer.apply(record).unwrap();
+    assert_eq!(restorer.skipped, 0);
+    restorer.engine
+}
+
 fn sorted(engine: &Engine) -> Vec<SessionView> {
     let mut all: Vec<SessionView> = engine.sessions().collect();
     all.sort_by(|a, b| a.id.cmp(&b.id));
@@ -101,13 +135,7 @@ fn an_engine_restored_from_the_changelog_continues_exactly_like_the_original() {
             "tombstones present"
         );
 
-        let mut restored = Engine::new(config);
-        for (id, value) in &capture.changelog {
-            if let Some(bytes) = value {
-                restored.restore(id, &decode_state(bytes).unwrap());
-            }
-        }
-        restored.restore_watermark(original.watermark(), original.max_event_time());
+        let mut restored = restore(config, &capture, &original);
         assert_eq!(
             sorted(&restored),
             sorted(&original),
@@ -160,13 +188,7 @@ fn replayed_input_after_a_restore_emits_nothing_again() {
     let mut original = Engine::new(config);
     let mut capture = Capture::default();
     feed(&mut original, &mut parser, &all[..15_000], 0, &mut capture);
-    let mut restored = Engine::new(config);
-    for (id, value) in &capture.changelog {
-        if let Some(bytes) = value {
-            restored.restore(id, &decode_state(bytes).unwrap());
-        }
-    }
-    restored.restore_watermark(original.watermark(), original.max_event_time());
+    let mut restored = restore(config, &capture, &original);
     let mut replayed = Capture::default();
     feed(
         &mut restored,

@@ -339,3 +339,193 @@ impl EventSink for PartitionSink<'_> {
         outbox.push(destination, self.partition, Some(key), Some(payload));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Anomaly, AnomalyKind, Cause, Transition};
+    use crate::parse::Problem;
+
+    fn transition(id: &str) -> DerivedEvent<'_> {
+        DerivedEvent::Transition(Transition {
+            session_id: id,
+            user_id: None,
+            client_id: None,
+            from: None,
+            to: "active",
+            cause: Cause::Observed,
+            at: 1,
+            in_state_ms: None,
+            session_age_ms: None,
+            impersonated: false,
+            source: None,
+        })
+    }
+
+    fn anomaly(id: &str) -> DerivedEvent<'_> {
+        DerivedEvent::Anomaly(Anomaly {
+            kind: AnomalyKind::Resurrection,
+            session_id: id,
+            user_id: None,
+            status: Some("ended"),
+            observed: "active",
+            at: 2,
+            source: None,
+        })
+    }
+
+    fn routes() -> Routes {
+        let route = |topic: &str, partitions| Route {
+            topic: topic.to_owned(),
+            partitions,
+        };
+        Routes {
+            input_topic: "in".to_owned(),
+            transitions: route("t", 4),
+            anomalies: route("a", 2),
+            dead_letters: route("d", 1),
+            changelog: route("c", 4),
+        }
+    }
+
+    fn invalid() -> ParseError {
+        ParseError {
+            kind: ErrorKind::InvalidJson,
+            place: crate::parse::Place::Root,
+            problem: Problem::Json("syntax error", 3),
+        }
+    }
+
+    #[test]
+    fn each_record_owns_the_messages_queued_since_the_previous_one() {
+        let mut outbox = Outbox::new(1024);
+        outbox.partition(1).emit(&transition("sess_a"));
+        outbox.partition(1).state_changed("sess_a", None);
+        outbox.close_record(1, Some(10));
+        outbox.close_record(1, Some(11)); // caused nothing (a duplicate, say)
+        outbox.partition(3).emit(&anomaly("sess_b"));
+        outbox.dead_letter(3, 12, Some(b"k"), Some(b"{"), &invalid());
+        outbox.close_record(3, Some(12));
+        let records: Vec<(RecordOutputs, Vec<Destination>)> = outbox
+            .records()
+            .map(|(r, m)| (r, m.iter().map(|m| m.destination).collect()))
+            .collect();
+        let record = |partition, offset, messages| RecordOutputs {
+            partition,
+            offset: Some(offset),
+            messages,
+        };
+        assert_eq!(
+            records,
+            vec![
+                (
+                    record(1, 10, 2),
+                    vec![Destination::Transitions, Destination::Changelog]
+                ),
+                (record(1, 11, 0), vec![]),
+                (
+                    record(3, 12, 2),
+                    vec![Destination::Anomalies, Destination::DeadLetters]
+                ),
+            ]
+        );
+        outbox.drop_empty_records();
+        assert_eq!(outbox.records().count(), 2);
+        outbox.clear();
+        assert!(outbox.is_empty() && outbox.messages().is_empty());
+    }
+
+    #[test]
+    fn a_progress_record_is_queued_only_when_it_moved() {
+        let mut outbox = Outbox::new(1024);
+        let mut written = changelog::Progress::default();
+        outbox.queue_progress(0, written, &mut written);
+        assert!(outbox.is_empty(), "unchanged progress writes nothing");
+        let moved = changelog::Progress {
+            watermark: Some(5),
+            max_event_time: Some(6),
+            applied_through: Some(7),
+        };
+        outbox.queue_progress(2, moved, &mut written);
+        assert_eq!(written, moved);
+        let (record, messages) = outbox.records().next().unwrap();
+        assert_eq!(record.offset, None, "a record of its own, with no offset");
+        let routes = routes();
+        let sent = outbox.to_send(&messages[0], &routes, 0);
+        assert_eq!(sent.key, Some(changelog::WATERMARK_KEY));
+        assert_eq!(
+            changelog::decode_watermark(sent.payload.unwrap()).unwrap(),
+            moved
+        );
+        outbox.queue_progress(2, moved, &mut written);
+        assert_eq!(outbox.records().count(), 1, "not queued twice");
+    }
+
+    #[test]
+    fn dead_letters_keep_key_and_bytes_cut_to_the_limit_with_their_original_size() {
+        let mut outbox = Outbox::new(8);
+        outbox.dead_letter(2, 41, Some(b"key"), Some(b"0123456789abc"), &invalid());
+        outbox.dead_letter(2, 42, None, Some(b"short"), &invalid());
+        let routes = routes();
+        let [cut, whole] = outbox.messages() else {
+            panic!("two dead letters")
+        };
+        let sent = outbox.to_send(cut, &routes, 9);
+        assert_eq!(sent.key, Some(&b"key"[..]));
+        assert_eq!(sent.payload, Some(&b"01234567"[..]));
+        assert_eq!((sent.topic, sent.partition, sent.opaque), ("d", 0, 9));
+        let headers = sent.headers.unwrap();
+        let header = |name: &str| {
+            use rdkafka::message::Headers;
+            headers
+                .iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8(v.to_vec()).unwrap())
+        };
+        assert_eq!(
+            header("sessionflow-error-kind").as_deref(),
+            Some("invalid_json")
+        );
+        assert_eq!(header("sessionflow-source-topic").as_deref(), Some("in"));
+        assert_eq!(header("sessionflow-source-partition").as_deref(), Some("2"));
+        assert_eq!(header("sessionflow-source-offset").as_deref(), Some("41"));
+        assert_eq!(header("sessionflow-original-bytes").as_deref(), Some("13"));
+        assert!(header("sessionflow-error").unwrap().contains("byte 3"));
+        let sent = outbox.to_send(whole, &routes, 0);
+        assert_eq!(sent.payload, Some(&b"short"[..]));
+        assert_eq!(sent.key, None);
+        let headers = sent.headers.unwrap();
+        use rdkafka::message::Headers;
+        assert!(headers
+            .iter()
+            .all(|h| h.key != "sessionflow-original-bytes"));
+    }
+
+    #[test]
+    fn outputs_of_input_partition_p_go_to_partition_p_modulo_the_topic_size() {
+        let routes = routes();
+        assert_eq!(routes.partition(Destination::Transitions, 3), 3);
+        assert_eq!(routes.partition(Destination::Anomalies, 3), 1);
+        assert_eq!(routes.partition(Destination::DeadLetters, 3), 0);
+        assert_eq!(routes.partition(Destination::Changelog, 2), 2);
+        let mut outbox = Outbox::new(1024);
+        outbox.partition(3).emit(&transition("sess_a"));
+        outbox.partition(3).state_changed("sess_a", None);
+        let sent: Vec<(&str, i32, Option<&[u8]>)> = outbox
+            .messages()
+            .iter()
+            .map(|m| {
+                let s = outbox.to_send(m, &routes, 0);
+                (s.topic, s.partition, s.payload)
+            })
+            .collect();
+        assert_eq!(sent[0].0, "t");
+        assert_eq!(sent[0].1, 3);
+        assert!(sent[0]
+            .2
+            .unwrap()
+            .starts_with(b"{\"type\":\"session.transition\""));
+        assert_eq!(sent[1], ("c", 3, None), "a tombstone has no value");
+    }
+}
