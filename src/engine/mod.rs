@@ -243,7 +243,8 @@ impl StatusTable {
     }
 }
 
-/// A session's state as plain values, for inspection, tests and the changelog.
+/// A session's state as owned values, for inspection and tests: the fields of
+/// [`StateRecord`] (the one state shape), owned, with the session id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionView {
     pub id: String,
@@ -257,6 +258,24 @@ pub struct SessionView {
     pub client_id: Option<String>,
     pub impersonated: bool,
     pub inferred: bool,
+}
+
+impl SessionView {
+    pub fn new(id: &str, state: &StateRecord<'_>) -> Self {
+        SessionView {
+            id: id.to_owned(),
+            status: state.status.to_owned(),
+            since: state.since,
+            updated_at: state.updated_at,
+            created_at: state.created_at,
+            expire_at: state.expire_at,
+            abandon_at: state.abandon_at,
+            user_id: state.user_id.map(str::to_owned),
+            client_id: state.client_id.map(str::to_owned),
+            impersonated: state.impersonated,
+            inferred: state.inferred,
+        }
+    }
 }
 
 /// An owned copy of a [`DerivedEvent`].
@@ -590,12 +609,20 @@ impl Engine {
         if !sink.wants_state() {
             return;
         }
+        let mut texts = SlotTexts::default();
+        let (id, record) = self.record(index, &mut texts);
+        sink.state_changed(id.unwrap_or(""), Some(&record));
+    }
+
+    /// The one mapping of a slot to its state: the session id and the [`StateRecord`], their
+    /// texts decoded into `texts`.
+    fn record<'a>(
+        &'a self,
+        index: u32,
+        texts: &'a mut SlotTexts,
+    ) -> (Option<&'a str>, StateRecord<'a>) {
         let slot = &self.slots[index as usize];
-        let (mut id_buf, mut user_buf, mut client_buf): (IdBuf, IdBuf, IdBuf) = (
-            [0; MAX_PACKED_LEN],
-            [0; MAX_PACKED_LEN],
-            [0; MAX_PACKED_LEN],
-        );
+        let SlotTexts { id, user, client } = texts;
         let record = StateRecord {
             status: self.statuses.name(slot.status),
             since: slot.since,
@@ -603,12 +630,12 @@ impl Engine {
             created_at: known(slot.created_at),
             expire_at: known(slot.expire_at),
             abandon_at: known(slot.abandon_at),
-            user_id: slot.user_id.as_str(&mut user_buf),
-            client_id: slot.client_id.as_str(&mut client_buf),
+            user_id: slot.user_id.as_str(user),
+            client_id: slot.client_id.as_str(client),
             impersonated: slot.impersonated(),
             inferred: slot.inferred(),
         };
-        sink.state_changed(slot.key.as_str(&mut id_buf).unwrap_or(""), Some(&record));
+        (slot.key.as_str(id), record)
     }
 
     /// Puts a session's state back as the changelog kept it (restore): no events, no
@@ -882,23 +909,25 @@ impl Engine {
     }
 
     fn view(&self, index: u32) -> SessionView {
-        let slot = &self.slots[index as usize];
-        let text = |id: &CompactId| {
-            let mut buf = [0u8; MAX_PACKED_LEN];
-            id.as_str(&mut buf).map(str::to_owned)
-        };
-        SessionView {
-            id: text(&slot.key).unwrap_or_default(),
-            status: self.statuses.name(slot.status).to_owned(),
-            since: slot.since,
-            updated_at: slot.updated_at,
-            created_at: known(slot.created_at),
-            expire_at: known(slot.expire_at),
-            abandon_at: known(slot.abandon_at),
-            user_id: text(&slot.user_id),
-            client_id: text(&slot.client_id),
-            impersonated: slot.impersonated(),
-            inferred: slot.inferred(),
+        let mut texts = SlotTexts::default();
+        let (id, record) = self.record(index, &mut texts);
+        SessionView::new(id.unwrap_or_default(), &record)
+    }
+}
+
+/// Buffers a slot's packed ids are decoded into.
+struct SlotTexts {
+    id: IdBuf,
+    user: IdBuf,
+    client: IdBuf,
+}
+
+impl Default for SlotTexts {
+    fn default() -> Self {
+        SlotTexts {
+            id: [0; MAX_PACKED_LEN],
+            user: [0; MAX_PACKED_LEN],
+            client: [0; MAX_PACKED_LEN],
         }
     }
 }
