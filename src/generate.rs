@@ -367,15 +367,12 @@ pub fn send_until(
     rate: u64,
     stop: &std::sync::atomic::AtomicBool,
 ) -> anyhow::Result<u64> {
-    send(
-        options,
-        u64::MAX,
+    let sink = Sink {
         brokers,
         topic,
-        Some(rate),
-        Some(stop),
-        false,
-    )
+        compression: "lz4",
+    };
+    send(options, u64::MAX, &sink, Some(rate), Some(stop), false)
 }
 
 /// Sends generated records to `topic`, keyed by session id, at `rate` records per second if
@@ -386,15 +383,28 @@ pub fn send_to_kafka(
     brokers: &str,
     topic: &str,
     rate: Option<u64>,
+    compression: &str,
 ) -> anyhow::Result<u64> {
-    send(options, limit, brokers, topic, rate, None, true)
+    let sink = Sink {
+        brokers,
+        topic,
+        compression,
+    };
+    send(options, limit, &sink, rate, None, true)
+}
+
+/// Where generated records go.
+struct Sink<'a> {
+    brokers: &'a str,
+    topic: &'a str,
+    /// The producer's `compression.type`.
+    compression: &'a str,
 }
 
 fn send(
     options: GenerateOptions,
     limit: u64,
-    brokers: &str,
-    topic: &str,
+    sink_to: &Sink<'_>,
     rate: Option<u64>,
     stop: Option<&std::sync::atomic::AtomicBool>,
     progress: bool,
@@ -403,7 +413,8 @@ fn send(
     use rdkafka::producer::Producer;
     use std::time::{Duration, Instant};
 
-    let producer = sink::load_producer(brokers)?;
+    let producer = sink::load_producer(sink_to.brokers, sink_to.compression)?;
+    let topic = sink_to.topic;
     let mut generator = Generator::new(options);
     let (mut record, mut key) = (Vec::new(), Vec::new());
     let started = Instant::now();

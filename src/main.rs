@@ -96,6 +96,9 @@ struct GenerateArgs {
     /// Records per second when sending to Kafka (default: as fast as possible).
     #[arg(long)]
     rate: Option<u64>,
+    /// Compression of the records sent to Kafka: none, gzip, snappy, lz4 or zstd.
+    #[arg(long, default_value = "lz4")]
+    compression: String,
 }
 
 #[derive(clap::Args)]
@@ -194,7 +197,14 @@ fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
     if let (Some(brokers), Some(topic)) = (&args.brokers, &args.topic) {
         let options = GenerateOptions::new(args.sessions, args.seed);
         let limit = args.records.unwrap_or(u64::MAX);
-        let sent = sessionflow::generate::send_to_kafka(options, limit, brokers, topic, args.rate)?;
+        let sent = sessionflow::generate::send_to_kafka(
+            options,
+            limit,
+            brokers,
+            topic,
+            args.rate,
+            &args.compression,
+        )?;
         eprintln!("sessionflow generate: sent {sent} records to {topic}");
         return Ok(());
     }

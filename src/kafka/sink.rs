@@ -327,15 +327,18 @@ impl ProducerContext for LoadContext {
     }
 }
 
-/// The load generator's producer (`generate --brokers`, the demo): idempotent, lz4, like the
-/// producers that feed sessionflow in production.
-pub fn load_producer(brokers: &str) -> Result<ThreadedProducer<LoadContext>, KafkaSetupError> {
+/// The load generator's producer (`generate --brokers`, the demo): idempotent, compressed
+/// with `compression` (lz4 by default), like the producers that feed sessionflow.
+pub fn load_producer(
+    brokers: &str,
+    compression: &str,
+) -> Result<ThreadedProducer<LoadContext>, KafkaSetupError> {
     let mut properties = BTreeMap::new();
     properties.insert("bootstrap.servers".to_owned(), brokers.to_owned());
     let mut config = base_config(&properties);
     for (key, value) in [
         ("enable.idempotence", "true"),
-        ("compression.type", "lz4"),
+        ("compression.type", compression),
         ("linger.ms", "5"),
         ("message.max.bytes", "2000000"),
     ] {

@@ -301,7 +301,19 @@ fn generate_command(bootstrap: &str, topic: &str, records: u64, seed: u64) -> Co
 
 /// Sends generated records as fast as the broker takes them, and waits.
 pub fn generate_into(bootstrap: &str, topic: &str, records: u64, seed: u64) {
+    generate_compressed_into(bootstrap, topic, records, seed, "lz4");
+}
+
+/// [`generate_into`] with the producer's `compression.type` set to `codec`.
+pub fn generate_compressed_into(
+    bootstrap: &str,
+    topic: &str,
+    records: u64,
+    seed: u64,
+    codec: &str,
+) {
     let status = generate_command(bootstrap, topic, records, seed)
+        .args(["--compression", codec])
         .status()
         .unwrap();
     assert!(status.success());
