@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::at_least_once::AtLeastOnce;
 use self::exactly_once::{AfterBatch, ExactlyOnce, TRANSACTION_CALL_TIMEOUT};
-use self::outbox::{Outbox, Route, Routes};
+use self::outbox::{DeadLetterLimits, Outbox, Route, Routes};
 use crate::apply;
 use crate::changelog;
 use crate::config::{Config, Delivery};
@@ -71,6 +71,8 @@ pub struct Clients {
     pub producer: Arc<ThreadedProducer<OutputContext>>,
     pub delivery: Arc<DeliveryState>,
     pub routes: Routes,
+    /// The producer's batch bound (see `sink::output_producer`), for a replacement producer.
+    pub producer_batch_bytes: Option<usize>,
 }
 
 impl Clients {
@@ -156,8 +158,8 @@ pub async fn run(
     shutdown: CancellationToken,
     handles: Handles,
 ) -> anyhow::Result<()> {
-    let routes = tokio::select! {
-        routes = check_topics(&config) => routes?,
+    let (routes, dead_letter_limits) = tokio::select! {
+        checked = check_topics(&config) => checked?,
         () = shutdown.cancelled() => return Ok(()),
     };
     let delivery = DeliveryState::new();
@@ -167,6 +169,7 @@ pub async fn run(
         delivery.clone(),
         config.limits.max_record_bytes,
         exactly_once.then_some(config.transactional_id.as_str()),
+        dead_letter_limits.topic_max_message_bytes,
     )?);
     let mode = if exactly_once {
         if !exactly_once::init_transactions(&producer, &config, &shutdown).await? {
@@ -196,13 +199,14 @@ pub async fn run(
 
     let mut pipeline = Pipeline {
         parser: Parser::new(config.limits),
-        outbox: Outbox::new(config.limits.max_record_bytes),
+        outbox: Outbox::new(dead_letter_limits),
         clients: Clients {
             config,
             consumer,
             producer,
             delivery,
             routes,
+            producer_batch_bytes: dead_letter_limits.topic_max_message_bytes,
         },
         mode,
         partitions: HashMap::new(),
@@ -220,8 +224,8 @@ pub async fn run(
 }
 
 /// Checks (and, when allowed, creates) the input, output and changelog topics; returns where
-/// each output goes.
-async fn check_topics(config: &Config) -> anyhow::Result<Routes> {
+/// each output goes, and how large a dead letter may be.
+async fn check_topics(config: &Config) -> anyhow::Result<(Routes, DeadLetterLimits)> {
     let topics = &config.topics;
     let create = topics
         .create
@@ -253,7 +257,25 @@ async fn check_topics(config: &Config) -> anyhow::Result<Routes> {
         topic: topic.clone(),
         partitions: counts[topic],
     };
-    Ok(Routes {
+    let dead_letter_limits = DeadLetterLimits {
+        max_record_bytes: config.limits.max_record_bytes,
+        topic_max_message_bytes: admin::topic_max_message_bytes(
+            &config.kafka,
+            &topics.dead_letters,
+        )
+        .await
+        .context("reading the dead-letter topic's configuration")?,
+    };
+    if let Some(max) = dead_letter_limits.topic_max_message_bytes {
+        if max < sink::max_message_bytes(config.limits.max_record_bytes) {
+            tracing::warn!(
+                topic = %topics.dead_letters,
+                max_message_bytes = max,
+                "The dead-letter topic accepts less than max_record_bytes: larger dead letters are cut to fit (header sessionflow-original-bytes)."
+            );
+        }
+    }
+    let routes = Routes {
         input_topic: topics.input.clone(),
         transitions: route(&topics.transitions),
         anomalies: route(&topics.anomalies),
@@ -262,7 +284,8 @@ async fn check_topics(config: &Config) -> anyhow::Result<Routes> {
             topic: topics.changelog.clone(),
             partitions: input_partitions,
         },
-    })
+    };
+    Ok((routes, dead_letter_limits))
 }
 
 fn now_ms() -> i64 {

@@ -12,7 +12,9 @@ use rdkafka::consumer::Consumer;
 use rdkafka::producer::{Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use super::outbox::{Destination, Outbox, RecordOutputs};
+use rdkafka::message::{Header, Headers};
+
+use super::outbox::{self, Destination, Outbox, RecordOutputs};
 use super::Clients;
 use crate::kafka::lock;
 use crate::kafka::offsets::{Phase, Ticket};
@@ -103,11 +105,16 @@ impl AtLeastOnce {
         }
     }
 
-    /// Sends again what failed to be delivered.
+    /// Sends again what failed to be delivered. A dead letter the broker refused for its size
+    /// (a dead-letter topic with a smaller `max.message.bytes` than it said, or changed since
+    /// start-up) is cut to half its size first, so that it lands and its offset commits.
     pub async fn send_retries(&mut self, clients: &Clients) {
         let retries: VecDeque<RetryMessage> = std::mem::take(&mut *lock(&clients.delivery.retries));
-        for retry in &retries {
-            clients.send(OutgoingRef::from(retry)).await;
+        for mut retry in retries {
+            if retry.refused_for_size && retry.topic == clients.routes.dead_letters.topic {
+                halve_dead_letter(&mut retry);
+            }
+            clients.send(OutgoingRef::from(&retry)).await;
         }
     }
 
@@ -179,6 +186,35 @@ impl AtLeastOnce {
     }
 }
 
+/// Cuts a refused dead letter's value to half, keeping (or adding) the header that gives
+/// the original size.
+pub fn halve_dead_letter(retry: &mut RetryMessage) {
+    let Some(payload) = retry.payload.as_mut() else {
+        return;
+    };
+    let original = payload.len();
+    payload.truncate(original / 2);
+    retry.refused_for_size = false;
+    let headers = retry.headers.take().unwrap_or_default();
+    let has_original = headers
+        .iter()
+        .any(|h| h.key == outbox::ORIGINAL_BYTES_HEADER);
+    retry.headers = Some(if has_original {
+        headers
+    } else {
+        headers.insert(Header {
+            key: outbox::ORIGINAL_BYTES_HEADER,
+            value: Some(&original.to_string()),
+        })
+    });
+    tracing::warn!(
+        topic = %retry.topic,
+        from = original,
+        to = payload.len(),
+        "A dead letter was refused for its size; sending its first bytes."
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,7 +242,10 @@ mod tests {
     /// once its outputs and every earlier record's are acknowledged, in record order.
     #[test]
     fn changelog_writes_are_released_in_record_order_after_their_outputs() {
-        let mut outbox = Outbox::new(1024);
+        let mut outbox = Outbox::new(outbox::DeadLetterLimits {
+            max_record_bytes: 1024,
+            topic_max_message_bytes: None,
+        });
         for offset in 0..3 {
             let mut sink = outbox.partition(0);
             sink.emit(&transition("sess_a"));
@@ -236,5 +275,35 @@ mod tests {
             tracker.delivered(*ticket, Phase::Changelog);
         }
         assert_eq!(tracker.take_committable(), vec![(0, 3)]);
+    }
+
+    #[test]
+    fn a_dead_letter_refused_for_its_size_is_halved_and_says_its_original_size() {
+        let mut retry = RetryMessage {
+            topic: "dlq".to_owned(),
+            partition: 0,
+            key: Some(b"k".to_vec()),
+            payload: Some(vec![b'x'; 1000]),
+            headers: None,
+            opaque: 7,
+            refused_for_size: true,
+        };
+        halve_dead_letter(&mut retry);
+        assert_eq!(retry.payload.as_ref().map(Vec::len), Some(500));
+        assert!(!retry.refused_for_size);
+        let original = |retry: &RetryMessage| {
+            let headers = retry.headers.as_ref().unwrap();
+            headers
+                .iter()
+                .filter(|h| h.key == outbox::ORIGINAL_BYTES_HEADER)
+                .map(|h| String::from_utf8(h.value.unwrap().to_vec()).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(original(&retry), vec!["1000"]);
+        // Halved again, it keeps the first original size, once.
+        halve_dead_letter(&mut retry);
+        assert_eq!(retry.payload.as_ref().map(Vec::len), Some(250));
+        assert_eq!(original(&retry), vec!["1000"]);
+        assert_eq!((retry.key.as_deref(), retry.opaque), (Some(&b"k"[..]), 7));
     }
 }

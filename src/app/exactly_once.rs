@@ -309,6 +309,7 @@ impl ExactlyOnce {
             clients.delivery.clone(),
             config.limits.max_record_bytes,
             Some(&config.transactional_id),
+            clients.producer_batch_bytes,
         )
         .map_err(anyhow::Error::new)
         .and_then(|producer| {

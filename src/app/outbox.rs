@@ -90,6 +90,29 @@ pub struct RecordOutputs {
     pub messages: u32,
 }
 
+/// Room left in a dead letter for everything but its value: the record's framing, the
+/// headers' names and small values, the input topic's name (at most 249 bytes).
+const DEAD_LETTER_OVERHEAD: usize = 1024;
+
+/// How large a dead letter's value may be.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeadLetterLimits {
+    /// `limits.max_record_bytes`.
+    pub max_record_bytes: usize,
+    /// The dead-letter topic's `max.message.bytes`, when the broker said.
+    pub topic_max_message_bytes: Option<usize>,
+}
+
+impl DeadLetterLimits {
+    /// The most value bytes a dead letter with this key and reason may carry.
+    pub fn value_limit(&self, key_bytes: usize, reason_bytes: usize) -> usize {
+        let topic = self.topic_max_message_bytes.map_or(usize::MAX, |max| {
+            max.saturating_sub(DEAD_LETTER_OVERHEAD + key_bytes + reason_bytes)
+        });
+        self.max_record_bytes.min(topic)
+    }
+}
+
 /// The outputs of the records of one batch, and which record caused which.
 #[derive(Default)]
 pub struct Outbox {
@@ -98,14 +121,14 @@ pub struct Outbox {
     records: Vec<RecordOutputs>,
     /// Messages already attributed to a closed record.
     closed: usize,
-    /// Dead-letter values are cut to this many bytes (`limits.max_record_bytes`).
-    dead_letter_limit: usize,
+    /// Dead-letter values are cut to these limits.
+    dead_letter_limits: DeadLetterLimits,
 }
 
 impl Outbox {
-    pub fn new(dead_letter_limit: usize) -> Self {
+    pub fn new(dead_letter_limits: DeadLetterLimits) -> Self {
         Outbox {
-            dead_letter_limit,
+            dead_letter_limits,
             ..Outbox::default()
         }
     }
@@ -204,10 +227,9 @@ impl Outbox {
     }
 
     /// A dead letter keeps the record's key and value bytes. A value beyond
-    /// `max_record_bytes` (a `too_large` record) is cut to that size, and the header
-    /// `sessionflow-original-bytes` gives its size: the whole of it may exceed what the
-    /// producer and the broker accept, and a dead letter that can never be written would
-    /// block its partition's offsets for good.
+    /// `max_record_bytes` (a `too_large` record), or beyond what the dead-letter topic
+    /// accepts, is cut to fit, and the header `sessionflow-original-bytes` gives its size: a
+    /// dead letter that can never be written would block its partition's offsets for good.
     pub fn dead_letter(
         &mut self,
         partition: i32,
@@ -216,8 +238,11 @@ impl Outbox {
         value: Option<&[u8]>,
         error: &ParseError,
     ) {
+        let reason = error.to_string();
+        let limit = self
+            .dead_letter_limits
+            .value_limit(key.map_or(0, <[u8]>::len), reason.len());
         let key = key.map(|k| self.push_bytes(k));
-        let limit = self.dead_letter_limit;
         let original_bytes = value.filter(|v| v.len() > limit).map(<[u8]>::len);
         let payload = value.map(|v| self.push_bytes(&v[..v.len().min(limit)]));
         self.messages.push(Outgoing {
@@ -227,7 +252,7 @@ impl Outbox {
             payload,
             dead_letter: Some(DeadLetter {
                 kind: error.kind,
-                reason: error.to_string(),
+                reason,
                 offset,
                 original_bytes,
             }),
@@ -256,6 +281,9 @@ impl Outbox {
         }
     }
 }
+
+/// The header that gives a cut dead letter's original value size (SPEC section 1).
+pub const ORIGINAL_BYTES_HEADER: &str = "sessionflow-original-bytes";
 
 /// The SPEC section 1 headers of a dead letter.
 pub fn dead_letter_headers(
@@ -288,7 +316,7 @@ pub fn dead_letter_headers(
         });
     match dead_letter.original_bytes {
         Some(n) => headers.insert(Header {
-            key: "sessionflow-original-bytes",
+            key: ORIGINAL_BYTES_HEADER,
             value: Some(&n.to_string()),
         }),
         None => headers,
@@ -374,6 +402,28 @@ mod tests {
         })
     }
 
+    fn limits(max_record_bytes: usize) -> DeadLetterLimits {
+        DeadLetterLimits {
+            max_record_bytes,
+            topic_max_message_bytes: None,
+        }
+    }
+
+    #[test]
+    fn dead_letter_values_fit_the_topic_with_their_key_and_reason() {
+        let limits = DeadLetterLimits {
+            max_record_bytes: 1 << 20,
+            topic_max_message_bytes: Some(2048),
+        };
+        assert_eq!(limits.value_limit(10, 14), 2048 - 1024 - 24);
+        assert_eq!(limits.value_limit(4000, 0), 0, "a huge key leaves no room");
+        let unknown = DeadLetterLimits {
+            topic_max_message_bytes: None,
+            ..limits
+        };
+        assert_eq!(unknown.value_limit(10, 14), 1 << 20);
+    }
+
     fn routes() -> Routes {
         let route = |topic: &str, partitions| Route {
             topic: topic.to_owned(),
@@ -398,7 +448,7 @@ mod tests {
 
     #[test]
     fn each_record_owns_the_messages_queued_since_the_previous_one() {
-        let mut outbox = Outbox::new(1024);
+        let mut outbox = Outbox::new(limits(1024));
         outbox.partition(1).emit(&transition("sess_a"));
         outbox.partition(1).state_changed("sess_a", None);
         outbox.close_record(1, Some(10));
@@ -437,7 +487,7 @@ mod tests {
 
     #[test]
     fn a_progress_record_is_queued_only_when_it_moved() {
-        let mut outbox = Outbox::new(1024);
+        let mut outbox = Outbox::new(limits(1024));
         let mut written = changelog::Progress::default();
         outbox.queue_progress(0, written, &mut written);
         assert!(outbox.is_empty(), "unchanged progress writes nothing");
@@ -463,7 +513,7 @@ mod tests {
 
     #[test]
     fn dead_letters_keep_key_and_bytes_cut_to_the_limit_with_their_original_size() {
-        let mut outbox = Outbox::new(8);
+        let mut outbox = Outbox::new(limits(8));
         outbox.dead_letter(2, 41, Some(b"key"), Some(b"0123456789abc"), &invalid());
         outbox.dead_letter(2, 42, None, Some(b"short"), &invalid());
         let routes = routes();
@@ -509,7 +559,7 @@ mod tests {
         assert_eq!(routes.partition(Destination::Anomalies, 3), 1);
         assert_eq!(routes.partition(Destination::DeadLetters, 3), 0);
         assert_eq!(routes.partition(Destination::Changelog, 2), 2);
-        let mut outbox = Outbox::new(1024);
+        let mut outbox = Outbox::new(limits(1024));
         outbox.partition(3).emit(&transition("sess_a"));
         outbox.partition(3).state_changed("sess_a", None);
         let sent: Vec<(&str, i32, Option<&[u8]>)> = outbox

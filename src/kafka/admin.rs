@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -218,4 +218,33 @@ pub async fn ensure_topics(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(known)
+}
+
+/// The largest message `topic` accepts (its effective `max.message.bytes`), `None` when the
+/// broker does not say (an old broker, or no permission to describe configurations).
+pub async fn topic_max_message_bytes(
+    properties: &BTreeMap<String, String>,
+    topic: &str,
+) -> Result<Option<usize>, KafkaSetupError> {
+    let admin = admin_client(properties)?;
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let described = admin
+        .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
+        .await;
+    let limit = match described {
+        Ok(results) => results.into_iter().find_map(|result| {
+            let resource = result.ok()?;
+            resource
+                .get("max.message.bytes")?
+                .value
+                .as_ref()?
+                .parse()
+                .ok()
+        }),
+        Err(error) => {
+            tracing::warn!(topic, %error, "Could not read the topic's max.message.bytes.");
+            None
+        }
+    };
+    Ok(limit)
 }

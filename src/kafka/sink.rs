@@ -49,6 +49,9 @@ pub struct RetryMessage {
     pub payload: Option<Vec<u8>>,
     pub headers: Option<OwnedHeaders>,
     pub opaque: usize,
+    /// The broker refused it for its size (`MSG_SIZE_TOO_LARGE`): sent again unchanged it
+    /// would be refused again.
+    pub refused_for_size: bool,
 }
 
 /// What delivery reports update: the offset tracker and the retry queue.
@@ -116,6 +119,13 @@ impl ProducerContext for OutputContext {
                     opaque,
                 }
                 .to_retry(headers);
+                let retry = RetryMessage {
+                    refused_for_size: matches!(
+                        error,
+                        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
+                    ),
+                    ..retry
+                };
                 lock(&self.state.retries).push_back(retry);
             }
         }
@@ -126,12 +136,15 @@ impl ProducerContext for OutputContext {
 /// without a local timeout (a broker that is down makes outputs wait, never fail by time).
 /// Exactly-once (`transactional_id` given): a transactional producer, whose messages time out
 /// with their transaction (librdkafka requires `message.timeout.ms` <=
-/// `transaction.timeout.ms`).
+/// `transaction.timeout.ms`). `batch_bytes`: the smallest `max.message.bytes` of the
+/// output topics, when it is below librdkafka's 1 MB `batch.size`: the broker applies that
+/// limit to a whole batch, and librdkafka does not split a refused one.
 pub fn output_producer(
     properties: &BTreeMap<String, String>,
     state: Arc<DeliveryState>,
     max_record_bytes: usize,
     transactional_id: Option<&str>,
+    batch_bytes: Option<usize>,
 ) -> Result<ThreadedProducer<OutputContext>, KafkaSetupError> {
     let mut config = base_config(properties);
     set_default(&mut config, "enable.idempotence", "true");
@@ -147,6 +160,11 @@ pub fn output_producer(
     }
     let max_message = max_message_bytes(max_record_bytes);
     set_default(&mut config, "message.max.bytes", &max_message.to_string());
+    if let Some(bytes) = batch_bytes.filter(|&b| b < LIBRDKAFKA_BATCH_SIZE) {
+        // Room for the batch's own framing.
+        let batch = bytes.saturating_sub(BATCH_FRAMING).max(1);
+        set_default(&mut config, "batch.size", &batch.to_string());
+    }
     config
         .create_with_context(OutputContext {
             state,
@@ -154,6 +172,12 @@ pub fn output_producer(
         })
         .map_err(|source| client_error("producer", source))
 }
+
+/// librdkafka's default `batch.size`.
+const LIBRDKAFKA_BATCH_SIZE: usize = 1_000_000;
+
+/// A record batch's framing beyond its records (header, CRC, producer id and epoch).
+const BATCH_FRAMING: usize = 256;
 
 /// The largest output message: a dead letter carries an input record of up to
 /// `max_record_bytes`, plus its key and headers.
@@ -185,6 +209,7 @@ impl OutgoingRef<'_> {
             payload: self.payload.map(<[u8]>::to_vec),
             headers,
             opaque: self.opaque,
+            refused_for_size: false,
         }
     }
 }

@@ -117,13 +117,28 @@ pub fn runtime() -> tokio::runtime::Runtime {
 }
 
 pub fn create_topics(bootstrap: &str, topics: &[&str], partitions: i32) {
+    create_topics_with(bootstrap, topics, partitions, &[]);
+}
+
+/// [`create_topics`] with topic configuration entries (`max.message.bytes`, say).
+pub fn create_topics_with(
+    bootstrap: &str,
+    topics: &[&str],
+    partitions: i32,
+    configs: &[(&str, &str)],
+) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
         .unwrap();
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .map(|t| {
+            configs.iter().fold(
+                NewTopic::new(t, partitions, TopicReplication::Fixed(1)),
+                |topic, (key, value)| topic.set(key, value),
+            )
+        })
         .collect();
     let results = runtime()
         .block_on(admin.create_topics(&new, &AdminOptions::new()))
