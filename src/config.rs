@@ -93,6 +93,8 @@ pub struct RawPipeline {
     pub transactional_id: String,
     /// Exactly-once: most records in one transaction (the batch size in that mode).
     pub transaction_max_records: u64,
+    /// The input consumer's `group.instance.id` (static membership); empty means none.
+    pub group_instance_id: String,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -132,6 +134,7 @@ impl Default for RawConfig {
                 drain_timeout_ms: 10_000,
                 retry_backoff_ms: 500,
                 transactional_id: String::new(),
+                group_instance_id: String::new(),
                 transaction_max_records: 10_000,
             },
             http: RawHttp {
@@ -181,6 +184,10 @@ pub struct Config {
     pub transactional_id: String,
     /// Exactly-once: the most records per transaction.
     pub transaction_max_records: usize,
+    /// Static membership: the input consumer's `group.instance.id`. A restarted instance
+    /// with the same id gets its partitions back at once instead of after
+    /// `session.timeout.ms`.
+    pub group_instance_id: Option<String>,
     pub http_listen: SocketAddr,
     /// librdkafka properties for every client, `bootstrap.servers` included.
     pub kafka: BTreeMap<String, String>,
@@ -307,6 +314,7 @@ impl std::fmt::Debug for Config {
             .field("drain_timeout", &self.drain_timeout)
             .field("retry_backoff", &self.retry_backoff)
             .field("transactional_id", &self.transactional_id)
+            .field("group_instance_id", &self.group_instance_id)
             .field("transaction_max_records", &self.transaction_max_records)
             .field("http_listen", &self.http_listen)
             .field("kafka", &redacted(&self.kafka))
@@ -455,6 +463,8 @@ impl RawConfig {
         } else {
             self.pipeline.transactional_id
         };
+        let group_instance_id =
+            Some(self.pipeline.group_instance_id.trim().to_owned()).filter(|id| !id.is_empty());
         let mut kafka = self.kafka;
         resolve_files(&mut kafka)?;
         kafka
@@ -477,6 +487,7 @@ impl RawConfig {
                 self.pipeline.retry_backoff_ms,
             )?),
             transactional_id,
+            group_instance_id,
             transaction_max_records: positive(
                 "pipeline.transaction_max_records",
                 self.pipeline.transaction_max_records,

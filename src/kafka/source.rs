@@ -154,6 +154,10 @@ pub fn input_consumer(
         super::set_default(&mut consumer_config, key, value);
     }
     consumer_config.set("group.id", &config.group_id);
+    if let Some(id) = &config.group_instance_id {
+        // Static membership: only the input consumer is a group member.
+        consumer_config.set("group.instance.id", id);
+    }
     consumer_config
         .create_with_context(context)
         .map_err(|e| client_error("consumer", e))
