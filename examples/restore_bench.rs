@@ -9,6 +9,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use sessionflow::app::restore::RestoreOutcome;
 use sessionflow::changelog::{encode_state, encode_watermark, Progress, WATERMARK_KEY};
 use sessionflow::engine::StateRecord;
 use sessionflow::generate::clerk_id;
@@ -102,7 +103,11 @@ async fn main() -> anyhow::Result<()> {
         ],
     )?;
     let started = Instant::now();
-    let (engine, progress) = sessionflow::app::restore::restore_partition(&config, 0);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let outcome = sessionflow::app::restore::restore_partition(&config, 0, &shutdown);
+    let RestoreOutcome::Restored(engine, progress) = outcome else {
+        anyhow::bail!("the changelog could not be restored");
+    };
     let secs = started.elapsed().as_secs_f64();
     anyhow::ensure!(
         engine.len() as u64 == sessions,

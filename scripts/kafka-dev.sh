@@ -12,8 +12,14 @@
 #                                         jars, e.g. kafka.admin.ConfigCommand
 #
 # Environment: KAFKA_VERSION (4.1.1), KAFKA_PORT (39092; the controller uses +1, the SASL_SSL
-# listener +2), SESSIONFLOW_KAFKA_DIR (/tmp/sessionflow-kafka), SESSIONFLOW_CACHE
-# (~/.cache/sessionflow).
+# listener +2, the PROXIED listener +3), SESSIONFLOW_KAFKA_DIR (/tmp/sessionflow-kafka),
+# SESSIONFLOW_CACHE (~/.cache/sessionflow).
+#
+# The PROXIED listener (PLAINTEXT on KAFKA_PORT+3) advertises KAFKA_PORT+4, where nothing
+# listens until a test starts its fault-injection proxy there (tests/common/proxy.rs) and
+# forwards to KAFKA_PORT+3: clients bootstrapped at +4 then reach the broker only through
+# the proxy, metadata included. `run` exports SESSIONFLOW_TEST_PROXY_LISTEN (+4) and
+# SESSIONFLOW_TEST_PROXY_UPSTREAM (+3).
 #
 # Next to the PLAINTEXT listener the broker has a SASL_SSL one (PLAIN, SCRAM-SHA-256,
 # SCRAM-SHA-512; user "sessionflow" with a password generated per fresh start). Its files are
@@ -28,6 +34,8 @@ version=${KAFKA_VERSION:-4.1.1}
 port=${KAFKA_PORT:-39092}
 controller_port=$((port + 1))
 secure_port=$((port + 2))
+proxied_port=$((port + 3))
+proxy_port=$((port + 4))
 dir=${SESSIONFLOW_KAFKA_DIR:-/tmp/sessionflow-kafka}
 cache=${SESSIONFLOW_CACHE:-$HOME/.cache/sessionflow}/kafka-$version
 libs=$cache/libs
@@ -81,11 +89,11 @@ write_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port,SASL_SSL://127.0.0.1:$secure_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port,SASL_SSL://127.0.0.1:$secure_port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port,SASL_SSL://127.0.0.1:$secure_port,PROXIED://127.0.0.1:$proxied_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port,SASL_SSL://127.0.0.1:$secure_port,PROXIED://127.0.0.1:$proxy_port
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,PROXIED:PLAINTEXT
 sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
 listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$sasl_user="$sasl_password";
 listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
@@ -234,6 +242,8 @@ case "${1:-}" in
     trap 'stop_broker discard' EXIT
     status=0
     SESSIONFLOW_TEST_BOOTSTRAP=$bootstrap \
+      SESSIONFLOW_TEST_PROXY_LISTEN=127.0.0.1:$proxy_port \
+      SESSIONFLOW_TEST_PROXY_UPSTREAM=127.0.0.1:$proxied_port \
       SESSIONFLOW_TEST_SECURE_BOOTSTRAP=$secure_bootstrap \
       SESSIONFLOW_TEST_CA=$tls/ca.pem \
       SESSIONFLOW_TEST_UNTRUSTED_CA=$tls/untrusted-ca.pem \

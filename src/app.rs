@@ -15,7 +15,7 @@ pub mod exactly_once;
 pub mod outbox;
 pub mod restore;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use self::at_least_once::AtLeastOnce;
 use self::exactly_once::{AfterBatch, ExactlyOnce, TRANSACTION_CALL_TIMEOUT};
 use self::outbox::{DeadLetterLimits, Outbox, Route, Routes};
+use self::restore::RestoreOutcome;
 use crate::apply;
 use crate::changelog;
 use crate::config::{Config, Delivery};
@@ -147,6 +148,10 @@ struct Pipeline {
     counters: CounterExport,
     outbox: Outbox,
     handles: Handles,
+    /// Partitions whose changelog holds a corrupt record (`state.on_corrupt = "stop"`):
+    /// paused, not processed, and the instance not ready while any is.
+    stopped: BTreeSet<i32>,
+    shutdown: CancellationToken,
     /// Set when the pipeline cannot go on (a transactional id used by another instance).
     fatal: Option<anyhow::Error>,
 }
@@ -213,6 +218,8 @@ pub async fn run(
         stats: Stats::new(),
         counters: CounterExport::new(),
         handles,
+        stopped: BTreeSet::new(),
+        shutdown: shutdown.clone(),
         fatal: None,
     };
     pipeline.run_loop(shutdown).await;
@@ -348,6 +355,7 @@ impl Pipeline {
                 source::AssignmentChange::Revoked(partitions) => {
                     for p in &partitions {
                         self.partitions.remove(p);
+                        self.stopped.remove(p);
                     }
                     if let Mode::AtLeastOnce(alo) = &mut self.mode {
                         alo.forget(&partitions);
@@ -366,9 +374,16 @@ impl Pipeline {
                 }
             }
         }
-        self.handles
-            .ready
-            .store(!self.partitions.is_empty(), Ordering::Relaxed);
+        // Input of partitions that are not restored (stopped, or shut down while
+        // restoring) is not processed: it is not committed either, and is read again.
+        batch.retain(|m| self.partitions.contains_key(&m.partition()));
+        self.update_readiness();
+    }
+
+    /// Ready while the instance holds restored partitions and none is stopped.
+    fn update_readiness(&self) {
+        let ready = !self.partitions.is_empty() && self.stopped.is_empty();
+        self.handles.ready.store(ready, Ordering::Relaxed);
     }
 
     /// Restores partitions from their changelog. Exactly-once: first waits until their
@@ -388,11 +403,27 @@ impl Pipeline {
             Mode::AtLeastOnce(_) => None,
         };
         for &p in partitions {
-            let (engine, progress) = restore::restore_partition(&self.clients.config, p);
-            self.partitions
-                .insert(p, PartitionState::new(engine, progress));
+            match restore::restore_partition(&self.clients.config, p, &self.shutdown) {
+                RestoreOutcome::Restored(engine, progress) => {
+                    self.partitions
+                        .insert(p, PartitionState::new(*engine, progress));
+                }
+                RestoreOutcome::Stopped(_) => self.stop_partition(p),
+                RestoreOutcome::Cancelled => {}
+            }
         }
         committed
+    }
+
+    /// Pauses a partition whose state cannot be restored: no input of it is processed or
+    /// committed until an operator acts and the instance restarts.
+    fn stop_partition(&mut self, partition: i32) {
+        self.stopped.insert(partition);
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&self.clients.routes.input_topic, partition);
+        if let Err(error) = self.clients.consumer.pause(&list) {
+            tracing::warn!(partition, %error, "Could not pause the stopped partition.");
+        }
     }
 
     /// Exactly-once, after an aborted transaction: every assigned partition goes back to its
@@ -430,9 +461,7 @@ impl Pipeline {
                 );
             }
         }
-        self.handles
-            .ready
-            .store(!self.partitions.is_empty(), Ordering::Relaxed);
+        self.update_readiness();
     }
 
     /// The batch step: parses and applies each record, queues the progress records of the
@@ -471,10 +500,10 @@ impl Pipeline {
     /// Parses and applies one input record into the outbox.
     fn apply_message(&mut self, message: &BorrowedMessage<'_>, wall_clock: i64, received: Instant) {
         let (partition, offset) = (message.partition(), message.offset());
-        let engine_config = self.clients.config.engine;
-        let state = self.partitions.entry(partition).or_insert_with(|| {
-            PartitionState::new(Engine::new(engine_config), changelog::Progress::default())
-        });
+        let Some(state) = self.partitions.get_mut(&partition) else {
+            // Not restored: `apply_changes` keeps such input out of every batch.
+            return;
+        };
         state.last_message = received;
         let outbox = &mut self.outbox;
         if state.skip_through.is_some_and(|through| offset <= through) {

@@ -34,6 +34,8 @@ pub enum ChangelogError {
     Truncated,
     #[error("changelog value holds a string that is not UTF-8")]
     Utf8,
+    #[error("changelog key is not a UTF-8 session id")]
+    KeyNotUtf8,
 }
 
 /// Appends the value of a state record.

@@ -47,6 +47,7 @@ pub struct RawConfig {
     pub lifecycle: RawLifecycle,
     pub limits: RawLimits,
     pub pipeline: RawPipeline,
+    pub state: RawState,
     pub http: RawHttp,
     /// librdkafka properties passed through as they are (`"linger.ms" = "5"`).
     pub kafka: BTreeMap<String, String>,
@@ -99,6 +100,13 @@ pub struct RawPipeline {
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawState {
+    /// `stop` (default) or `skip`: what a changelog record that cannot be read does.
+    pub on_corrupt: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawHttp {
     pub listen: String,
 }
@@ -125,6 +133,9 @@ impl Default for RawConfig {
                 max_clock_skew_ms: DEFAULT_MAX_CLOCK_SKEW_MS as u64,
                 terminal_retention_ms: DEFAULT_TERMINAL_RETENTION_MS as u64,
             },
+            state: RawState {
+                on_corrupt: "stop".into(),
+            },
             limits: RawLimits {
                 max_record_bytes: DEFAULT_MAX_RECORD_BYTES as u64,
                 max_depth: DEFAULT_MAX_DEPTH as u64,
@@ -150,6 +161,16 @@ impl Default for RawConfig {
 pub enum Delivery {
     AtLeastOnce,
     ExactlyOnce,
+}
+
+/// What a corrupt changelog record does (`state.on_corrupt`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum OnCorrupt {
+    /// The partition stops (is not processed) with an error naming topic, partition and
+    /// offset: restoring past it would be a guess.
+    Stop,
+    /// The record is skipped and counted; the partition goes on without it.
+    Skip,
 }
 
 /// Topic names and creation settings.
@@ -188,6 +209,8 @@ pub struct Config {
     /// with the same id gets its partitions back at once instead of after
     /// `session.timeout.ms`.
     pub group_instance_id: Option<String>,
+    /// What a changelog record that cannot be read does to its partition's restore.
+    pub on_corrupt: OnCorrupt,
     pub http_listen: SocketAddr,
     /// librdkafka properties for every client, `bootstrap.servers` included.
     pub kafka: BTreeMap<String, String>,
@@ -315,6 +338,7 @@ impl std::fmt::Debug for Config {
             .field("retry_backoff", &self.retry_backoff)
             .field("transactional_id", &self.transactional_id)
             .field("group_instance_id", &self.group_instance_id)
+            .field("on_corrupt", &self.on_corrupt)
             .field("transaction_max_records", &self.transaction_max_records)
             .field("http_listen", &self.http_listen)
             .field("kafka", &redacted(&self.kafka))
@@ -410,6 +434,16 @@ impl RawConfig {
                 })
             }
         };
+        let on_corrupt = match self.state.on_corrupt.as_str() {
+            "stop" => OnCorrupt::Stop,
+            "skip" => OnCorrupt::Skip,
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "state.on_corrupt",
+                    problem: format!("must be \"stop\" or \"skip\", got {other:?}"),
+                })
+            }
+        };
         let http_listen = self.http.listen.parse().map_err(|_| ConfigError::Invalid {
             key: "http.listen",
             problem: format!(
@@ -488,6 +522,7 @@ impl RawConfig {
             )?),
             transactional_id,
             group_instance_id,
+            on_corrupt,
             transaction_max_records: positive(
                 "pipeline.transaction_max_records",
                 self.pipeline.transaction_max_records,

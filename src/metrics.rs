@@ -33,6 +33,15 @@ pub const READY: &str = "sessionflow_ready";
 /// Beyond the SPEC's table: exactly-once transactions by outcome (committed, aborted).
 pub const TRANSACTIONS_TOTAL: &str = "sessionflow_transactions_total";
 
+/// Beyond the SPEC's table: failed attempts at reading a state changelog partition (each
+/// is retried; the partition is not processed meanwhile).
+pub const STATE_RESTORE_RETRIES_TOTAL: &str = "sessionflow_state_restore_retries_total";
+/// Beyond the SPEC's table: changelog records that could not be read, by `action`.
+pub const STATE_CORRUPT_RECORDS_TOTAL: &str = "sessionflow_state_corrupt_records_total";
+/// `action` label values of [`STATE_CORRUPT_RECORDS_TOTAL`].
+pub const ACTION_STOPPED: &str = "stopped";
+pub const ACTION_SKIPPED: &str = "skipped";
+
 /// `outcome` label values of [`RECORDS_TOTAL`] beyond the observation outcomes.
 pub const OUTCOME_IGNORED: &str = "ignored";
 pub const OUTCOME_INVALID: &str = "invalid";
@@ -41,7 +50,7 @@ pub const OUTCOME_COMMITTED: &str = "committed";
 pub const OUTCOME_ABORTED: &str = "aborted";
 
 /// Every metric name, for checks (dashboards, alerts, docs) against the code.
-pub const ALL: [&str; 15] = [
+pub const ALL: [&str; 17] = [
     RECORDS_TOTAL,
     TRANSITIONS_TOTAL,
     ANOMALIES_TOTAL,
@@ -57,6 +66,8 @@ pub const ALL: [&str; 15] = [
     DELIVERY_ERRORS_TOTAL,
     READY,
     TRANSACTIONS_TOTAL,
+    STATE_RESTORE_RETRIES_TOTAL,
+    STATE_CORRUPT_RECORDS_TOTAL,
 ];
 
 /// Installs the global Prometheus recorder and describes every metric. Per-partition gauges
@@ -119,6 +130,10 @@ fn register() {
     }
     metrics::counter!(STATE_RESTORED_SESSIONS_TOTAL).increment(0);
     metrics::counter!(DELIVERY_ERRORS_TOTAL).increment(0);
+    metrics::counter!(STATE_RESTORE_RETRIES_TOTAL).increment(0);
+    for action in [ACTION_STOPPED, ACTION_SKIPPED] {
+        metrics::counter!(STATE_CORRUPT_RECORDS_TOTAL, "action" => action).increment(0);
+    }
     metrics::gauge!(READY).set(0.0);
     for outcome in [OUTCOME_COMMITTED, OUTCOME_ABORTED] {
         metrics::counter!(TRANSACTIONS_TOTAL, "outcome" => outcome).increment(0);
@@ -180,6 +195,16 @@ fn describe() {
         BUILD_INFO,
         Unit::Count,
         "Always 1; the version label names the running build."
+    );
+    describe_counter!(
+        STATE_RESTORE_RETRIES_TOTAL,
+        Unit::Count,
+        "Failed attempts at reading a state changelog partition; each is retried."
+    );
+    describe_counter!(
+        STATE_CORRUPT_RECORDS_TOTAL,
+        Unit::Count,
+        "Unreadable state changelog records, by action (stopped the partition, or skipped)."
     );
     describe_counter!(
         DELIVERY_ERRORS_TOTAL,

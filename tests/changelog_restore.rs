@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use sessionflow::app::restore::Restorer;
 use sessionflow::apply;
 use sessionflow::changelog::{encode_state, encode_watermark, Progress, WATERMARK_KEY};
+use sessionflow::config::OnCorrupt;
 use sessionflow::engine::{Engine, EngineConfig, EventSink, SessionView, StateRecord};
 use sessionflow::generate::{GenerateOptions, Generator};
 use sessionflow::kafka::source::ChangelogRecord;
@@ -82,7 +83,7 @@ fn feed(
 /// Rebuilds an engine the way the live pipeline does (`Restorer`, the one dispatch of
 /// changelog records): the compacted changelog, then the partition's progress record.
 fn restore(config: EngineConfig, capture: &Capture, original: &Engine) -> Engine {
-    let mut restorer = Restorer::new(Engine::new(config));
+    let mut restorer = Restorer::new(Engine::new(config), OnCorrupt::Stop);
     for (offset, (id, value)) in capture.changelog.iter().enumerate() {
         let record = ChangelogRecord {
             offset: offset as i64,

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::topic_partition_list::TopicPartitionList;
+use tokio_util::sync::CancellationToken;
 
 use crate::changelog::{self, ChangelogError, Progress};
-use crate::config::Config;
+use crate::config::{Config, OnCorrupt};
 use crate::engine::Engine;
 use crate::kafka::source::{self, ChangelogRecord, InputContext};
 use crate::metrics as m;
@@ -30,88 +31,149 @@ pub struct Restorer {
     pub engine: Engine,
     /// The last progress record read.
     pub progress: Progress,
-    /// State values that could not be read and were skipped.
+    /// Unreadable records skipped (`state.on_corrupt = "skip"`).
     pub skipped: u64,
+    on_corrupt: OnCorrupt,
 }
 
 impl Restorer {
-    pub fn new(engine: Engine) -> Self {
+    pub fn new(engine: Engine, on_corrupt: OnCorrupt) -> Self {
         Restorer {
             engine,
             progress: Progress::default(),
             skipped: 0,
+            on_corrupt,
         }
     }
 
     /// Applies one changelog record: the progress record restores the watermark and
-    /// `applied_through`; a state value restores its session; a tombstone forgets it. An
-    /// unreadable progress record is an error (the partition cannot know where it stands); an
-    /// unreadable state value, or a key that is not UTF-8, is skipped and counted.
+    /// `applied_through`; a state value restores its session; a tombstone forgets it. A record
+    /// that cannot be read is an error, or skipped and counted under `OnCorrupt::Skip`.
     pub fn apply(&mut self, record: ChangelogRecord<'_>) -> Result<(), CorruptRecord> {
-        let corrupt = |source| CorruptRecord {
-            offset: record.offset,
-            source,
-        };
+        match self.dispatch(record) {
+            Ok(()) => Ok(()),
+            Err(source) => {
+                let error = CorruptRecord {
+                    offset: record.offset,
+                    source,
+                };
+                match self.on_corrupt {
+                    OnCorrupt::Stop => Err(error),
+                    OnCorrupt::Skip => {
+                        tracing::warn!(%error, "Skipping an unreadable changelog record (state.on_corrupt = \"skip\").");
+                        metrics::counter!(m::STATE_CORRUPT_RECORDS_TOTAL, "action" => m::ACTION_SKIPPED)
+                            .increment(1);
+                        self.skipped += 1;
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, record: ChangelogRecord<'_>) -> Result<(), ChangelogError> {
         if record.key == changelog::WATERMARK_KEY {
             if let Some(value) = record.value {
-                let restored = changelog::decode_watermark(value).map_err(corrupt)?;
+                let restored = changelog::decode_watermark(value)?;
                 self.engine
                     .restore_watermark(restored.watermark, restored.max_event_time);
                 self.progress = restored;
             }
             return Ok(());
         }
-        let Ok(id) = std::str::from_utf8(record.key) else {
-            self.skipped += 1;
-            return Ok(());
-        };
+        let id = std::str::from_utf8(record.key).map_err(|_| ChangelogError::KeyNotUtf8)?;
         match record.value {
             None => self.engine.forget(id),
-            Some(value) => match changelog::decode_state(value) {
-                Ok(state) => self.engine.restore(id, &state),
-                Err(error) => {
-                    tracing::warn!(offset = record.offset, %error, "Skipping an unreadable changelog record.");
-                    self.skipped += 1;
-                }
-            },
+            Some(value) => self.engine.restore(id, &changelog::decode_state(value)?),
         }
         Ok(())
     }
 }
 
+/// How a partition's restore ended.
+pub enum RestoreOutcome {
+    Restored(Box<Engine>, Progress),
+    /// A corrupt changelog record under `state.on_corrupt = "stop"`: the partition must not
+    /// be processed.
+    Stopped(CorruptRecord),
+    /// Shut down while the changelog could not be read.
+    Cancelled,
+}
+
+/// The longest wait between two attempts at reading a changelog partition.
+const MAX_RESTORE_BACKOFF: Duration = Duration::from_secs(10);
+
 /// Rebuilds a partition's engine from its changelog partition, up to the end offset seen at
-/// the start. An unreadable changelog is logged and the partition starts empty.
-pub fn restore_partition(config: &Config, partition: i32) -> (Engine, Progress) {
-    let started = Instant::now();
-    let mut restorer = Restorer::new(Engine::new(config.engine));
-    let read = source::read_changelog_partition(config, partition, |record| restorer.apply(record));
-    match read {
-        Ok(Ok(records)) => {
-            let elapsed = started.elapsed();
-            metrics::histogram!(m::STATE_RESTORE_SECONDS).record(elapsed.as_secs_f64());
-            metrics::counter!(m::STATE_RESTORED_SESSIONS_TOTAL)
-                .increment(restorer.engine.len() as u64);
-            tracing::info!(
-                partition,
-                records,
-                sessions = restorer.engine.len(),
-                elapsed_ms = elapsed.as_millis() as u64,
-                "Restored partition state from the changelog."
-            );
-            (restorer.engine, restorer.progress)
+/// the start. The changelog is the partition's only memory, so nothing is guessed: a broker
+/// that cannot be reached (or a read that times out) is retried with backoff, counted and
+/// logged each time, until it succeeds or `shutdown` is cancelled; a corrupt record stops the
+/// partition unless the operator chose to skip such records. Blocking.
+pub fn restore_partition(
+    config: &Config,
+    partition: i32,
+    shutdown: &CancellationToken,
+) -> RestoreOutcome {
+    let mut backoff = config.retry_backoff;
+    loop {
+        let started = Instant::now();
+        let mut restorer = Restorer::new(Engine::new(config.engine), config.on_corrupt);
+        let read =
+            source::read_changelog_partition(config, partition, |record| restorer.apply(record));
+        match read {
+            Ok(Ok(records)) => {
+                let elapsed = started.elapsed();
+                metrics::histogram!(m::STATE_RESTORE_SECONDS).record(elapsed.as_secs_f64());
+                metrics::counter!(m::STATE_RESTORED_SESSIONS_TOTAL)
+                    .increment(restorer.engine.len() as u64);
+                tracing::info!(
+                    partition,
+                    records,
+                    sessions = restorer.engine.len(),
+                    skipped = restorer.skipped,
+                    elapsed_ms = elapsed.as_millis() as u64,
+                    "Restored partition state from the changelog."
+                );
+                return RestoreOutcome::Restored(Box::new(restorer.engine), restorer.progress);
+            }
+            Ok(Err(corrupt)) => {
+                metrics::counter!(m::STATE_CORRUPT_RECORDS_TOTAL, "action" => m::ACTION_STOPPED)
+                    .increment(1);
+                tracing::error!(
+                    topic = %config.topics.changelog,
+                    partition,
+                    offset = corrupt.offset,
+                    error = %corrupt.source,
+                    "Corrupt state changelog record: the partition is not processed (set state.on_corrupt = \"skip\" to restore without it)."
+                );
+                return RestoreOutcome::Stopped(corrupt);
+            }
+            Err(error) => {
+                metrics::counter!(m::STATE_RESTORE_RETRIES_TOTAL).increment(1);
+                tracing::warn!(
+                    partition,
+                    %error,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "Could not read the state changelog; retrying (the partition is not processed meanwhile)."
+                );
+                if !sleep_unless_cancelled(backoff, shutdown) {
+                    return RestoreOutcome::Cancelled;
+                }
+                backoff = (backoff * 2).min(MAX_RESTORE_BACKOFF);
+            }
         }
-        Ok(Err(error)) => starting_empty(config, partition, &error),
-        Err(error) => starting_empty(config, partition, &error),
     }
 }
 
-fn starting_empty(
-    config: &Config,
-    partition: i32,
-    error: &dyn std::error::Error,
-) -> (Engine, Progress) {
-    tracing::error!(partition, %error, "Could not restore partition state; starting empty.");
-    (Engine::new(config.engine), Progress::default())
+/// Sleeps `duration` in short steps; false when `shutdown` was cancelled meanwhile.
+fn sleep_unless_cancelled(duration: Duration, shutdown: &CancellationToken) -> bool {
+    let deadline = Instant::now() + duration;
+    while Instant::now() < deadline {
+        if shutdown.is_cancelled() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50).min(duration));
+    }
+    !shutdown.is_cancelled()
 }
 
 /// Exactly-once, before restoring `partitions`: their committed offsets, read with
@@ -167,7 +229,7 @@ mod tests {
 
     #[test]
     fn states_tombstones_and_progress_are_dispatched_in_order() {
-        let mut restorer = Restorer::new(Engine::new(EngineConfig::default()));
+        let mut restorer = Restorer::new(Engine::new(EngineConfig::default()), OnCorrupt::Stop);
         let (active, ended) = (state("active"), state("ended"));
         let progress = Progress {
             watermark: Some(5),
@@ -193,18 +255,29 @@ mod tests {
     }
 
     #[test]
-    fn unreadable_states_are_skipped_and_an_unreadable_progress_record_is_an_error() {
-        let mut restorer = Restorer::new(Engine::new(EngineConfig::default()));
-        restorer.apply(record(0, b"sess_a", Some(&[9, 9]))).unwrap();
-        restorer
-            .apply(record(1, &[0xff, 0xfe], Some(&state("active"))))
+    fn an_unreadable_record_is_an_error_naming_its_offset_unless_skipping_is_chosen() {
+        let corrupt = [
+            record(3, b"sess_a", Some(&[9, 9])),
+            record(4, &[0xff, 0xfe], Some(b"")),
+            record(7, changelog::WATERMARK_KEY, Some(&[1, 2, 0])),
+        ];
+        for r in corrupt {
+            let mut stopping = Restorer::new(Engine::new(EngineConfig::default()), OnCorrupt::Stop);
+            let error = stopping.apply(r).unwrap_err();
+            assert_eq!(error.offset, r.offset);
+            assert!(
+                error.to_string().contains(&format!("offset {}", r.offset)),
+                "{error}"
+            );
+        }
+        let mut skipping = Restorer::new(Engine::new(EngineConfig::default()), OnCorrupt::Skip);
+        for r in corrupt {
+            skipping.apply(r).unwrap();
+        }
+        skipping
+            .apply(record(8, b"sess_b", Some(&state("active"))))
             .unwrap();
-        assert_eq!(restorer.skipped, 2);
-        assert!(restorer.engine.is_empty());
-        let error = restorer
-            .apply(record(7, changelog::WATERMARK_KEY, Some(&[1, 2, 0])))
-            .unwrap_err();
-        assert_eq!(error.offset, 7);
-        assert!(error.to_string().contains("offset 7"), "{error}");
+        assert_eq!(skipping.skipped, 3);
+        assert_eq!(skipping.engine.len(), 1);
     }
 }
