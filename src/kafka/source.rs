@@ -184,18 +184,20 @@ pub enum ChangelogReadError {
         source: KafkaError,
     },
     #[error(
-        "reading changelog {topic:?} partition {partition}: offset {high} not reached in {limit:?}"
+        "reading changelog {topic:?} partition {partition}: no record for {limit:?} at offset {next} of {high} (broker unreachable?)"
     )]
-    Timeout {
+    Stalled {
         topic: String,
         partition: i32,
+        next: i64,
         high: i64,
         limit: Duration,
     },
 }
 
-/// How long one changelog partition may take to read.
-const CHANGELOG_READ_LIMIT: Duration = Duration::from_secs(300);
+/// How long the changelog reader waits for its next record before it gives up (the caller
+/// retries): librdkafka reconnects by itself and may never report a broker that is away.
+const CHANGELOG_STALL_LIMIT: Duration = Duration::from_secs(15);
 
 /// Reads one changelog partition from its low watermark to the end seen at the start, handing
 /// each record in offset order to `each`; returns how many were read. Only committed
@@ -223,7 +225,7 @@ pub fn read_changelog_partition<E>(
         .create()
         .map_err(|e| client_error("restore consumer", e))?;
     let (low, high) = consumer
-        .fetch_watermarks(topic, partition, Duration::from_secs(30))
+        .fetch_watermarks(topic, partition, CHANGELOG_STALL_LIMIT)
         .map_err(kafka_error)?;
     if high <= low {
         return Ok(Ok(0));
@@ -234,14 +236,15 @@ pub fn read_changelog_partition<E>(
     consumer.assign(&list).map_err(kafka_error)?;
     let mut records = 0;
     let mut next = low;
-    let deadline = Instant::now() + CHANGELOG_READ_LIMIT;
+    let mut last_progress = Instant::now();
     while next < high {
-        if Instant::now() >= deadline {
-            return Err(ChangelogReadError::Timeout {
+        if last_progress.elapsed() >= CHANGELOG_STALL_LIMIT {
+            return Err(ChangelogReadError::Stalled {
                 topic: topic.clone(),
                 partition,
+                next,
                 high,
-                limit: CHANGELOG_READ_LIMIT,
+                limit: CHANGELOG_STALL_LIMIT,
             });
         }
         let message = match consumer.poll(Duration::from_millis(500)) {
@@ -251,6 +254,7 @@ pub fn read_changelog_partition<E>(
         };
         next = message.offset() + 1;
         records += 1;
+        last_progress = Instant::now();
         let record = ChangelogRecord {
             offset: message.offset(),
             key: message.key().unwrap_or(b""),

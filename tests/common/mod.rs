@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -299,10 +301,16 @@ pub fn end_offsets(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
 }
 
 /// `sessionflow generate --brokers` for `records` records (`records / 3` sessions).
-fn generate_command(bootstrap: &str, topic: &str, records: u64, seed: u64) -> Command {
+fn generate_command(
+    bootstrap: &str,
+    topic: &str,
+    records: u64,
+    sessions: u64,
+    seed: u64,
+) -> Command {
     let mut command = Command::new(BIN);
     command
-        .args(["generate", "--sessions", &(records / 3).to_string()])
+        .args(["generate", "--sessions", &sessions.to_string()])
         .args([
             "--seed",
             &seed.to_string(),
@@ -319,6 +327,20 @@ pub fn generate_into(bootstrap: &str, topic: &str, records: u64, seed: u64) {
     generate_compressed_into(bootstrap, topic, records, seed, "lz4");
 }
 
+/// [`generate_into`] over `sessions` sessions (instead of one for every three records).
+pub fn generate_sessions_into(
+    bootstrap: &str,
+    topic: &str,
+    records: u64,
+    sessions: u64,
+    seed: u64,
+) {
+    let status = generate_command(bootstrap, topic, records, sessions, seed)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 /// [`generate_into`] with the producer's `compression.type` set to `codec`.
 pub fn generate_compressed_into(
     bootstrap: &str,
@@ -327,7 +349,7 @@ pub fn generate_compressed_into(
     seed: u64,
     codec: &str,
 ) {
-    let status = generate_command(bootstrap, topic, records, seed)
+    let status = generate_command(bootstrap, topic, records, records / 3, seed)
         .args(["--compression", codec])
         .status()
         .unwrap();
@@ -337,7 +359,7 @@ pub fn generate_compressed_into(
 /// Starts sending `records` generated records at `rate` records/s (so that input keeps
 /// arriving while the processor runs).
 pub fn spawn_generator(bootstrap: &str, topic: &str, records: u64, seed: u64, rate: u64) -> Child {
-    generate_command(bootstrap, topic, records, seed)
+    generate_command(bootstrap, topic, records, records / 3, seed)
         .args(["--rate", &rate.to_string()])
         .spawn()
         .unwrap()
