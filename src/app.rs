@@ -266,12 +266,12 @@ async fn check_topics(config: &Config) -> anyhow::Result<(Routes, DeadLetterLimi
     };
     let dead_letter_limits = DeadLetterLimits {
         max_record_bytes: config.limits.max_record_bytes,
-        topic_max_message_bytes: admin::topic_max_message_bytes(
-            &config.kafka,
-            &topics.dead_letters,
-        )
-        .await
-        .context("reading the dead-letter topic's configuration")?,
+        topic_max_message_bytes: match topics.dead_letters_max_message_bytes {
+            Some(known) => Some(known),
+            None => admin::topic_max_message_bytes(&config.kafka, &topics.dead_letters)
+                .await
+                .context("reading the dead-letter topic's configuration")?,
+        },
     };
     if let Some(max) = dead_letter_limits.topic_max_message_bytes {
         if max < sink::max_message_bytes(config.limits.max_record_bytes) {

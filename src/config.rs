@@ -185,6 +185,10 @@ pub struct Topics {
     pub create: bool,
     pub create_partitions: i32,
     pub create_replication_factor: i32,
+    /// The dead-letter topic's `max.message.bytes` when the host already knows it (the demo's
+    /// embedded cluster, which answers no configuration requests); `None`: asked of the
+    /// broker at start-up. Not a configuration key.
+    pub dead_letters_max_message_bytes: Option<usize>,
 }
 
 /// The validated configuration. Its `Debug` form redacts secrets.
@@ -477,6 +481,7 @@ impl RawConfig {
             create: t.create_topics,
             create_partitions: t.create_partitions,
             create_replication_factor: t.create_replication_factor,
+            dead_letters_max_message_bytes: None,
         };
         let l = self.lifecycle;
         let engine = EngineConfig {

@@ -23,6 +23,8 @@ use crate::stats::Summary;
 const DEMO_GROUP: &str = "sessionflow-demo";
 const INPUT: &str = "clerk.sessions";
 const PARTITIONS: i32 = 4;
+/// The embedded cluster's `message.max.bytes` (librdkafka's mock cluster: Kafka's default).
+const MOCK_MAX_MESSAGE_BYTES: usize = 1_048_588;
 
 /// The embedded cluster and the generator feeding it.
 pub struct Demo {
@@ -52,7 +54,7 @@ impl Demo {
                 .create_topic(topic, PARTITIONS, 1)
                 .with_context(|| format!("creating {topic}"))?;
         }
-        let config = config::load(
+        let mut config = config::load(
             None,
             &[
                 ("brokers".into(), bootstrap.clone()),
@@ -63,6 +65,8 @@ impl Demo {
                 ("lifecycle.idle_timeout_ms".into(), "0".into()),
             ],
         )?;
+        // Created above with the cluster's defaults; the mock answers no DescribeConfigs.
+        config.topics.dead_letters_max_message_bytes = Some(MOCK_MAX_MESSAGE_BYTES);
         let stop = Arc::new(AtomicBool::new(false));
         let generator = {
             let stop = stop.clone();
