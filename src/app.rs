@@ -180,7 +180,7 @@ pub async fn run(
         if !exactly_once::init_transactions(&producer, &config, &shutdown).await? {
             return Ok(());
         }
-        Mode::ExactlyOnce(ExactlyOnce::default())
+        Mode::ExactlyOnce(ExactlyOnce::new(shutdown.clone()))
     } else {
         Mode::AtLeastOnce(AtLeastOnce::default())
     };

@@ -247,9 +247,10 @@ fn run_live(args: RunArgs) -> anyhow::Result<()> {
     let config = sessionflow::config::load(args.config.as_deref(), &overrides)?;
     init_tracing();
     let runtime = runtime()?;
+    let drain_timeout = config.drain_timeout;
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
-        spawn_signal_handler(shutdown.clone());
+        spawn_signal_handler(shutdown.clone(), drain_timeout);
         serve_and_run(config, shutdown, sessionflow::app::Handles::default()).await
     })
 }
@@ -279,8 +280,8 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     let runtime = runtime()?;
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
-        spawn_signal_handler(shutdown.clone());
         let demo = sessionflow::demo::Demo::start(args.rate, &args.http_listen)?;
+        spawn_signal_handler(shutdown.clone(), demo.config.drain_timeout);
         let handles = sessionflow::app::Handles::default();
         let status = tokio::spawn(sessionflow::demo::print_status(
             handles.clone(),
@@ -319,8 +320,18 @@ fn init_tracing_at(default: &str) {
         .init();
 }
 
-/// First SIGTERM/SIGINT: drain and stop. Second: exit at once.
-fn spawn_signal_handler(shutdown: CancellationToken) {
+/// How long past `drain_timeout_ms` a shutdown may take before the process exits anyway:
+/// librdkafka's blocking calls (a commit, a transaction, closing a consumer) can each wait
+/// for a broker that is away, and a stop must not wait for the broker.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Exit code of a shutdown cut short by [`SHUTDOWN_GRACE`] or a second signal.
+const EXIT_UNDRAINED: i32 = 130;
+
+/// First SIGTERM/SIGINT: drain and stop, within `drain_timeout` plus [`SHUTDOWN_GRACE`] (past
+/// that the process exits without finishing: uncommitted input is read again on restart).
+/// Second: exit at once.
+fn spawn_signal_handler(shutdown: CancellationToken, drain_timeout: Duration) {
     tokio::spawn(async move {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -338,9 +349,18 @@ fn spawn_signal_handler(shutdown: CancellationToken) {
             if count == 0 {
                 tracing::info!("Signal received: draining (a second signal exits at once).");
                 shutdown.cancel();
+                let bound = drain_timeout + SHUTDOWN_GRACE;
+                std::thread::spawn(move || {
+                    std::thread::sleep(bound);
+                    tracing::error!(
+                        bound_ms = bound.as_millis() as u64,
+                        "Shutdown did not finish within drain_timeout_ms + 10 s (a broker away?); exiting. Uncommitted input is read again after a restart."
+                    );
+                    std::process::exit(EXIT_UNDRAINED);
+                });
             } else {
                 tracing::warn!("Second signal: exiting without draining.");
-                std::process::exit(130);
+                std::process::exit(EXIT_UNDRAINED);
             }
         }
     });

@@ -3,12 +3,20 @@
 
 mod common;
 
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use common::proxy::{proxy_addresses, FaultProxy, Mode};
 use common::*;
 
 const PARTITIONS: i32 = 2;
+
+/// The proxy's port is the broker's PROXIED listener's advertised one: one test at a time.
+static PROXY: Mutex<()> = Mutex::new(());
+
+fn proxy_alone() -> MutexGuard<'static, ()> {
+    PROXY.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// The broker becomes unreachable while a restarted instance restores its partitions from
 /// the changelog. The restore is retried (counted, logged) instead of starting empty, and
@@ -16,6 +24,7 @@ const PARTITIONS: i32 = 2;
 /// anew (duplicates, from records in flight at the first instance's stop, are counted).
 #[test]
 fn the_broker_unreachable_during_a_restore_delays_it_and_loses_nothing() {
+    let _alone = proxy_alone();
     let Some(scenario) = Scenario::new("restore-outage", PARTITIONS) else {
         return;
     };
@@ -106,4 +115,118 @@ fn the_broker_unreachable_during_a_restore_delays_it_and_loses_nothing() {
         "restore outage: {retries} failed changelog reads retried, {restored} sessions restored, {duplicates} duplicate events, {} proxied connections",
         proxy.connections()
     );
+}
+
+#[test]
+fn sigterm_at_least_once_with_the_broker_up_stops_within_the_bound() {
+    sigterm("at_least_once", true);
+}
+
+#[test]
+fn sigterm_at_least_once_with_the_broker_unreachable_stops_within_the_bound() {
+    sigterm("at_least_once", false);
+}
+
+#[test]
+fn sigterm_exactly_once_with_the_broker_up_stops_within_the_bound() {
+    sigterm("exactly_once", true);
+}
+
+#[test]
+fn sigterm_exactly_once_with_the_broker_unreachable_stops_within_the_bound() {
+    sigterm("exactly_once", false);
+}
+
+/// `drain_timeout_ms` of the shutdown tests.
+const DRAIN_TIMEOUT_MS: u64 = 3_000;
+
+/// SIGTERM ends the process within `drain_timeout_ms` plus the shutdown grace (10 s), the
+/// broker up or unreachable through the proxy (the bound is the process's own; the test
+/// waits a minute before calling it stuck). Then a second instance, straight to the broker,
+/// finishes the input, and the output holds every expected event (exactly-once: exactly).
+fn sigterm(delivery: &str, broker_reachable: bool) {
+    let _alone = proxy_alone();
+    let name = format!(
+        "sigterm-{delivery}-{}",
+        if broker_reachable { "up" } else { "down" }
+    );
+    let Some(scenario) = Scenario::new(&name, PARTITIONS) else {
+        return;
+    };
+    let (listen, upstream) = proxy_addresses().expect("scripts/kafka-dev.sh run exports the proxy");
+    generate_into(&scenario.bootstrap, &scenario.input, 60_000, 71);
+    let delivery_set = format!("delivery=\"{delivery}\"");
+    let drain = format!("pipeline.drain_timeout_ms={DRAIN_TIMEOUT_MS}");
+    let transactional_id = format!("pipeline.transactional_id={}", unique("txn"));
+    let sets = [
+        "lifecycle.idle_timeout_ms=0",
+        "lifecycle.max_clock_skew_ms=0",
+        delivery_set.as_str(),
+        drain.as_str(),
+        transactional_id.as_str(),
+    ];
+    let proxy = FaultProxy::start(&listen, &upstream);
+    let mut first = start_run_env(
+        &proxy.listen,
+        scenario.dir.path(),
+        &scenario.group,
+        &scenario.input,
+        &scenario.prefix,
+        &sets,
+        &[],
+    );
+    wait_for_run(
+        &first,
+        "some input committed",
+        Duration::from_secs(120),
+        || scenario.committed_total() > 0,
+    );
+    if !broker_reachable {
+        proxy.go_down();
+    }
+    signal(first.child.id(), "TERM");
+    let signalled = Instant::now();
+    let mut status = None;
+    wait_until(
+        "the process to exit after SIGTERM",
+        Duration::from_secs(60),
+        || {
+            status = first.child.try_wait().unwrap();
+            status.is_some()
+        },
+    );
+    let took = signalled.elapsed();
+    let status = status.unwrap();
+    let log = first.log_text();
+    eprintln!(
+        "{name}: exited {:.1} s after SIGTERM ({status}; drain_timeout_ms {DRAIN_TIMEOUT_MS} + 10 s grace)",
+        took.as_secs_f64()
+    );
+    if broker_reachable {
+        assert!(status.success(), "{log}");
+    }
+    proxy.resume();
+    drop(proxy);
+
+    let mut second = scenario.start(&sets);
+    let ends = scenario.end_offsets();
+    wait_for_run(
+        &second,
+        "every input offset committed",
+        Duration::from_secs(240),
+        || scenario.committed() == ends,
+    );
+    assert!(second.terminate().success(), "{}", second.log_text());
+    let input = read_all(&scenario.bootstrap, &scenario.input);
+    let expected = expected_from_replay(&input, &scenario.input, scenario.dir.path(), &[]);
+    let transitions = read_all(
+        &scenario.bootstrap,
+        &format!("{}.transitions", scenario.prefix),
+    );
+    if delivery == "exactly_once" {
+        assert_exactly_once(&expected, &transitions);
+    } else {
+        let duplicates = assert_at_least_once(&expected, &transitions, &input);
+        eprintln!("{name}: {duplicates} duplicate events");
+    }
 }

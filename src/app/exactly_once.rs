@@ -55,10 +55,11 @@ pub enum AfterBatch {
 }
 
 /// The exactly-once mode's own state.
-#[derive(Default)]
 pub struct ExactlyOnce {
     /// When the transactional producer was last replaced (see `replace_producer`).
     replacements: Vec<Instant>,
+    /// Blocking transactional calls stop retrying once this is cancelled.
+    shutdown: CancellationToken,
 }
 
 /// What librdkafka says of a failed transactional call, as the three flags of its error
@@ -164,12 +165,14 @@ fn wait_delivered(producer: &ThreadedProducer<OutputContext>, bound: Duration) {
 }
 
 /// Sends the batch's input offsets to the open transaction and commits it, retrying calls
-/// that time out or meet a broker that is away; aborts when the transaction cannot commit.
-/// Blocking (librdkafka's transactional calls wait for the coordinator).
+/// that time out or meet a broker that is away, until `shutdown`; aborts when the
+/// transaction cannot commit. Blocking (librdkafka's transactional calls wait for the
+/// coordinator).
 fn finish_transaction(
     producer: &ThreadedProducer<OutputContext>,
     offsets: Option<(&TopicPartitionList, ConsumerGroupMetadata)>,
     backoff: Duration,
+    shutdown: &CancellationToken,
 ) -> TransactionEnd {
     let mut offsets = offsets.filter(|(list, _)| list.count() > 0);
     let failure = loop {
@@ -188,6 +191,10 @@ fn finish_transaction(
         };
         if let Err(error) = result {
             match classify(&error) {
+                None if shutdown.is_cancelled() => {
+                    tracing::warn!(%error, "Transaction not committed and shutting down: aborting it (its batch is read again after a restart).");
+                    break TransactionEnd::Aborted;
+                }
                 None => {
                     tracing::warn!(%error, "Transaction not committed yet; retrying.");
                     std::thread::sleep(backoff);
@@ -201,20 +208,27 @@ fn finish_transaction(
     };
     match failure {
         TransactionEnd::Fatal(error) => TransactionEnd::Fatal(error),
-        _ => abort_transaction(producer, backoff),
+        _ => abort_transaction(producer, backoff, shutdown),
     }
 }
 
-/// Aborts the open transaction, retrying calls that time out.
+/// Aborts the open transaction, retrying calls that time out, until `shutdown` (an open
+/// transaction left behind is aborted by the broker after `transaction.timeout.ms`, or by the
+/// next instance with the same transactional id).
 fn abort_transaction(
     producer: &ThreadedProducer<OutputContext>,
     backoff: Duration,
+    shutdown: &CancellationToken,
 ) -> TransactionEnd {
     loop {
         match producer.abort_transaction(TRANSACTION_CALL_TIMEOUT) {
             Ok(()) => return TransactionEnd::Aborted,
             Err(error) => match classify(&error) {
                 Some(TransactionEnd::Fatal(error)) => return TransactionEnd::Fatal(error),
+                _ if shutdown.is_cancelled() => {
+                    tracing::warn!(%error, "Transaction not aborted and shutting down: the broker aborts it.");
+                    return TransactionEnd::Aborted;
+                }
                 _ => {
                     tracing::warn!(%error, "Transaction not aborted yet; retrying.");
                     std::thread::sleep(backoff);
@@ -229,6 +243,13 @@ fn count(outcome: &'static str) {
 }
 
 impl ExactlyOnce {
+    pub fn new(shutdown: CancellationToken) -> Self {
+        ExactlyOnce {
+            replacements: Vec::new(),
+            shutdown,
+        }
+    }
+
     /// Sends the outbox and `offsets` (the next input offset of each partition of the batch)
     /// in one transaction.
     pub async fn send(
@@ -259,7 +280,10 @@ impl ExactlyOnce {
         };
         let producer = &clients.producer;
         let backoff = clients.config.retry_backoff;
-        let end = tokio::task::block_in_place(|| finish_transaction(producer, offsets, backoff));
+        let shutdown = &self.shutdown;
+        let end = tokio::task::block_in_place(|| {
+            finish_transaction(producer, offsets, backoff, shutdown)
+        });
         match end {
             TransactionEnd::Committed => {
                 count(m::OUTCOME_COMMITTED);
@@ -321,7 +345,9 @@ impl ExactlyOnce {
                 }) {
                     Ok(()) => return Ok(producer),
                     Err(KafkaError::Transaction(e))
-                        if e.is_retriable() && attempts < REPLACEMENT_INIT_ATTEMPTS =>
+                        if e.is_retriable()
+                            && attempts < REPLACEMENT_INIT_ATTEMPTS
+                            && !self.shutdown.is_cancelled() =>
                     {
                         tracing::warn!(error = %e, "Could not initialise transactions yet; retrying.");
                         std::thread::sleep(config.retry_backoff);
