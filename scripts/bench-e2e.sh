@@ -17,7 +17,8 @@ rate=${2:-20000}
 seconds=${3:-15}
 cargo build --release --quiet --examples
 cargo build --release --quiet
-bin=target/release/sessionflow
+# SESSIONFLOW_BENCH_BIN: another build to measure (an older commit, side by side).
+bin=${SESSIONFLOW_BENCH_BIN:-target/release/sessionflow}
 if [ -z "${SESSIONFLOW_TEST_BOOTSTRAP:-}" ]; then
   export SESSIONFLOW_KAFKA_DIR="${TMPDIR:-/tmp}/sessionflow-kafka-bench-$$"
   exec scripts/kafka-dev.sh run -- "$0" "$@"
