@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 
 const PARTITIONS: i32 = 2;
@@ -37,21 +35,7 @@ fn codec(codec: &str) {
     };
     generate_compressed_into(&scenario.bootstrap, &scenario.input, RECORDS, 31, codec);
     let compression = format!("kafka.\"compression.type\"=\"{codec}\"");
-    let mut run = scenario.start(&[
-        "lifecycle.idle_timeout_ms=0",
-        "lifecycle.max_clock_skew_ms=0",
-        compression.as_str(),
-    ]);
-    let ends = scenario.end_offsets();
-    wait_for_run(
-        &run,
-        "every input offset committed",
-        Duration::from_secs(180),
-        || scenario.committed() == ends,
-    );
-    let status = run.terminate();
-    let log = run.log_text();
-    assert!(status.success(), "{log}");
+    let log = scenario.run_to_end(&[compression.as_str()]);
     assert!(!log.contains("Not implemented"), "{codec}: {log}");
 
     let input = read_all(&scenario.bootstrap, &scenario.input);

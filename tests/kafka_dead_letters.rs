@@ -70,21 +70,7 @@ fn small_dead_letter_topic(delivery: &str) {
     generate_into(&scenario.bootstrap, &scenario.input, 2_000, 41);
 
     let delivery_set = format!("delivery=\"{delivery}\"");
-    let mut run = scenario.start(&[
-        "lifecycle.idle_timeout_ms=0",
-        "lifecycle.max_clock_skew_ms=0",
-        delivery_set.as_str(),
-    ]);
-    let ends = scenario.end_offsets();
-    wait_for_run(
-        &run,
-        "every input offset committed",
-        Duration::from_secs(180),
-        || scenario.committed() == ends,
-    );
-    let status = run.terminate();
-    let log = run.log_text();
-    assert!(status.success(), "{log}");
+    scenario.run_to_end(&[delivery_set.as_str()]);
 
     let dead = read_all(&scenario.bootstrap, &dead_letters);
     let cut: Vec<&Record> = dead

@@ -221,25 +221,9 @@ pub fn halve_dead_letter(retry: &mut RetryMessage) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::outbox::tests::transition;
     use crate::engine::EventSink;
     use crate::kafka::offsets::OffsetTracker;
-    use crate::model::{Cause, DerivedEvent, Transition};
-
-    fn transition(id: &str) -> DerivedEvent<'_> {
-        DerivedEvent::Transition(Transition {
-            session_id: id,
-            user_id: None,
-            client_id: None,
-            from: None,
-            to: "active",
-            cause: Cause::Observed,
-            at: 1,
-            in_state_ms: None,
-            session_age_ms: None,
-            impersonated: false,
-            source: None,
-        })
-    }
 
     /// The release order the tracker gives the stash: a record's changelog writes go only
     /// once its outputs and every earlier record's are acknowledged, in record order.

@@ -376,12 +376,13 @@ impl EventSink for PartitionSink<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::model::{Anomaly, AnomalyKind, Cause, Transition};
     use crate::parse::Problem;
 
-    fn transition(id: &str) -> DerivedEvent<'_> {
+    /// A first-sighting transition of session `id` (also used by `at_least_once`'s tests).
+    pub(in crate::app) fn transition(id: &str) -> DerivedEvent<'_> {
         DerivedEvent::Transition(Transition {
             session_id: id,
             user_id: None,

@@ -770,6 +770,29 @@ impl Scenario {
         wait_until(what, timeout, || self.committed_total() > records);
     }
 
+    /// Runs `sessionflow run` with `sets` (idle advance and the future check off, for
+    /// generated historical input) until every input offset present now is committed, stops
+    /// it with SIGTERM, asserts a clean exit and returns its log.
+    pub fn run_to_end(&self, sets: &[&str]) -> String {
+        let mut all = vec![
+            "lifecycle.idle_timeout_ms=0",
+            "lifecycle.max_clock_skew_ms=0",
+        ];
+        all.extend_from_slice(sets);
+        let mut run = self.start(&all);
+        let ends = self.end_offsets();
+        wait_for_run(
+            &run,
+            "every input offset committed",
+            Duration::from_secs(180),
+            || self.committed() == ends,
+        );
+        let status = run.terminate();
+        let log = run.log_text();
+        assert!(status.success(), "{log}");
+        log
+    }
+
     /// The input topic's end offsets.
     pub fn end_offsets(&self) -> Vec<i64> {
         end_offsets(&self.bootstrap, &self.input, self.partitions)
