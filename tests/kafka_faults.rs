@@ -51,15 +51,7 @@ fn the_broker_unreachable_during_a_restore_delays_it_and_loses_nothing() {
     proxy.set(Mode::Pass {
         latency: Duration::from_millis(30),
     });
-    let mut second = start_run_env(
-        &proxy.listen,
-        scenario.dir.path(),
-        &scenario.group,
-        &scenario.input,
-        &scenario.prefix,
-        &sets,
-        &[],
-    );
+    let mut second = scenario.start_via(&proxy.listen, &sets, &[]);
     wait_for_run(
         &second,
         "the second instance restoring",
@@ -166,15 +158,7 @@ fn sigterm(delivery: &str, broker_reachable: bool) {
         transactional_id.as_str(),
     ];
     let proxy = FaultProxy::start(&listen, &upstream);
-    let mut first = start_run_env(
-        &proxy.listen,
-        scenario.dir.path(),
-        &scenario.group,
-        &scenario.input,
-        &scenario.prefix,
-        &sets,
-        &[],
-    );
+    let mut first = scenario.start_via(&proxy.listen, &sets, &[]);
     wait_for_run(
         &first,
         "some input committed",

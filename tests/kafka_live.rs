@@ -139,21 +139,12 @@ fn live_equals_replay(
     };
     let input = scenario.input.clone();
     let prefix = scenario.prefix.clone();
-    let group = scenario.group.clone();
     let dir = &scenario.dir;
     let bootstrap = bootstrap.to_owned();
     let total = 100_000;
     generate_into(&bootstrap, &input, total, 11);
 
-    let mut run = start_run_env(
-        run_bootstrap,
-        dir.path(),
-        &group,
-        &input,
-        &prefix,
-        sets,
-        env,
-    );
+    let mut run = scenario.start_via(run_bootstrap, sets, env);
     let mut scraped_mid_run = false;
     wait_until(
         "every input offset committed",

@@ -741,6 +741,20 @@ impl Scenario {
         self.start_env(sets, &[])
     }
 
+    /// [`Scenario::start`] through another bootstrap address (the fault proxy's, or the
+    /// SASL_SSL listener's); the scenario's helpers still use the plain one.
+    pub fn start_via(&self, bootstrap: &str, sets: &[&str], env: &[(&str, &str)]) -> Running {
+        start_run_env(
+            bootstrap,
+            self.dir.path(),
+            &self.group,
+            &self.input,
+            &self.prefix,
+            sets,
+            env,
+        )
+    }
+
     /// [`Scenario::start`] with extra environment variables.
     pub fn start_env(&self, sets: &[&str], env: &[(&str, &str)]) -> Running {
         start_run_env(
