@@ -66,12 +66,9 @@ impl AtLeastOnce {
             outbox
                 .records()
                 .map(|(record, messages)| {
-                    let ticket = if record.progress {
-                        tracker.register_progress(record.partition)
-                    } else {
-                        let (outputs, changelog) = split_counts(messages);
-                        tracker.register(record.partition, record.offset, outputs, changelog)
-                    };
+                    let (outputs, changelog) = split_counts(messages);
+                    let ticket =
+                        tracker.register(record.partition, record.offset, outputs, changelog);
                     (ticket, record)
                 })
                 .collect()

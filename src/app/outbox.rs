@@ -88,8 +88,6 @@ pub struct RecordOutputs {
     pub offset: Option<i64>,
     /// How many messages, in order from the end of the previous record's.
     pub messages: u32,
-    /// A partition's progress record (one changelog write).
-    pub progress: bool,
 }
 
 /// Room left in a dead letter for everything but its value: the record's framing, the
@@ -198,17 +196,12 @@ impl Outbox {
 
     /// Closes the current record: every message since the last close is its.
     pub fn close_record(&mut self, partition: i32, offset: Option<i64>) {
-        self.close(partition, offset, false);
-    }
-
-    fn close(&mut self, partition: i32, offset: Option<i64>, progress: bool) {
         let messages = (self.messages.len() - self.closed) as u32;
         self.closed = self.messages.len();
         self.records.push(RecordOutputs {
             partition,
             offset,
             messages,
-            progress,
         });
     }
 
@@ -230,7 +223,7 @@ impl Outbox {
         changelog::encode_watermark(&mut self.arena, &now);
         let payload = start..self.arena.len();
         self.push(Destination::Changelog, partition, Some(key), Some(payload));
-        self.close(partition, None, true);
+        self.close_record(partition, None);
     }
 
     /// A dead letter keeps the record's key and value bytes. A value beyond
@@ -472,7 +465,6 @@ pub(super) mod tests {
             partition,
             offset: Some(offset),
             messages,
-            progress: false,
         };
         assert_eq!(
             records,
@@ -509,7 +501,6 @@ pub(super) mod tests {
         assert_eq!(written, moved);
         let (record, messages) = outbox.records().next().unwrap();
         assert_eq!(record.offset, None, "a record of its own, with no offset");
-        assert!(record.progress);
         let routes = routes();
         let sent = outbox.to_send(&messages[0], &routes, 0);
         assert_eq!(sent.key, Some(changelog::WATERMARK_KEY));

@@ -24,13 +24,6 @@ struct Entry {
     changelog: u32,
     /// The changelog writes wait for the outputs.
     held: bool,
-    /// A partition's progress record: its write waits until every earlier entry is complete,
-    /// changelog writes included, so that it never overtakes an earlier write that failed and
-    /// waits for a retry (its `applied_through` would then claim state the changelog does
-    /// not hold). Later records' writes may pass it (state ahead of the progress record is
-    /// what a crash between the two leaves anyway: such input is read again and derives
-    /// nothing new); later progress records may not.
-    barrier: bool,
 }
 
 impl Entry {
@@ -55,11 +48,8 @@ struct Lane {
     /// Next offset to commit (last completed record + 1), if it moved since last taken.
     committable: Option<i64>,
     changed: bool,
-    /// Sequence number of the first entry not yet looked at for release (release goes in
-    /// order).
+    /// Sequence number of the first entry not yet released (release goes in order).
     release_seq: u64,
-    /// A progress record passed over by `release_seq`, waiting for every earlier entry.
-    pending_barrier: Option<u64>,
 }
 
 impl Lane {
@@ -91,23 +81,6 @@ impl OffsetTracker {
         outputs: u32,
         changelog: u32,
     ) -> Ticket {
-        self.push(partition, offset, outputs, changelog, false)
-    }
-
-    /// Registers a partition's progress record (one changelog write, no input offset of its
-    /// own): released only once every earlier entry of the partition is complete.
-    pub fn register_progress(&mut self, partition: i32) -> Ticket {
-        self.push(partition, None, 0, 1, true)
-    }
-
-    fn push(
-        &mut self,
-        partition: i32,
-        offset: Option<i64>,
-        outputs: u32,
-        changelog: u32,
-        barrier: bool,
-    ) -> Ticket {
         let lane = self.lanes.entry(partition).or_default();
         let seq = lane.front_seq + lane.entries.len() as u64;
         lane.entries.push_back(Entry {
@@ -115,7 +88,6 @@ impl OffsetTracker {
             outstanding: outputs,
             changelog,
             held: changelog > 0,
-            barrier,
         });
         Self::release_in_order(lane, partition, &mut self.releasable);
         Self::advance(lane);
@@ -142,40 +114,20 @@ impl OffsetTracker {
         }
         if index == 0 {
             Self::advance(lane);
-            // A waiting progress record may now be at the front.
-            if lane.pending_barrier.is_some() {
-                Self::release_in_order(lane, partition, &mut self.releasable);
-            }
         }
     }
 
     /// Releases, in record order, the changelog writes of entries whose outputs are all
     /// acknowledged, stopping at the first entry still waiting for outputs.
     fn release_in_order(lane: &mut Lane, partition: i32, releasable: &mut Vec<Ticket>) {
-        if let Some(barrier) = lane.pending_barrier {
-            if barrier == lane.front_seq {
-                if let Some((_, entry)) = lane.entry(barrier) {
-                    entry.held = false;
-                }
-                releasable.push((partition, barrier));
-                lane.pending_barrier = None;
-            }
-        }
         lane.release_seq = lane.release_seq.max(lane.front_seq);
-        while let Some((index, entry)) = lane.entry(lane.release_seq) {
+        while let Some((_, entry)) = lane.entry(lane.release_seq) {
             if entry.outstanding > 0 {
                 break;
             }
             if entry.held {
-                if entry.barrier && index > 0 {
-                    if lane.pending_barrier.is_some() {
-                        break; // progress records keep their order
-                    }
-                    lane.pending_barrier = Some(lane.release_seq);
-                } else {
-                    entry.held = false;
-                    releasable.push((partition, lane.release_seq));
-                }
+                entry.held = false;
+                releasable.push((partition, lane.release_seq));
             }
             lane.release_seq += 1;
         }
@@ -269,41 +221,6 @@ mod tests {
         assert_eq!(t.take_committable(), vec![]);
         t.delivered(a, Phase::Changelog);
         assert_eq!(t.take_committable(), vec![(0, 1)]);
-    }
-
-    #[test]
-    fn a_progress_record_waits_for_every_earlier_write_and_later_ones_keep_their_order() {
-        let mut t = OffsetTracker::default();
-        let a = t.register(0, Some(0), 1, 1);
-        let progress = t.register_progress(0);
-        let b = t.register(0, Some(1), 0, 1);
-        let second_progress = t.register_progress(0);
-        let c = t.register(0, Some(2), 0, 1);
-        t.delivered(a, Phase::Output);
-        assert_eq!(
-            t.take_releasable(),
-            vec![a, b],
-            "the progress record waits for a's write (which may fail and be retried); b passes"
-        );
-        // a's write failed and is retried meanwhile: still nothing for the progress record.
-        t.delivered(b, Phase::Changelog);
-        assert_eq!(
-            t.take_releasable(),
-            vec![],
-            "the second progress record does not pass the first"
-        );
-        t.delivered(a, Phase::Changelog);
-        assert_eq!(
-            t.take_releasable(),
-            vec![progress, c],
-            "a complete: the progress record goes; the second waits in its turn, c passes it"
-        );
-        t.delivered(progress, Phase::Changelog);
-        assert_eq!(t.take_releasable(), vec![second_progress]);
-        t.delivered(second_progress, Phase::Changelog);
-        t.delivered(c, Phase::Changelog);
-        assert_eq!(t.take_committable(), vec![(0, 3)]);
-        assert_eq!(t.in_flight(), 0);
     }
 
     #[test]
