@@ -360,7 +360,6 @@ impl Pipeline {
                     if let Mode::AtLeastOnce(alo) = &mut self.mode {
                         alo.forget(&partitions);
                     }
-                    batch.retain(|m| !partitions.contains(&m.partition()));
                 }
                 source::AssignmentChange::Assigned(partitions) => {
                     // Not ready while restoring: no input of these partitions is processed
@@ -374,8 +373,8 @@ impl Pipeline {
                 }
             }
         }
-        // Input of partitions that are not restored (stopped, or shut down while
-        // restoring) is not processed: it is not committed either, and is read again.
+        // Input of partitions not held (revoked, stopped, or shut down while restoring) is
+        // not processed: it is not committed either, and the owner reads it again.
         batch.retain(|m| self.partitions.contains_key(&m.partition()));
         self.update_readiness();
     }

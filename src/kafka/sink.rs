@@ -110,7 +110,7 @@ impl ProducerContext for OutputContext {
                         })
                     })
                 });
-                let retry = OutgoingRef {
+                let mut retry = OutgoingRef {
                     topic: message.topic(),
                     partition: message.partition(),
                     key: message.key(),
@@ -119,13 +119,10 @@ impl ProducerContext for OutputContext {
                     opaque,
                 }
                 .to_retry(headers);
-                let retry = RetryMessage {
-                    refused_for_size: matches!(
-                        error,
-                        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
-                    ),
-                    ..retry
-                };
+                retry.refused_for_size = matches!(
+                    error,
+                    KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
+                );
                 lock(&self.state.retries).push_back(retry);
             }
         }

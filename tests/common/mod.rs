@@ -757,15 +757,7 @@ impl Scenario {
 
     /// [`Scenario::start`] with extra environment variables.
     pub fn start_env(&self, sets: &[&str], env: &[(&str, &str)]) -> Running {
-        start_run_env(
-            &self.bootstrap,
-            self.dir.path(),
-            &self.group,
-            &self.input,
-            &self.prefix,
-            sets,
-            env,
-        )
+        self.start_via(&self.bootstrap, sets, env)
     }
 
     /// The group's committed input offset of each partition.
