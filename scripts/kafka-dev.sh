@@ -11,9 +11,13 @@
 #   scripts/kafka-dev.sh tool CLASS ARGS  run one of Kafka's command-line tools from the cached
 #                                         jars, e.g. kafka.admin.ConfigCommand
 #
-# Environment: KAFKA_VERSION (4.1.1), KAFKA_PORT (39092; the controller uses +1, the SASL_SSL
-# listener +2, the PROXIED listener +3), SESSIONFLOW_KAFKA_DIR (/tmp/sessionflow-kafka),
-# SESSIONFLOW_CACHE (~/.cache/sessionflow).
+# Environment: KAFKA_VERSION (4.1.1), KAFKA_PORT (29092; the controller uses +1, the SASL_SSL
+# listener +2, the PROXIED listener +3, the test proxy +4), SESSIONFLOW_KAFKA_DIR
+# (/tmp/sessionflow-kafka), SESSIONFLOW_CACHE (~/.cache/sessionflow).
+#
+# The default ports lie below Linux's ephemeral range (ip_local_port_range, 32768-60999 by
+# default): a port inside it can be taken as the local end of any outgoing connection, and the
+# test proxy binds +4 long after the broker started (a CI run once failed on exactly that).
 #
 # The PROXIED listener (PLAINTEXT on KAFKA_PORT+3) advertises KAFKA_PORT+4, where nothing
 # listens until a test starts its fault-injection proxy there (tests/common/proxy.rs) and
@@ -31,7 +35,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 version=${KAFKA_VERSION:-4.1.1}
-port=${KAFKA_PORT:-39092}
+port=${KAFKA_PORT:-29092}
 controller_port=$((port + 1))
 secure_port=$((port + 2))
 proxied_port=$((port + 3))
@@ -150,7 +154,26 @@ running_pid() {
   return 1
 }
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/${1:-$port}") 2>/dev/null; }
+
+# Every port this broker and its test proxy use must be free (on a restart a test's proxy may
+# already listen on its own), and should not be one the kernel hands out as the local end of
+# outgoing connections.
+check_ports() {
+  local format=$1 p low high ports=("$port" "$controller_port" "$secure_port" "$proxied_port")
+  [ "$format" = fresh ] && ports+=("$proxy_port")
+  for p in "${ports[@]}"; do
+    if port_open "$p"; then
+      log "port $p is taken by another process; set KAFKA_PORT"
+      return 1
+    fi
+  done
+  if read -r low high </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null &&
+    [ "$proxy_port" -ge "$low" ] && [ "$port" -le "$high" ]; then
+    log "warning: ports $port-$proxy_port overlap the ephemeral range $low-$high;" \
+      "an outgoing connection can take one of them (choose KAFKA_PORT below $((low - 4)))"
+  fi
+}
 
 start_broker() {
   local format=$1
@@ -160,10 +183,7 @@ start_broker() {
     echo "$bootstrap"
     return 0
   fi
-  if port_open; then
-    log "port $port is taken by another process; set KAFKA_PORT"
-    return 1
-  fi
+  check_ports "$format" || return 1
   if [ "$format" = fresh ]; then
     rm -rf "$dir"
     write_config

@@ -59,7 +59,14 @@ impl FaultProxy {
             generation: watch::channel(0).0,
             connections: AtomicU64::new(0),
         });
-        let listener = runtime.block_on(TcpListener::bind(listen)).unwrap();
+        let listener = runtime
+            .block_on(TcpListener::bind(listen))
+            .unwrap_or_else(|error| {
+                panic!(
+                    "the fault proxy cannot listen on {listen} ({error}); the broker advertises \
+                     this address, see KAFKA_PORT in scripts/kafka-dev.sh"
+                )
+            });
         let (accepting, upstream) = (control.clone(), upstream.to_owned());
         runtime.spawn(async move {
             loop {
