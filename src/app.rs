@@ -180,7 +180,7 @@ pub async fn run(
         if !exactly_once::init_transactions(&producer, &config, &shutdown).await? {
             return Ok(());
         }
-        Mode::ExactlyOnce(ExactlyOnce::new(shutdown.clone()))
+        Mode::ExactlyOnce(ExactlyOnce::new(&config, shutdown.clone()))
     } else {
         Mode::AtLeastOnce(AtLeastOnce::default())
     };
@@ -350,6 +350,9 @@ impl Pipeline {
     /// messages (uncommitted, so the next owner reads them); assigned ones are restored.
     fn apply_changes(&mut self, batch: &mut Vec<BorrowedMessage<'_>>) {
         let changes = std::mem::take(&mut *lock(&self.clients.consumer.context().changes));
+        if let (Mode::ExactlyOnce(eos), false) = (&mut self.mode, changes.is_empty()) {
+            eos.note_rebalance();
+        }
         for change in changes {
             match change {
                 source::AssignmentChange::Revoked(partitions) => {

@@ -3,11 +3,21 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use common::proxy::{proxy_addresses, FaultProxy, Mode};
 use common::*;
+use sessionflow::app::restore::Restorer;
+use sessionflow::apply;
+use sessionflow::changelog::{decode_state, WATERMARK_KEY};
+use sessionflow::config::OnCorrupt;
+use sessionflow::engine::{self, Engine, EngineConfig, EventSink, SessionView};
+use sessionflow::kafka::source::ChangelogRecord;
+use sessionflow::model::{DerivedEvent, Source};
+use sessionflow::parse::Parser;
+use sessionflow::stats::Stats;
 
 const PARTITIONS: i32 = 2;
 
@@ -213,4 +223,145 @@ fn sigterm(delivery: &str, broker_reachable: bool) {
         let duplicates = assert_at_least_once(&expected, &transitions, &input);
         eprintln!("{name}: {duplicates} duplicate events");
     }
+}
+
+/// Deliveries fail while the broker is unreachable (at-least-once with `message.timeout.ms`
+/// set to 3 s, so that queued writes fail instead of waiting): every failed output and
+/// changelog write is sent again. The output holds every event `replay` derives, none
+/// derived anew; and the changelog restores exactly the state `replay` ends with, its
+/// progress record at the last input offset: no retried write landed behind a later write of
+/// its partition (a stale state, or a progress record claiming a write that came after it).
+#[test]
+fn writes_failed_while_the_broker_was_away_are_retried_in_order() {
+    let _alone = proxy_alone();
+    let Some(scenario) = Scenario::new("retry-order", PARTITIONS) else {
+        return;
+    };
+    let (listen, upstream) = proxy_addresses().expect("scripts/kafka-dev.sh run exports the proxy");
+    let proxy = FaultProxy::start(&listen, &upstream);
+    let sets = [
+        "lifecycle.idle_timeout_ms=0",
+        "lifecycle.max_clock_skew_ms=0",
+        "kafka.\"message.timeout.ms\"=\"3000\"",
+    ];
+    let mut run = scenario.start_via(&proxy.listen, &sets, &[]);
+    let mut generator = spawn_generator(&scenario.bootstrap, &scenario.input, 200_000, 62, 20_000);
+    scenario.wait_committed_beyond(
+        "progress before the fault",
+        20_000,
+        Duration::from_secs(120),
+    );
+    proxy.go_down();
+    wait_for_run(&run, "deliveries failing", Duration::from_secs(120), || {
+        run.metrics()
+            .is_some_and(|m| metric_sum(&m, "sessionflow_delivery_errors_total", &[]) > 0.0)
+    });
+    proxy.resume();
+    assert!(generator.wait().unwrap().success());
+    let ends = scenario.end_offsets();
+    wait_for_run(
+        &run,
+        "every input offset committed",
+        Duration::from_secs(300),
+        || scenario.committed() == ends,
+    );
+    let metrics = run.metrics().unwrap_or_default();
+    let status = run.terminate();
+    assert!(status.success(), "{}", run.log_text());
+    let failed = metric_sum(&metrics, "sessionflow_delivery_errors_total", &[]);
+
+    let input = read_all(&scenario.bootstrap, &scenario.input);
+    let expected = expected_from_replay(&input, &scenario.input, scenario.dir.path(), &[]);
+    let transitions = read_all(
+        &scenario.bootstrap,
+        &format!("{}.transitions", scenario.prefix),
+    );
+    let duplicates = assert_at_least_once(&expected, &transitions, &input);
+
+    let changelog = read_all(&scenario.bootstrap, &format!("{}.state", scenario.group));
+    let config = EngineConfig {
+        allowed_lateness_ms: engine::DEFAULT_ALLOWED_LATENESS_MS,
+        terminal_retention_ms: engine::DEFAULT_TERMINAL_RETENTION_MS,
+        max_clock_skew_ms: 0,
+    };
+    for (&partition, records) in &input {
+        let reference = replayed_engine(config, &scenario.input, partition, records);
+        let mut restorer = Restorer::new(Engine::new(config), OnCorrupt::Stop);
+        let mut newest: HashMap<Vec<u8>, i64> = HashMap::new();
+        for record in changelog.get(&partition).into_iter().flatten() {
+            let key = record.key.clone().unwrap_or_default();
+            match record.value.as_deref() {
+                Some(value) if key != WATERMARK_KEY => {
+                    let updated_at = decode_state(value).unwrap().updated_at;
+                    let before = newest.insert(key.clone(), updated_at);
+                    assert!(
+                        before.is_none_or(|b| b <= updated_at),
+                        "partition {partition}: session {} went back in time at changelog offset {} ({before:?} -> {updated_at}): a retried write landed behind a later one",
+                        String::from_utf8_lossy(&key),
+                        record.offset
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    newest.remove(&key);
+                }
+            }
+            restorer
+                .apply(ChangelogRecord {
+                    offset: record.offset,
+                    key: record.key.as_deref().unwrap_or_default(),
+                    value: record.value.as_deref(),
+                })
+                .unwrap();
+        }
+        assert_eq!(
+            restorer.progress.applied_through,
+            records.last().map(|r| r.offset),
+            "partition {partition}: the last progress record covers the whole input"
+        );
+        assert!(
+            sorted(&restorer.engine) == sorted(&reference),
+            "partition {partition}: the changelog restores the state replay ends with"
+        );
+    }
+    eprintln!(
+        "retry order: {failed} deliveries failed and were retried; every expected event present, {duplicates} duplicates; the changelog restores replay's final state"
+    );
+}
+
+/// The engine `replay` ends with for one input partition.
+fn replayed_engine(
+    config: EngineConfig,
+    topic: &str,
+    partition: i32,
+    records: &[Record],
+) -> Engine {
+    let (mut engine, mut parser, mut stats) =
+        (Engine::new(config), Parser::default(), Stats::new());
+    for record in records {
+        let source = Source {
+            topic,
+            partition,
+            offset: record.offset,
+        };
+        parser.parse(record.value.as_deref().unwrap_or_default(), |result| {
+            if let Ok(parsed) = result {
+                apply::apply_record(&mut engine, &parsed, source, None, &mut stats, &mut Discard);
+            }
+        });
+    }
+    engine
+}
+
+/// Events are not looked at here: only the state.
+struct Discard;
+
+impl EventSink for Discard {
+    fn emit(&mut self, _event: &DerivedEvent<'_>) {}
+}
+
+fn sorted(engine: &Engine) -> Vec<SessionView> {
+    let mut all: Vec<SessionView> = engine.sessions().collect();
+    all.sort_by(|a, b| a.id.cmp(&b.id));
+    all
 }

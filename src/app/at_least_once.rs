@@ -2,7 +2,9 @@
 //! offset tracker and sent; its changelog writes wait in a stash until those outputs are
 //! acknowledged, then go in record order; input offsets are stored once everything a record
 //! caused is acknowledged, and auto-commit sends them. Failed deliveries wait in the retry
-//! queue and are sent again; nothing is dropped.
+//! queue and are sent again; nothing is dropped. A partition whose changelog write failed
+//! sends no later changelog write (its progress records included) until the failed one is
+//! acknowledged, so that a retry never lands behind a later write ([`ChangelogOrder`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -29,6 +31,75 @@ const DRAIN_STEP: Duration = Duration::from_secs(1);
 pub struct AtLeastOnce {
     /// Changelog writes waiting for their record's outputs to be acknowledged.
     stash: HashMap<Ticket, Vec<RetryMessage>>,
+    order: ChangelogOrder,
+}
+
+/// Keeps each partition's changelog in the order the writes were made across failed
+/// deliveries. First sends land in order (one idempotent producer, one changelog partition),
+/// but a failed write sent again would land behind the later writes of its partition: a
+/// progress record claiming its record applied, or a later state of the same session, which
+/// the stale retry would then overwrite. So once a changelog write of a partition has
+/// failed, that partition's released writes are held back, in order, until every failed one
+/// is sent again and acknowledged.
+///
+/// What this cannot order: writes already handed to librdkafka before the failure was
+/// reported. They land first only if librdkafka writes later messages of a partition after
+/// failing an earlier one (a gap); with `message.timeout.ms = 0`, sessionflow's default in
+/// this mode, that takes a permanent broker refusal of a changelog write.
+#[derive(Debug, Default)]
+pub struct ChangelogOrder {
+    /// Per partition, the tickets whose changelog write failed and is not yet acknowledged.
+    failed: HashMap<i32, Vec<Ticket>>,
+    /// Released tickets held back, in release order.
+    held: VecDeque<Ticket>,
+}
+
+impl ChangelogOrder {
+    /// A changelog write of `ticket` failed (it waits in the retry queue).
+    pub fn failed(&mut self, ticket: Ticket) {
+        let tickets = self.failed.entry(ticket.0).or_default();
+        if !tickets.contains(&ticket) {
+            tickets.push(ticket);
+        }
+    }
+
+    /// Forgets the failures that are now acknowledged.
+    pub fn settle(&mut self, acknowledged: impl Fn(Ticket) -> bool) {
+        self.failed.retain(|_, tickets| {
+            tickets.retain(|t| !acknowledged(*t));
+            !tickets.is_empty()
+        });
+    }
+
+    /// Of the held tickets, then `released`, those that may be sent now, in order; the
+    /// others (of partitions with a failed write outstanding) stay held, in order.
+    pub fn admit(&mut self, released: Vec<Ticket>) -> Vec<Ticket> {
+        if self.held.is_empty() && self.failed.is_empty() {
+            return released;
+        }
+        let mut admitted = Vec::with_capacity(self.held.len() + released.len());
+        let mut still_held = VecDeque::new();
+        for ticket in self.held.drain(..).chain(released) {
+            if self.failed.contains_key(&ticket.0) {
+                still_held.push_back(ticket);
+            } else {
+                admitted.push(ticket);
+            }
+        }
+        self.held = still_held;
+        admitted
+    }
+
+    /// Whether changelog writes are held back or failed ones outstanding.
+    pub fn is_waiting(&self) -> bool {
+        !self.held.is_empty() || !self.failed.is_empty()
+    }
+
+    /// Revoked partitions: their writes go with them.
+    pub fn forget(&mut self, partitions: &[i32]) {
+        self.failed.retain(|p, _| !partitions.contains(p));
+        self.held.retain(|t| !partitions.contains(&t.0));
+    }
 }
 
 /// How many of a record's messages are derived outputs (sent now) and changelog writes
@@ -92,10 +163,22 @@ impl AtLeastOnce {
         self.release_changelog(clients).await;
     }
 
-    /// Sends the changelog writes of records whose outputs are all acknowledged.
+    /// Sends the changelog writes of records whose outputs are all acknowledged, except
+    /// those of partitions with a failed changelog write outstanding (see
+    /// [`ChangelogOrder`]).
     pub async fn release_changelog(&mut self, clients: &Clients) {
-        let released = lock(&clients.delivery.tracker).take_releasable();
-        for ticket in released {
+        for retry in lock(&clients.delivery.retries).iter() {
+            if let (ticket, Phase::Changelog) = sink::opaque_to_ticket(retry.opaque) {
+                self.order.failed(ticket);
+            }
+        }
+        let released = {
+            let mut tracker = lock(&clients.delivery.tracker);
+            self.order
+                .settle(|ticket| tracker.changelog_acknowledged(ticket));
+            tracker.take_releasable()
+        };
+        for ticket in self.order.admit(released) {
             let Some(messages) = self.stash.remove(&ticket) else {
                 continue;
             };
@@ -111,6 +194,9 @@ impl AtLeastOnce {
     pub async fn send_retries(&mut self, clients: &Clients) {
         let retries: VecDeque<RetryMessage> = std::mem::take(&mut *lock(&clients.delivery.retries));
         for mut retry in retries {
+            if let (ticket, Phase::Changelog) = sink::opaque_to_ticket(retry.opaque) {
+                self.order.failed(ticket);
+            }
             if retry.refused_for_size && retry.topic == clients.routes.dead_letters.topic {
                 halve_dead_letter(&mut retry);
             }
@@ -129,6 +215,7 @@ impl AtLeastOnce {
     pub fn forget(&mut self, partitions: &[i32]) {
         self.stash
             .retain(|ticket, _| !partitions.contains(&ticket.0));
+        self.order.forget(partitions);
     }
 
     /// Hands committable offsets of the assigned partitions to the consumer; auto-commit
@@ -162,7 +249,7 @@ impl AtLeastOnce {
             let flushed = clients.producer.flush(remaining.min(DRAIN_STEP));
             let retries_left = lock(&clients.delivery.retries).len();
             let releasable = lock(&clients.delivery.tracker).has_releasable();
-            if flushed.is_ok() && retries_left == 0 && !releasable {
+            if flushed.is_ok() && retries_left == 0 && !releasable && !self.order.is_waiting() {
                 return;
             }
             if remaining.is_zero() {
@@ -259,6 +346,49 @@ mod tests {
             tracker.delivered(*ticket, Phase::Changelog);
         }
         assert_eq!(tracker.take_committable(), vec![(0, 3)]);
+    }
+
+    #[test]
+    fn after_a_failed_changelog_write_its_partition_waits_until_the_retry_is_acknowledged() {
+        let mut order = ChangelogOrder::default();
+        // No failure: everything released goes at once.
+        assert_eq!(order.admit(vec![(0, 1), (1, 1)]), vec![(0, 1), (1, 1)]);
+        order.failed((0, 1));
+        // Partition 0's later writes (a progress record among them) wait; partition 1's go.
+        assert_eq!(order.admit(vec![(0, 2), (1, 2), (0, 3)]), vec![(1, 2)]);
+        assert!(order.is_waiting());
+        assert_eq!(order.admit(vec![(0, 4)]), vec![]);
+        // The retry is sent but not acknowledged yet: still held.
+        order.settle(|_| false);
+        assert_eq!(order.admit(vec![]), vec![]);
+        // Acknowledged: the held writes go, in their order, before newer ones.
+        order.settle(|ticket| ticket == (0, 1));
+        assert_eq!(
+            order.admit(vec![(0, 5)]),
+            vec![(0, 2), (0, 3), (0, 4), (0, 5)]
+        );
+        assert!(!order.is_waiting());
+        // A revoked partition's failures and held writes go with it.
+        order.failed((2, 7));
+        assert_eq!(order.admit(vec![(2, 8)]), vec![]);
+        order.forget(&[2]);
+        assert!(!order.is_waiting());
+    }
+
+    #[test]
+    fn a_changelog_write_is_acknowledged_once_none_of_its_writes_is_outstanding() {
+        let mut tracker = OffsetTracker::default();
+        let first = tracker.register(0, Some(0), 0, 2);
+        let second = tracker.register(0, Some(1), 0, 1);
+        assert_eq!(tracker.take_releasable(), vec![first, second]);
+        tracker.delivered(second, Phase::Changelog);
+        assert!(tracker.changelog_acknowledged(second));
+        tracker.delivered(first, Phase::Changelog);
+        assert!(!tracker.changelog_acknowledged(first), "one write of two");
+        tracker.delivered(first, Phase::Changelog);
+        assert!(tracker.changelog_acknowledged(first));
+        // Revoked partitions have nothing outstanding.
+        assert!(tracker.changelog_acknowledged((9, 0)));
     }
 
     #[test]

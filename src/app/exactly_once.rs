@@ -1,8 +1,9 @@
 //! Exactly-once delivery (`delivery = "exactly_once"`): each batch's outputs, changelog
 //! writes and input offsets go in one Kafka transaction. An aborted transaction asks the
 //! pipeline to rewind (state restored from the read_committed changelog, input re-read from
-//! the committed offsets); a fenced producer is replaced, and one fenced again and again
-//! means another instance uses the transactional id: the pipeline stops.
+//! the committed offsets); a fenced producer is replaced once, and one fenced again before a
+//! rebalance of our own and within the transaction timeout means another live instance uses
+//! the transactional id: the pipeline stops.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,10 +26,9 @@ use crate::metrics as m;
 /// is retried.
 pub const TRANSACTION_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// More producer replacements than this within [`FENCING_WINDOW`] mean another live
-/// instance uses the same transactional id.
-const MAX_REPLACEMENTS: usize = 3;
-const FENCING_WINDOW: Duration = Duration::from_secs(60);
+/// librdkafka's default `transaction.timeout.ms` is overridden to this (see
+/// `sink::output_producer`) unless the `[kafka]` table sets it.
+const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Attempts at initialising a replacement producer's transactions.
 const REPLACEMENT_INIT_ATTEMPTS: u32 = 10;
@@ -56,10 +56,42 @@ pub enum AfterBatch {
 
 /// The exactly-once mode's own state.
 pub struct ExactlyOnce {
-    /// When the transactional producer was last replaced (see `replace_producer`).
-    replacements: Vec<Instant>,
+    /// When the transactional producer was last replaced after a fatal error, and whether
+    /// the consumer has rebalanced since (see [`another_instance`]).
+    last_replacement: Option<Instant>,
+    rebalanced_since_replacement: bool,
+    /// The producer's `transaction.timeout.ms`.
+    transaction_timeout: Duration,
     /// Blocking transactional calls stop retrying once this is cancelled.
     shutdown: CancellationToken,
+}
+
+/// Whether a fatal error of the transactional producer means another live instance uses its
+/// transactional id. A first fatal error does not: the coordinator also fences a producer
+/// whose transaction outlived `transaction.timeout.ms` (a broker away for longer), and a
+/// replacement producer takes over. A replacement fenced in its turn, with no rebalance of
+/// ours in between and sooner than a transaction can time out, was fenced by someone who
+/// initialised the same id after it: another instance, which the replacement itself fenced a
+/// moment ago (the two would go on fencing each other).
+pub fn another_instance(
+    last_replacement: Option<Instant>,
+    rebalanced_since_replacement: bool,
+    now: Instant,
+    transaction_timeout: Duration,
+) -> bool {
+    last_replacement.is_some_and(|replaced| {
+        !rebalanced_since_replacement && now.duration_since(replaced) < transaction_timeout
+    })
+}
+
+/// The producer's `transaction.timeout.ms` as configured in the `[kafka]` table, or
+/// sessionflow's default.
+fn transaction_timeout(config: &Config) -> Duration {
+    config
+        .kafka
+        .get("transaction.timeout.ms")
+        .and_then(|ms| ms.trim().parse::<u64>().ok())
+        .map_or(DEFAULT_TRANSACTION_TIMEOUT, Duration::from_millis)
 }
 
 /// What librdkafka says of a failed transactional call, as the three flags of its error
@@ -243,11 +275,18 @@ fn count(outcome: &'static str) {
 }
 
 impl ExactlyOnce {
-    pub fn new(shutdown: CancellationToken) -> Self {
+    pub fn new(config: &Config, shutdown: CancellationToken) -> Self {
         ExactlyOnce {
-            replacements: Vec::new(),
+            last_replacement: None,
+            rebalanced_since_replacement: false,
+            transaction_timeout: transaction_timeout(config),
             shutdown,
         }
+    }
+
+    /// The consumer's assignment changed (a rebalance of our own).
+    pub fn note_rebalance(&mut self) {
+        self.rebalanced_since_replacement = true;
     }
 
     /// Sends the outbox and `offsets` (the next input offset of each partition of the batch)
@@ -311,21 +350,26 @@ impl ExactlyOnce {
 
     /// A fatal transactional error. Usually the coordinator aborted a transaction that
     /// outlived `transaction.timeout.ms` (a broker away for longer) and bumped the producer
-    /// epoch: a new producer with the same id takes over, and the partitions rewind. If that
-    /// keeps happening, another live instance uses the same transactional id: stop.
+    /// epoch: a new producer with the same id takes over, and the partitions rewind. A
+    /// replacement fenced in its turn means another live instance: stop.
     fn replace_producer(&mut self, clients: &mut Clients, error: KafkaError) -> AfterBatch {
         let config = &clients.config;
         let now = Instant::now();
-        self.replacements
-            .retain(|t| now.duration_since(*t) < FENCING_WINDOW);
-        self.replacements.push(now);
-        if self.replacements.len() > MAX_REPLACEMENTS {
-            tracing::error!(%error, "Transactional producer fenced repeatedly: another instance uses transactional id {:?}; stopping.", config.transactional_id);
+        if another_instance(
+            self.last_replacement,
+            self.rebalanced_since_replacement,
+            now,
+            self.transaction_timeout,
+        ) {
+            tracing::error!(%error, transactional_id = %config.transactional_id, "The transactional producer was fenced again right after its replacement, with no rebalance in between: another live instance uses this transactional id. Stopping; give every instance its own pipeline.transactional_id.");
             return AfterBatch::Stop(anyhow::Error::new(error).context(format!(
-                "the transactional producer was fenced repeatedly (is transactional id {:?} used by another instance?)",
-                config.transactional_id
+                "another live instance uses transactional id {:?} (fenced again {} ms after the replacement producer fenced it, with no rebalance in between); give every instance its own pipeline.transactional_id",
+                config.transactional_id,
+                now.duration_since(self.last_replacement.unwrap_or(now)).as_millis()
             )));
         }
+        self.last_replacement = Some(now);
+        self.rebalanced_since_replacement = false;
         tracing::warn!(%error, "Transactional producer failed; replacing it and rewinding.");
         count(m::OUTCOME_ABORTED);
         let replaced = sink::output_producer(
@@ -387,6 +431,23 @@ mod tests {
         // Errors outside the transactional API abort the transaction.
         let other = KafkaError::MessageProduction(RDKafkaErrorCode::State);
         assert!(matches!(classify(&other), Some(TransactionEnd::Aborted)));
+    }
+
+    #[test]
+    fn only_a_replacement_fenced_again_soon_and_without_a_rebalance_is_another_instance() {
+        let timeout = Duration::from_secs(30);
+        let replaced = Instant::now();
+        let soon = replaced + Duration::from_secs(2);
+        // A first fatal error replaces the producer.
+        assert!(!another_instance(None, false, soon, timeout));
+        // Fenced again soon after the replacement, no rebalance: another instance.
+        assert!(another_instance(Some(replaced), false, soon, timeout));
+        // A rebalance of our own in between (an instance of ours restarted or joined).
+        assert!(!another_instance(Some(replaced), true, soon, timeout));
+        // Later than a transaction can live: the replacement's own transaction may have
+        // timed out (a second long broker outage).
+        let late = replaced + Duration::from_secs(31);
+        assert!(!another_instance(Some(replaced), false, late, timeout));
     }
 
     #[test]

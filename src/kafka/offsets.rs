@@ -133,6 +133,20 @@ impl OffsetTracker {
         }
     }
 
+    /// Whether every changelog write of `ticket` is acknowledged (or its partition revoked).
+    pub fn changelog_acknowledged(&self, (partition, seq): Ticket) -> bool {
+        let Some(lane) = self.lanes.get(&partition) else {
+            return true;
+        };
+        if seq < lane.front_seq {
+            return true;
+        }
+        let index = (seq - lane.front_seq) as usize;
+        lane.entries
+            .get(index)
+            .is_none_or(|e| !e.held && e.changelog == 0)
+    }
+
     /// Tickets whose changelog writes may now be sent, in the order they must be sent.
     pub fn take_releasable(&mut self) -> Vec<Ticket> {
         std::mem::take(&mut self.releasable)
