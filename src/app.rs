@@ -12,6 +12,7 @@
 
 pub mod at_least_once;
 pub mod exactly_once;
+pub mod input_health;
 pub mod outbox;
 pub mod restore;
 
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::at_least_once::AtLeastOnce;
 use self::exactly_once::{AfterBatch, ExactlyOnce, TRANSACTION_CALL_TIMEOUT};
+use self::input_health::InputHealth;
 use self::outbox::{DeadLetterLimits, Outbox, Route, Routes};
 use self::restore::RestoreOutcome;
 use crate::apply;
@@ -154,6 +156,7 @@ struct Pipeline {
     shutdown: CancellationToken,
     /// Set when the pipeline cannot go on (a transactional id used by another instance).
     fatal: Option<anyhow::Error>,
+    input_health: InputHealth,
 }
 
 /// Runs until `shutdown` is cancelled. Errors are start-up problems (configuration, topics,
@@ -188,6 +191,8 @@ pub async fn run(
         topic: config.topics.input.clone(),
         changes: Default::default(),
         lag: Default::default(),
+        fetch: Default::default(),
+        read_committed: exactly_once,
         delivery: delivery.clone(),
         drain: Default::default(),
     };
@@ -202,6 +207,7 @@ pub async fn run(
         .context("subscribing to the input topic")?;
     tracing::info!(topic = %config.topics.input, group = %config.group_id, "Consuming.");
 
+    let input_health = InputHealth::new(&config.topics.input, config.input_stall_timeout);
     let mut pipeline = Pipeline {
         parser: Parser::new(config.limits),
         outbox: Outbox::new(dead_letter_limits),
@@ -221,6 +227,7 @@ pub async fn run(
         stopped: BTreeSet::new(),
         shutdown: shutdown.clone(),
         fatal: None,
+        input_health,
     };
     pipeline.run_loop(shutdown).await;
     pipeline.shut_down().await;
@@ -320,7 +327,7 @@ impl Pipeline {
             let first = match first {
                 Ok(message) => message,
                 Err(error) => {
-                    tracing::warn!(%error, "Consumer error; retrying.");
+                    self.input_health.consumer_error(&error);
                     tokio::time::sleep(self.clients.config.retry_backoff).await;
                     continue;
                 }
@@ -332,7 +339,7 @@ impl Pipeline {
                 match consumer.recv().now_or_never() {
                     Some(Ok(message)) => batch.push(message),
                     Some(Err(error)) => {
-                        tracing::warn!(%error, "Consumer error.");
+                        self.input_health.consumer_error(&error);
                         break;
                     }
                     None => break,
@@ -359,6 +366,7 @@ impl Pipeline {
                     for p in &partitions {
                         self.partitions.remove(p);
                         self.stopped.remove(p);
+                        self.input_health.forget(*p);
                     }
                     if let Mode::AtLeastOnce(alo) = &mut self.mode {
                         alo.forget(&partitions);
@@ -382,9 +390,12 @@ impl Pipeline {
         self.update_readiness();
     }
 
-    /// Ready while the instance holds restored partitions and none is stopped.
+    /// Ready while the instance holds restored partitions, none is stopped and none has
+    /// stalled past `pipeline.input_stall_timeout_ms`.
     fn update_readiness(&self) {
-        let ready = !self.partitions.is_empty() && self.stopped.is_empty();
+        let ready = !self.partitions.is_empty()
+            && self.stopped.is_empty()
+            && !self.input_health.is_stalled();
         self.handles.ready.store(ready, Ordering::Relaxed);
     }
 
@@ -583,6 +594,10 @@ impl Pipeline {
         }
         self.advance_idle_partitions().await;
         self.store_offsets();
+        let fetch = lock(&self.clients.consumer.context().fetch).clone();
+        self.input_health
+            .check(self.partitions.keys().copied(), &fetch, Instant::now());
+        self.update_readiness();
         self.export_metrics();
     }
 

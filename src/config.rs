@@ -96,6 +96,9 @@ pub struct RawPipeline {
     pub transaction_max_records: u64,
     /// The input consumer's `group.instance.id` (static membership); empty means none.
     pub group_instance_id: String,
+    /// An input partition behind its end offset whose fetch position has not moved for this
+    /// long makes the instance not ready; 0 only reports it.
+    pub input_stall_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -147,6 +150,7 @@ impl Default for RawConfig {
                 transactional_id: String::new(),
                 group_instance_id: String::new(),
                 transaction_max_records: 10_000,
+                input_stall_timeout_ms: 60_000,
             },
             http: RawHttp {
                 listen: "127.0.0.1:9464".into(),
@@ -215,6 +219,9 @@ pub struct Config {
     pub group_instance_id: Option<String>,
     /// What a changelog record that cannot be read does to its partition's restore.
     pub on_corrupt: OnCorrupt,
+    /// `None`: a stalled input partition is reported but does not make the instance not
+    /// ready.
+    pub input_stall_timeout: Option<Duration>,
     pub http_listen: SocketAddr,
     /// librdkafka properties for every client, `bootstrap.servers` included.
     pub kafka: BTreeMap<String, String>,
@@ -343,6 +350,7 @@ impl std::fmt::Debug for Config {
             .field("transactional_id", &self.transactional_id)
             .field("group_instance_id", &self.group_instance_id)
             .field("on_corrupt", &self.on_corrupt)
+            .field("input_stall_timeout", &self.input_stall_timeout)
             .field("transaction_max_records", &self.transaction_max_records)
             .field("http_listen", &self.http_listen)
             .field("kafka", &redacted(&self.kafka))
@@ -528,6 +536,8 @@ impl RawConfig {
             transactional_id,
             group_instance_id,
             on_corrupt,
+            input_stall_timeout: (self.pipeline.input_stall_timeout_ms > 0)
+                .then(|| Duration::from_millis(self.pipeline.input_stall_timeout_ms)),
             transaction_max_records: positive(
                 "pipeline.transaction_max_records",
                 self.pipeline.transaction_max_records,

@@ -38,6 +38,12 @@ pub const TRANSACTIONS_TOTAL: &str = "sessionflow_transactions_total";
 pub const STATE_RESTORE_RETRIES_TOTAL: &str = "sessionflow_state_restore_retries_total";
 /// Beyond the SPEC's table: changelog records that could not be read, by `action`.
 pub const STATE_CORRUPT_RECORDS_TOTAL: &str = "sessionflow_state_corrupt_records_total";
+/// Beyond the SPEC's table: consumer errors on the input topic, by `topic` and `kind`
+/// (librdkafka's Rust binding reports a failed fetch without its partition).
+pub const INPUT_ERRORS_TOTAL: &str = "sessionflow_input_errors_total";
+/// Beyond the SPEC's table: how long an input partition has been behind its end offset with
+/// its fetch position standing still, by `topic` and `partition` (0 while it progresses).
+pub const INPUT_STALLED_SECONDS: &str = "sessionflow_input_stalled_seconds";
 /// `action` label values of [`STATE_CORRUPT_RECORDS_TOTAL`].
 pub const ACTION_STOPPED: &str = "stopped";
 pub const ACTION_SKIPPED: &str = "skipped";
@@ -50,7 +56,7 @@ pub const OUTCOME_COMMITTED: &str = "committed";
 pub const OUTCOME_ABORTED: &str = "aborted";
 
 /// Every metric name, for checks (dashboards, alerts, docs) against the code.
-pub const ALL: [&str; 17] = [
+pub const ALL: [&str; 19] = [
     RECORDS_TOTAL,
     TRANSITIONS_TOTAL,
     ANOMALIES_TOTAL,
@@ -68,6 +74,8 @@ pub const ALL: [&str; 17] = [
     TRANSACTIONS_TOTAL,
     STATE_RESTORE_RETRIES_TOTAL,
     STATE_CORRUPT_RECORDS_TOTAL,
+    INPUT_ERRORS_TOTAL,
+    INPUT_STALLED_SECONDS,
 ];
 
 /// Installs the global Prometheus recorder and describes every metric. Per-partition gauges
@@ -205,6 +213,16 @@ fn describe() {
         STATE_CORRUPT_RECORDS_TOTAL,
         Unit::Count,
         "Unreadable state changelog records, by action (stopped the partition, or skipped)."
+    );
+    describe_counter!(
+        INPUT_ERRORS_TOTAL,
+        Unit::Count,
+        "Consumer errors reading the input topic, by topic and kind (undecodable, corrupt, authorization, unknown_topic, broker, other)."
+    );
+    describe_gauge!(
+        INPUT_STALLED_SECONDS,
+        Unit::Seconds,
+        "How long an assigned input partition has been behind its end offset with its fetch position standing still (0 while it progresses)."
     );
     describe_counter!(
         DELIVERY_ERRORS_TOTAL,

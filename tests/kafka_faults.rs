@@ -225,6 +225,84 @@ fn sigterm(delivery: &str, broker_reachable: bool) {
     }
 }
 
+/// An input partition that cannot fetch (its broker connections stall: black-holed by the
+/// proxy while records wait) is reported — `sessionflow_input_stalled_seconds` counts, the
+/// log names the partition — and after `pipeline.input_stall_timeout_ms` the instance is
+/// not ready. Once the connections pass again it is ready again, and the output holds every
+/// event `replay` derives.
+#[test]
+fn an_input_partition_that_cannot_fetch_is_reported_and_unreadies_the_instance() {
+    let _alone = proxy_alone();
+    let Some(scenario) = Scenario::new("input-stall", PARTITIONS) else {
+        return;
+    };
+    let (listen, upstream) = proxy_addresses().expect("scripts/kafka-dev.sh run exports the proxy");
+    generate_into(&scenario.bootstrap, &scenario.input, 200_000, 63);
+    let proxy = FaultProxy::start(&listen, &upstream);
+    // Slowed, so that records wait behind the fetch position when the connections stall.
+    proxy.set(Mode::Pass {
+        latency: Duration::from_millis(20),
+    });
+    let sets = [
+        "lifecycle.idle_timeout_ms=0",
+        "lifecycle.max_clock_skew_ms=0",
+        "pipeline.input_stall_timeout_ms=5000",
+    ];
+    let mut run = scenario.start_via(&proxy.listen, &sets, &[]);
+    wait_for_run(&run, "ready", Duration::from_secs(120), || {
+        http_get(run.port, "/readyz").is_some_and(|r| r.contains(" 200 "))
+    });
+    scenario.wait_committed_beyond("some progress", 10_000, Duration::from_secs(120));
+    proxy.set(Mode::BlackHole);
+    wait_for_run(
+        &run,
+        "the stalled partition making the instance not ready",
+        Duration::from_secs(120),
+        || http_get(run.port, "/readyz").is_some_and(|r| r.contains(" 503 ")),
+    );
+    let stalled = run.metrics().unwrap_or_default();
+    let stalled_seconds = metric_sum(&stalled, "sessionflow_input_stalled_seconds", &[]);
+    wait_for_run(&run, "the stall logged", Duration::from_secs(60), || {
+        run.log_text()
+            .contains("Input partition is not progressing")
+    });
+    proxy.cut();
+    proxy.resume();
+    wait_for_run(&run, "ready again", Duration::from_secs(180), || {
+        http_get(run.port, "/readyz").is_some_and(|r| r.contains(" 200 "))
+    });
+    let ends = scenario.end_offsets();
+    wait_for_run(
+        &run,
+        "every input offset committed",
+        Duration::from_secs(300),
+        || scenario.committed() == ends,
+    );
+    let after = run.metrics().unwrap_or_default();
+    let status = run.terminate();
+    assert!(status.success(), "{}", run.log_text());
+    assert!(
+        stalled_seconds >= 5.0,
+        "the stall is measured while it lasts: {stalled_seconds}"
+    );
+    assert_eq!(
+        metric_sum(&after, "sessionflow_input_stalled_seconds", &[]),
+        0.0,
+        "and back to 0 once the partitions move"
+    );
+
+    let input = read_all(&scenario.bootstrap, &scenario.input);
+    let expected = expected_from_replay(&input, &scenario.input, scenario.dir.path(), &[]);
+    let transitions = read_all(
+        &scenario.bootstrap,
+        &format!("{}.transitions", scenario.prefix),
+    );
+    let duplicates = assert_at_least_once(&expected, &transitions, &input);
+    eprintln!(
+        "input stall: reported after {stalled_seconds} s stalled (summed over partitions), not ready, ready again; every expected event present, {duplicates} duplicates"
+    );
+}
+
 /// Deliveries fail while the broker is unreachable (at-least-once with `message.timeout.ms`
 /// set to 3 s, so that queued writes fail instead of waiting): every failed output and
 /// changelog write is sent again. The output holds every event `replay` derives, none

@@ -27,6 +27,24 @@ pub enum AssignmentChange {
     Revoked(Vec<i32>),
 }
 
+/// Where librdkafka's statistics say a partition's consumption stands.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct FetchProgress {
+    /// The next offset librdkafka will fetch (negative: none yet).
+    pub next_offset: i64,
+    /// The offset a consumer can read up to: the high watermark, or the last stable offset
+    /// under read_committed (negative: unknown).
+    pub end_offset: i64,
+}
+
+impl FetchProgress {
+    /// Behind the end with records to fetch. A fetch position not known yet counts as behind
+    /// a non-empty partition: a partition that cannot even start fetching stalls too.
+    pub fn behind(self) -> bool {
+        self.end_offset > 0 && self.next_offset < self.end_offset
+    }
+}
+
 /// Consumer context: records rebalances for the processing loop, drains outputs and commits
 /// before partitions are revoked, and keeps per-partition lag from statistics.
 pub struct InputContext {
@@ -34,6 +52,10 @@ pub struct InputContext {
     pub changes: Mutex<Vec<AssignmentChange>>,
     /// Consumer lag per partition from the latest statistics (-1: unknown).
     pub lag: Mutex<HashMap<i32, i64>>,
+    /// Fetch position and end offset per partition from the latest statistics.
+    pub fetch: Mutex<HashMap<i32, FetchProgress>>,
+    /// read_committed (exactly-once): a partition's end is its last stable offset.
+    pub read_committed: bool,
     pub delivery: Arc<DeliveryState>,
     /// Flushes the producer, bounded; set once the producer exists.
     pub drain: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
@@ -45,10 +67,24 @@ impl ClientContext for InputContext {
             return;
         };
         let mut lag = lock(&self.lag);
+        let mut fetch = lock(&self.fetch);
         lag.clear();
+        fetch.clear();
         for (id, partition) in &topic.partitions {
             if *id >= 0 {
                 lag.insert(*id, partition.consumer_lag);
+                let end_offset = if self.read_committed && partition.ls_offset >= 0 {
+                    partition.ls_offset
+                } else {
+                    partition.hi_offset
+                };
+                fetch.insert(
+                    *id,
+                    FetchProgress {
+                        next_offset: partition.next_offset,
+                        end_offset,
+                    },
+                );
             }
         }
     }
