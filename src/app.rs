@@ -157,6 +157,9 @@ struct Pipeline {
     /// Set when the pipeline cannot go on (a transactional id used by another instance).
     fatal: Option<anyhow::Error>,
     input_health: InputHealth,
+    /// Set by a shutdown whose drain was cut short: the clients are not closed (see
+    /// `shut_down`).
+    leave_unclosed: bool,
 }
 
 /// Runs until `shutdown` is cancelled. Errors are start-up problems (configuration, topics,
@@ -228,9 +231,14 @@ pub async fn run(
         shutdown: shutdown.clone(),
         fatal: None,
         input_health,
+        leave_unclosed: false,
     };
     pipeline.run_loop(shutdown).await;
     pipeline.shut_down().await;
+    if pipeline.leave_unclosed {
+        // One reference never released: the consumer is not closed when the pipeline drops.
+        std::mem::forget(Arc::clone(&pipeline.clients.consumer));
+    }
     match pipeline.fatal {
         Some(error) => Err(error),
         None => Ok(()),
@@ -663,20 +671,31 @@ impl Pipeline {
             in_flight = lock(&self.clients.delivery.tracker).in_flight(),
             "Shutting down: draining outputs."
         );
-        match &mut self.mode {
+        let drained = match &mut self.mode {
             Mode::AtLeastOnce(alo) => alo.drain(&self.clients, deadline).await,
             Mode::ExactlyOnce(_) => {
                 // Every batch's transaction has ended: nothing should be outstanding.
                 let remaining = deadline.saturating_duration_since(Instant::now());
-                if let Err(error) = self.clients.producer.flush(remaining) {
+                let flushed = self.clients.producer.flush(remaining);
+                if let Err(error) = &flushed {
                     tracing::warn!(%error, "Outputs not all acknowledged within drain_timeout_ms.");
                 }
+                flushed.is_ok()
             }
-        }
+        };
         metrics::gauge!(m::READY).set(0.0);
         if let Mode::AtLeastOnce(_) = self.mode {
-            AtLeastOnce::commit_final(&self.clients);
+            if drained {
+                AtLeastOnce::commit_final(&self.clients);
+            } else {
+                AtLeastOnce::commit_final_unacknowledged(&self.clients);
+            }
         }
+        // Closing the consumer leaves the group and commits, waiting for a coordinator that
+        // may be away: after a drain cut short it is left to the process's exit instead
+        // (the group then drops the member after session.timeout.ms, or at once when static
+        // membership brings the same instance back).
+        self.leave_unclosed = !drained;
         self.export_metrics();
         self.clients.consumer.unsubscribe();
         tracing::info!(records = self.stats.records, "Stopped.");

@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::producer::{Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
@@ -241,8 +241,9 @@ impl AtLeastOnce {
     }
 
     /// The shutdown drain, bounded by `deadline`: retries, released changelog writes and
-    /// producer flushes until nothing is outstanding.
-    pub async fn drain(&mut self, clients: &Clients, deadline: Instant) {
+    /// producer flushes until nothing is outstanding. Returns whether everything was
+    /// acknowledged.
+    pub async fn drain(&mut self, clients: &Clients, deadline: Instant) -> bool {
         loop {
             self.on_tick(clients).await;
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -250,25 +251,40 @@ impl AtLeastOnce {
             let retries_left = lock(&clients.delivery.retries).len();
             let releasable = lock(&clients.delivery.tracker).has_releasable();
             if flushed.is_ok() && retries_left == 0 && !releasable && !self.order.is_waiting() {
-                return;
+                return true;
             }
             if remaining.is_zero() {
                 tracing::warn!(
                     in_flight = lock(&clients.delivery.tracker).in_flight(),
                     "Drain timeout: outputs not acknowledged are re-derived after restart."
                 );
-                return;
+                return false;
             }
         }
     }
 
-    /// After the drain: stores and commits what became committable.
+    /// After a complete drain: stores and commits what became committable, waiting for the
+    /// commit.
     pub fn commit_final(clients: &Clients) {
         source::store_and_commit(
             clients.consumer.as_ref(),
             &clients.routes.input_topic,
             &clients.delivery,
             None,
+            CommitMode::Sync,
+        );
+    }
+
+    /// After a drain cut short (the broker is likely away): stores what became committable
+    /// and asks for a commit without waiting for it; a synchronous commit would wait for the
+    /// group coordinator as long as it stays away.
+    pub fn commit_final_unacknowledged(clients: &Clients) {
+        source::store_and_commit(
+            clients.consumer.as_ref(),
+            &clients.routes.input_topic,
+            &clients.delivery,
+            None,
+            CommitMode::Async,
         );
     }
 }

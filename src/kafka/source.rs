@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -104,7 +104,13 @@ impl ConsumerContext for InputContext {
             if let Some(drain) = lock(&self.drain).as_ref() {
                 drain();
             }
-            store_and_commit(consumer, &self.topic, &self.delivery, Some(&partitions));
+            store_and_commit(
+                consumer,
+                &self.topic,
+                &self.delivery,
+                Some(&partitions),
+                CommitMode::Sync,
+            );
             lock(&self.changes).push(AssignmentChange::Revoked(partitions));
         }
     }
@@ -122,13 +128,14 @@ impl ConsumerContext for InputContext {
     }
 }
 
-/// Stores the committable offsets (of `only` these partitions, or all) and commits them
-/// synchronously. Used on revocation and shutdown; in steady state auto-commit batches them.
+/// Stores the committable offsets (of `only` these partitions, or all) and commits them.
+/// Used on revocation and shutdown; in steady state auto-commit batches them.
 pub fn store_and_commit<C: ConsumerContext, K: Consumer<C>>(
     consumer: &K,
     topic: &str,
     delivery: &DeliveryState,
     only: Option<&[i32]>,
+    mode: CommitMode,
 ) {
     let moved = {
         let mut tracker = lock(&delivery.tracker);
@@ -152,7 +159,7 @@ pub fn store_and_commit<C: ConsumerContext, K: Consumer<C>>(
     if let Err(error) = consumer.store_offsets(&list) {
         tracing::warn!(%error, "Could not store offsets.");
     }
-    if let Err(error) = consumer.commit(&list, rdkafka::consumer::CommitMode::Sync) {
+    if let Err(error) = consumer.commit(&list, mode) {
         tracing::warn!(%error, "Could not commit offsets; they are committed later or re-read.");
     }
 }
