@@ -104,7 +104,12 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let started = Instant::now();
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let outcome = sessionflow::app::restore::restore_partition(&config, 0, &shutdown);
+    let outcome = sessionflow::app::restore::restore_partition(
+        &config,
+        0,
+        &shutdown,
+        &sessionflow::app::Heartbeat::default(),
+    );
     let RestoreOutcome::Restored(engine, progress) = outcome else {
         anyhow::bail!("the changelog could not be restored");
     };

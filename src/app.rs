@@ -49,12 +49,43 @@ use crate::stats::Stats;
 /// How often gauges, counters, idle partitions and retries are looked at.
 const TICK: Duration = Duration::from_secs(1);
 
-/// Handles the pipeline shares with its host: readiness for `/readyz` and a status for
-/// status lines.
+/// Handles the pipeline shares with its host: readiness for `/readyz`, the loop's heartbeat
+/// for `/healthz`, and a status for status lines.
 #[derive(Clone, Default)]
 pub struct Handles {
     pub ready: Arc<AtomicBool>,
+    pub heartbeat: Heartbeat,
     pub status: Arc<Mutex<PipelineStatus>>,
+}
+
+/// When the processing loop last showed it is alive (a tick, a batch, or a wait it chose:
+/// a restore or a transaction retrying against a broker that is away).
+#[derive(Clone, Debug)]
+pub struct Heartbeat(Arc<std::sync::atomic::AtomicU64>);
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        let beat = Heartbeat(Arc::default());
+        beat.beat();
+        beat
+    }
+}
+
+impl Heartbeat {
+    pub fn beat(&self) {
+        self.beat_at(now_ms());
+    }
+
+    /// A beat at `at_ms` (milliseconds since the epoch).
+    pub fn beat_at(&self, at_ms: i64) {
+        self.0.store(at_ms.max(0) as u64, Ordering::Relaxed);
+    }
+
+    /// Time since the last beat.
+    pub fn age(&self) -> Duration {
+        let last = self.0.load(Ordering::Relaxed);
+        Duration::from_millis((now_ms().max(0) as u64).saturating_sub(last))
+    }
 }
 
 /// What the pipeline has done so far, refreshed once a second.
@@ -186,7 +217,11 @@ pub async fn run(
         if !exactly_once::init_transactions(&producer, &config, &shutdown).await? {
             return Ok(());
         }
-        Mode::ExactlyOnce(ExactlyOnce::new(&config, shutdown.clone()))
+        Mode::ExactlyOnce(ExactlyOnce::new(
+            &config,
+            shutdown.clone(),
+            handles.heartbeat.clone(),
+        ))
     } else {
         Mode::AtLeastOnce(AtLeastOnce::default())
     };
@@ -321,7 +356,9 @@ impl Pipeline {
         let consumer = self.clients.consumer.clone();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.update_readiness();
         while self.fatal.is_none() {
+            self.handles.heartbeat.beat();
             let first = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
@@ -398,12 +435,12 @@ impl Pipeline {
         self.update_readiness();
     }
 
-    /// Ready while the instance holds restored partitions, none is stopped and none has
-    /// stalled past `pipeline.input_stall_timeout_ms`.
+    /// Ready once every assigned partition is restored (none assigned included: a standby
+    /// instance is ready, or rolling updates would wait for it), none is stopped and none has
+    /// stalled past `pipeline.input_stall_timeout_ms`. Restores and rewinds clear it while
+    /// they run.
     fn update_readiness(&self) {
-        let ready = !self.partitions.is_empty()
-            && self.stopped.is_empty()
-            && !self.input_health.is_stalled();
+        let ready = self.stopped.is_empty() && !self.input_health.is_stalled();
         self.handles.ready.store(ready, Ordering::Relaxed);
     }
 
@@ -424,7 +461,12 @@ impl Pipeline {
             Mode::AtLeastOnce(_) => None,
         };
         for &p in partitions {
-            match restore::restore_partition(&self.clients.config, p, &self.shutdown) {
+            match restore::restore_partition(
+                &self.clients.config,
+                p,
+                &self.shutdown,
+                &self.handles.heartbeat,
+            ) {
                 RestoreOutcome::Restored(engine, progress) => {
                     self.partitions
                         .insert(p, PartitionState::new(*engine, progress));

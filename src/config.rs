@@ -99,6 +99,9 @@ pub struct RawPipeline {
     /// An input partition behind its end offset whose fetch position has not moved for this
     /// long makes the instance not ready; 0 only reports it.
     pub input_stall_timeout_ms: u64,
+    /// `/healthz` fails once the processing loop has shown no sign of life for this long;
+    /// 0: never.
+    pub liveness_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -151,6 +154,7 @@ impl Default for RawConfig {
                 group_instance_id: String::new(),
                 transaction_max_records: 10_000,
                 input_stall_timeout_ms: 60_000,
+                liveness_timeout_ms: 60_000,
             },
             http: RawHttp {
                 listen: "127.0.0.1:9464".into(),
@@ -222,6 +226,8 @@ pub struct Config {
     /// `None`: a stalled input partition is reported but does not make the instance not
     /// ready.
     pub input_stall_timeout: Option<Duration>,
+    /// `None`: `/healthz` always answers 200 while the process serves.
+    pub liveness_timeout: Option<Duration>,
     pub http_listen: SocketAddr,
     /// librdkafka properties for every client, `bootstrap.servers` included.
     pub kafka: BTreeMap<String, String>,
@@ -351,6 +357,7 @@ impl std::fmt::Debug for Config {
             .field("group_instance_id", &self.group_instance_id)
             .field("on_corrupt", &self.on_corrupt)
             .field("input_stall_timeout", &self.input_stall_timeout)
+            .field("liveness_timeout", &self.liveness_timeout)
             .field("transaction_max_records", &self.transaction_max_records)
             .field("http_listen", &self.http_listen)
             .field("kafka", &redacted(&self.kafka))
@@ -538,6 +545,8 @@ impl RawConfig {
             on_corrupt,
             input_stall_timeout: (self.pipeline.input_stall_timeout_ms > 0)
                 .then(|| Duration::from_millis(self.pipeline.input_stall_timeout_ms)),
+            liveness_timeout: (self.pipeline.liveness_timeout_ms > 0)
+                .then(|| Duration::from_millis(self.pipeline.liveness_timeout_ms)),
             transaction_max_records: positive(
                 "pipeline.transaction_max_records",
                 self.pipeline.transaction_max_records,

@@ -1,5 +1,6 @@
-//! The HTTP listener: `/metrics` (Prometheus text), `/healthz` (process alive) and `/readyz`
-//! (200 only while partitions are assigned and consumed). It answers GET on those three paths
+//! The HTTP listener: `/metrics` (Prometheus text), `/healthz` (the processing loop alive:
+//! it beat within `pipeline.liveness_timeout_ms`) and `/readyz` (every assigned partition
+//! restored, none stopped or stalled). It answers GET on those three paths
 //! only (other methods 405, other paths 404) and bounds what a client can make it hold: a
 //! small request buffer, a deadline for the request head, a lifetime per connection, and a
 //! cap on open connections.
@@ -18,6 +19,8 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::app::{Handles, Heartbeat};
 use tokio_util::sync::CancellationToken;
 
 /// Largest request head (request line and headers) read; larger ones are refused.
@@ -33,19 +36,27 @@ const MAX_CONNECTIONS: usize = 64;
 struct Endpoints {
     metrics: PrometheusHandle,
     ready: Arc<AtomicBool>,
+    heartbeat: Heartbeat,
+    liveness_timeout: Option<Duration>,
 }
 
 /// Binds `listen` (an error names the address) and serves until `shutdown`.
 pub async fn serve(
     listen: SocketAddr,
     metrics: PrometheusHandle,
-    ready: Arc<AtomicBool>,
+    handles: &Handles,
+    liveness_timeout: Option<Duration>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (http.listen): {e}"))?;
-    let app = router(Endpoints { metrics, ready });
+    let app = router(Endpoints {
+        metrics,
+        ready: handles.ready.clone(),
+        heartbeat: handles.heartbeat.clone(),
+        liveness_timeout,
+    });
     tracing::info!(%listen, "Serving /metrics, /healthz and /readyz.");
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     Ok(tokio::spawn(async move {
@@ -82,7 +93,7 @@ pub async fn serve(
 fn router(endpoints: Endpoints) -> Router {
     Router::new()
         .route("/metrics", get(render))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .layer(middleware::from_fn(get_only))
         .with_state(endpoints)
@@ -105,6 +116,20 @@ async fn render(State(endpoints): State<Endpoints>) -> String {
     endpoints.metrics.render()
 }
 
+async fn healthz(State(endpoints): State<Endpoints>) -> (StatusCode, String) {
+    let age = endpoints.heartbeat.age();
+    match endpoints.liveness_timeout {
+        Some(timeout) if age > timeout => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "processing loop silent for {} s (pipeline.liveness_timeout_ms)\n",
+                age.as_secs()
+            ),
+        ),
+        _ => (StatusCode::OK, "ok\n".to_owned()),
+    }
+}
+
 async fn readyz(State(endpoints): State<Endpoints>) -> (StatusCode, &'static str) {
     if endpoints.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n")
@@ -119,7 +144,11 @@ mod tests {
     use std::io::{Read, Write};
 
     /// Serves on a free port; returns it and the shutdown token.
-    fn start(runtime: &tokio::runtime::Runtime) -> (u16, CancellationToken) {
+    fn start(
+        runtime: &tokio::runtime::Runtime,
+        handles: Handles,
+        liveness_timeout: Option<Duration>,
+    ) -> (u16, CancellationToken) {
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         let shutdown = CancellationToken::new();
@@ -129,7 +158,7 @@ mod tests {
             let port = probe.local_addr().unwrap().port();
             drop(probe);
             let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            serve(listen, handle, Arc::new(AtomicBool::new(true)), token)
+            serve(listen, handle, &handles, liveness_timeout, token)
                 .await
                 .unwrap();
             port
@@ -149,14 +178,48 @@ mod tests {
         (String::from_utf8_lossy(&response).into_owned(), closed)
     }
 
-    #[test]
-    fn only_get_on_the_three_paths_and_bounded_requests() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
-            .unwrap();
-        let (port, shutdown) = start(&runtime);
+            .unwrap()
+    }
+
+    fn status_line(port: u16, path: &str) -> String {
+        let (response, _) = exchange(port, format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes());
+        response.lines().next().unwrap_or_default().to_owned()
+    }
+
+    #[test]
+    fn healthz_fails_once_the_loop_is_silent_past_the_liveness_timeout() {
+        let runtime = runtime();
+        let handles = Handles::default();
+        let (port, shutdown) = start(&runtime, handles.clone(), Some(Duration::from_secs(60)));
+        assert!(status_line(port, "/healthz").contains("200"));
+        let ten_minutes_ago = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+            - 600_000;
+        handles.heartbeat.beat_at(ten_minutes_ago);
+        let line = status_line(port, "/healthz");
+        assert!(line.contains("503"), "silent loop: {line}");
+        handles.heartbeat.beat();
+        assert!(status_line(port, "/healthz").contains("200"), "beat again");
+        // Readiness is the pipeline's, not the loop's heartbeat.
+        assert!(status_line(port, "/readyz").contains("503"));
+        handles.ready.store(true, Ordering::Relaxed);
+        assert!(status_line(port, "/readyz").contains("200"));
+        shutdown.cancel();
+    }
+
+    #[test]
+    fn only_get_on_the_three_paths_and_bounded_requests() {
+        let runtime = runtime();
+        let handles = Handles::default();
+        handles.ready.store(true, Ordering::Relaxed);
+        let (port, shutdown) = start(&runtime, handles, None);
         let status = |request: &str| {
             let (response, _) = exchange(port, request.as_bytes());
             response.lines().next().unwrap_or_default().to_owned()

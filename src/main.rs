@@ -265,7 +265,8 @@ async fn serve_and_run(
     let http = sessionflow::http::serve(
         config.http_listen,
         metrics,
-        handles.ready.clone(),
+        &handles,
+        config.liveness_timeout,
         shutdown.clone(),
     )
     .await?;

@@ -214,6 +214,11 @@ fn describe() {
         Unit::Count,
         "Unreadable state changelog records, by action (stopped the partition, or skipped)."
     );
+    describe_gauge!(
+        READY,
+        Unit::Count,
+        "1 while /readyz answers 200: every assigned partition restored, none stopped, no input partition stalled."
+    );
     describe_counter!(
         INPUT_ERRORS_TOTAL,
         Unit::Count,

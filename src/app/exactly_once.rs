@@ -17,7 +17,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::outbox::Outbox;
-use super::Clients;
+use super::{Clients, Heartbeat};
 use crate::config::Config;
 use crate::kafka::sink::{self, OutputContext};
 use crate::metrics as m;
@@ -70,6 +70,8 @@ pub struct ExactlyOnce {
     transaction_timeout: Duration,
     /// Blocking transactional calls stop retrying once this is cancelled.
     shutdown: CancellationToken,
+    /// Beaten by each retried call: retrying against a broker that is away is not a hang.
+    heartbeat: Heartbeat,
 }
 
 /// Whether a fatal error of the transactional producer means another live instance uses its
@@ -211,9 +213,11 @@ fn finish_transaction(
     offsets: Option<(&TopicPartitionList, ConsumerGroupMetadata)>,
     backoff: Duration,
     shutdown: &CancellationToken,
+    heartbeat: &Heartbeat,
 ) -> TransactionEnd {
     let mut offsets = offsets.filter(|(list, _)| list.count() > 0);
     let failure = loop {
+        heartbeat.beat();
         let result = match &offsets {
             Some((list, group)) => producer
                 .send_offsets_to_transaction(list, group, TRANSACTION_CALL_STEP)
@@ -250,7 +254,7 @@ fn finish_transaction(
     };
     match failure {
         TransactionEnd::Fatal(error) => TransactionEnd::Fatal(error),
-        _ => abort_transaction(producer, backoff, shutdown),
+        _ => abort_transaction(producer, backoff, shutdown, heartbeat),
     }
 }
 
@@ -261,8 +265,10 @@ fn abort_transaction(
     producer: &ThreadedProducer<OutputContext>,
     backoff: Duration,
     shutdown: &CancellationToken,
+    heartbeat: &Heartbeat,
 ) -> TransactionEnd {
     loop {
+        heartbeat.beat();
         match producer.abort_transaction(TRANSACTION_CALL_STEP) {
             Ok(()) => return TransactionEnd::Aborted,
             Err(error) => match classify(&error) {
@@ -293,12 +299,13 @@ fn count(outcome: &'static str) {
 }
 
 impl ExactlyOnce {
-    pub fn new(config: &Config, shutdown: CancellationToken) -> Self {
+    pub fn new(config: &Config, shutdown: CancellationToken, heartbeat: Heartbeat) -> Self {
         ExactlyOnce {
             last_replacement: None,
             rebalanced_since_replacement: false,
             transaction_timeout: transaction_timeout(config),
             shutdown,
+            heartbeat,
         }
     }
 
@@ -337,9 +344,9 @@ impl ExactlyOnce {
         };
         let producer = &clients.producer;
         let backoff = clients.config.retry_backoff;
-        let shutdown = &self.shutdown;
+        let (shutdown, heartbeat) = (&self.shutdown, &self.heartbeat);
         let end = tokio::task::block_in_place(|| {
-            finish_transaction(producer, offsets, backoff, shutdown)
+            finish_transaction(producer, offsets, backoff, shutdown, heartbeat)
         });
         match end {
             TransactionEnd::Committed => {
@@ -362,9 +369,10 @@ impl ExactlyOnce {
         }
         tracing::warn!(%error, "Aborting the transaction.");
         let (producer, backoff) = (&clients.producer, clients.config.retry_backoff);
-        let shutdown = &self.shutdown;
-        let aborted =
-            tokio::task::block_in_place(|| abort_transaction(producer, backoff, shutdown));
+        let (shutdown, heartbeat) = (&self.shutdown, &self.heartbeat);
+        let aborted = tokio::task::block_in_place(|| {
+            abort_transaction(producer, backoff, shutdown, heartbeat)
+        });
         if let TransactionEnd::Fatal(error) = aborted {
             return self.replace_producer(clients, error);
         }

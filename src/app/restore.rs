@@ -112,9 +112,12 @@ pub fn restore_partition(
     config: &Config,
     partition: i32,
     shutdown: &CancellationToken,
+    heartbeat: &super::Heartbeat,
 ) -> RestoreOutcome {
     let mut backoff = config.retry_backoff;
     loop {
+        // Waiting for the broker is a choice, not a hang: `/healthz` stays 200.
+        heartbeat.beat();
         let started = Instant::now();
         let mut restorer = Restorer::new(Engine::new(config.engine), config.on_corrupt);
         let read =
