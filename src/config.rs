@@ -49,8 +49,38 @@ pub struct RawConfig {
     pub pipeline: RawPipeline,
     pub state: RawState,
     pub http: RawHttp,
-    /// librdkafka properties passed through as they are (`"linger.ms" = "5"`).
+    /// librdkafka properties passed through (`"linger.ms" = 5` or `"linger.ms" = "5"`:
+    /// numbers and booleans are written as librdkafka reads them).
+    #[serde(deserialize_with = "kafka_properties")]
     pub kafka: BTreeMap<String, String>,
+}
+
+/// A librdkafka property value as TOML (or a `--set`) may spell it.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PropertyValue {
+    Text(String),
+    Whole(i64),
+    Fraction(f64),
+    Flag(bool),
+}
+
+impl PropertyValue {
+    fn into_text(self) -> String {
+        match self {
+            PropertyValue::Text(text) => text,
+            PropertyValue::Whole(n) => n.to_string(),
+            PropertyValue::Fraction(x) => x.to_string(),
+            PropertyValue::Flag(b) => b.to_string(),
+        }
+    }
+}
+
+fn kafka_properties<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    let raw = BTreeMap::<String, PropertyValue>::deserialize(deserializer)?;
+    Ok(raw.into_iter().map(|(k, v)| (k, v.into_text())).collect())
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -257,13 +287,45 @@ pub fn load(file: Option<&Path>, overrides: &[(String, String)]) -> Result<Confi
     if !from_env.is_empty() {
         figment = figment.merge(("kafka", from_env));
     }
+    let mut kafka_overrides = BTreeMap::new();
     for (key, value) in overrides {
-        figment = figment.merge(Toml::string(&override_toml(key, value)));
+        match kafka_property(key) {
+            // A librdkafka property's name is dotted itself: `kafka.linger.ms` is the
+            // property `linger.ms`, not a table `linger` with a key `ms`.
+            Some(property) => {
+                kafka_overrides.insert(property, property_value(value));
+            }
+            None => figment = figment.merge(Toml::string(&override_toml(key, value))),
+        }
+    }
+    if !kafka_overrides.is_empty() {
+        figment = figment.merge(("kafka", kafka_overrides));
     }
     let raw: RawConfig = figment
         .extract()
         .map_err(|e| ConfigError::Load(describe(e)))?;
     raw.validate()
+}
+
+/// The librdkafka property an override key names: `kafka.linger.ms` and
+/// `kafka."linger.ms"` are both `linger.ms`.
+fn kafka_property(key: &str) -> Option<String> {
+    let rest = key.strip_prefix("kafka.")?.trim();
+    let unquoted = rest
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .unwrap_or(rest);
+    Some(unquoted.to_owned())
+}
+
+/// An override's value for a librdkafka property: a TOML string's contents (`"5"` is `5`),
+/// anything else as written (`5`, `true`, `SASL_SSL`).
+fn property_value(value: &str) -> String {
+    let value = value.trim();
+    value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .map_or_else(|| value.to_owned(), |inner| inner.replace("\\\"", "\""))
 }
 
 /// `[kafka]` properties from `SESSIONFLOW__KAFKA__*` variables (see [`load`]).
@@ -402,7 +464,7 @@ fn describe(error: figment::Error) -> String {
 }
 
 /// This machine's host name (the default `transactional.id` suffix).
-fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
@@ -612,6 +674,31 @@ mod tests {
         assert_eq!(config.topics.input, "in.topic");
         assert_eq!(config.kafka["bootstrap.servers"], "a:1");
         assert_eq!(config.kafka["linger.ms"], "5");
+    }
+
+    #[test]
+    fn kafka_properties_take_dotted_names_numbers_and_booleans() {
+        let file = write("[kafka]\n\"linger.ms\" = 7\n\"enable.idempotence\" = true\n\"sticky.partitioning.linger.ms\" = 2.5\n");
+        let config = load(
+            Some(file.path()),
+            &[
+                ("kafka.batch.size".into(), "65536".into()),
+                ("kafka.\"acks\"".into(), "\"all\"".into()),
+                ("kafka.enable.auto.commit".into(), "false".into()),
+                ("kafka.client.id".into(), "sessionflow-a".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.kafka["linger.ms"], "7");
+        assert_eq!(config.kafka["enable.idempotence"], "true");
+        assert_eq!(config.kafka["sticky.partitioning.linger.ms"], "2.5");
+        assert_eq!(config.kafka["batch.size"], "65536");
+        assert_eq!(config.kafka["acks"], "all");
+        assert_eq!(config.kafka["enable.auto.commit"], "false");
+        assert_eq!(config.kafka["client.id"], "sessionflow-a");
+        // An override wins over the file for a property too.
+        let config = load(Some(file.path()), &[("kafka.linger.ms".into(), "9".into())]).unwrap();
+        assert_eq!(config.kafka["linger.ms"], "9");
     }
 
     #[test]

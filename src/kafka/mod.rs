@@ -61,11 +61,18 @@ fn broker_said(detail: &Option<String>) -> String {
 }
 
 /// librdkafka properties for every client, from the configuration's `[kafka]` table.
+/// `client.id` defaults to `sessionflow-<hostname>`, so that brokers' logs, quotas and
+/// request metrics name the instance (librdkafka's default is `rdkafka`).
 pub fn base_config(properties: &BTreeMap<String, String>) -> ClientConfig {
     let mut config = ClientConfig::new();
     for (key, value) in properties {
         config.set(key, value);
     }
+    set_default(
+        &mut config,
+        "client.id",
+        &format!("sessionflow-{}", crate::config::hostname()),
+    );
     config.set_log_level(RDKafkaLogLevel::Warning);
     config
 }
