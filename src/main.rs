@@ -133,7 +133,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sessionflow: error: {e:#}");
-            ExitCode::FAILURE
+            exit_code(&e)
         }
     }
 }
@@ -319,6 +319,21 @@ fn init_tracing_at(default: &str) {
         .with_writer(io::stderr)
         .with_ansi(false)
         .init();
+}
+
+/// Exit codes: 0 clean stop, 1 a failure at run time, 2 usage or configuration (clap's usage
+/// errors exit 2 too), 130 a shutdown cut short (a second signal, or past the grace).
+const EXIT_CONFIGURATION: u8 = 2;
+
+fn exit_code(error: &anyhow::Error) -> ExitCode {
+    if error
+        .chain()
+        .any(|cause| cause.is::<sessionflow::config::ConfigError>())
+    {
+        ExitCode::from(EXIT_CONFIGURATION)
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// How long past `drain_timeout_ms` a shutdown may take before the process exits anyway:
