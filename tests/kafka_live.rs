@@ -161,9 +161,17 @@ fn live_equals_replay(
     assert!(http_get(run.port, "/readyz")
         .unwrap()
         .starts_with("HTTP/1.0 200"));
-    // Counters are exported once a second.
-    std::thread::sleep(Duration::from_millis(2500));
-    let metrics = run.metrics().unwrap();
+    // Counters are exported once a second: wait (bounded) until every record is counted.
+    let mut metrics = String::new();
+    wait_for_run(
+        &run,
+        "every record counted in /metrics",
+        Duration::from_secs(60),
+        || {
+            metrics = run.metrics().unwrap_or_default();
+            metric_sum(&metrics, "sessionflow_records_total", &[]) as u64 >= total
+        },
+    );
     let status = run.terminate();
     assert!(status.success(), "exit {status:?}: {}", run.log_text());
 
