@@ -318,14 +318,13 @@ fn kafka_property(key: &str) -> Option<String> {
     Some(unquoted.to_owned())
 }
 
-/// An override's value for a librdkafka property: a TOML string's contents (`"5"` is `5`),
-/// anything else as written (`5`, `true`, `SASL_SSL`).
+/// An override's value for a librdkafka property, read like every other override (see
+/// [`override_toml`]): a TOML string's contents (`"5"` is `5`), a number or boolean as
+/// librdkafka reads it, a bare word as written (`SASL_SSL`).
 fn property_value(value: &str) -> String {
-    let value = value.trim();
-    value
-        .strip_prefix('"')
-        .and_then(|v| v.strip_suffix('"'))
-        .map_or_else(|| value.to_owned(), |inner| inner.replace("\\\"", "\""))
+    Figment::from(Toml::string(&override_toml("value", value)))
+        .extract_inner::<PropertyValue>("value")
+        .map_or_else(|_| value.trim().to_owned(), PropertyValue::into_text)
 }
 
 /// `[kafka]` properties from `SESSIONFLOW__KAFKA__*` variables (see [`load`]).
