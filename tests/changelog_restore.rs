@@ -4,13 +4,16 @@
 //! This is what lets a restarted or reassigned partition continue without re-deriving. The
 //! restore goes through `Restorer`, the dispatch the live pipeline's changelog reader uses.
 
+mod common;
+
 use std::collections::HashMap;
 
+use common::sessions_sorted;
 use sessionflow::app::restore::Restorer;
 use sessionflow::apply;
 use sessionflow::changelog::{encode_state, encode_watermark, Progress, WATERMARK_KEY};
 use sessionflow::config::OnCorrupt;
-use sessionflow::engine::{Engine, EngineConfig, EventSink, SessionView, StateRecord};
+use sessionflow::engine::{Engine, EngineConfig, EventSink, StateRecord};
 use sessionflow::generate::{GenerateOptions, Generator};
 use sessionflow::kafka::source::ChangelogRecord;
 use sessionflow::model::{DerivedEvent, Source};
@@ -111,12 +114,6 @@ fn restore(config: EngineConfig, capture: &Capture, original: &Engine) -> Engine
     restorer.engine
 }
 
-fn sorted(engine: &Engine) -> Vec<SessionView> {
-    let mut all: Vec<SessionView> = engine.sessions().collect();
-    all.sort_by(|a, b| a.id.cmp(&b.id));
-    all
-}
-
 #[test]
 fn an_engine_restored_from_the_changelog_continues_exactly_like_the_original() {
     let config = EngineConfig {
@@ -138,8 +135,8 @@ fn an_engine_restored_from_the_changelog_continues_exactly_like_the_original() {
 
         let mut restored = restore(config, &capture, &original);
         assert_eq!(
-            sorted(&restored),
-            sorted(&original),
+            sessions_sorted(&restored),
+            sessions_sorted(&original),
             "split {split}: same state"
         );
         assert_eq!(
@@ -168,8 +165,8 @@ fn an_engine_restored_from_the_changelog_continues_exactly_like_the_original() {
             "split {split}: same events"
         );
         assert_eq!(
-            sorted(&restored),
-            sorted(&original),
+            sessions_sorted(&restored),
+            sessions_sorted(&original),
             "split {split}: same final state"
         );
     }

@@ -13,7 +13,7 @@ use sessionflow::app::restore::Restorer;
 use sessionflow::apply;
 use sessionflow::changelog::{decode_state, WATERMARK_KEY};
 use sessionflow::config::OnCorrupt;
-use sessionflow::engine::{self, Engine, EngineConfig, EventSink, SessionView};
+use sessionflow::engine::{self, Engine, EngineConfig, EventSink};
 use sessionflow::kafka::source::ChangelogRecord;
 use sessionflow::model::{DerivedEvent, Source};
 use sessionflow::parse::Parser;
@@ -405,7 +405,7 @@ fn writes_failed_while_the_broker_was_away_are_retried_in_order() {
             "partition {partition}: the last progress record covers the whole input"
         );
         assert!(
-            sorted(&restorer.engine) == sorted(&reference),
+            sessions_sorted(&restorer.engine) == sessions_sorted(&reference),
             "partition {partition}: the changelog restores the state replay ends with"
         );
     }
@@ -443,10 +443,4 @@ struct Discard;
 
 impl EventSink for Discard {
     fn emit(&mut self, _event: &DerivedEvent<'_>) {}
-}
-
-fn sorted(engine: &Engine) -> Vec<SessionView> {
-    let mut all: Vec<SessionView> = engine.sessions().collect();
-    all.sort_by(|a, b| a.id.cmp(&b.id));
-    all
 }

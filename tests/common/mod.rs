@@ -804,3 +804,12 @@ impl Scenario {
         end_offsets(&self.bootstrap, &self.input, self.partitions)
     }
 }
+
+/// An engine's sessions in id order, for comparing two engines' state.
+pub fn sessions_sorted(
+    engine: &sessionflow::engine::Engine,
+) -> Vec<sessionflow::engine::SessionView> {
+    let mut all: Vec<_> = engine.sessions().collect();
+    all.sort_by(|a, b| a.id.cmp(&b.id));
+    all
+}
