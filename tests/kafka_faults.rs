@@ -85,12 +85,10 @@ fn the_broker_unreachable_during_a_restore_delays_it_and_loses_nothing() {
     );
     let ready_while_down = http_get(second.port, "/readyz");
     proxy.resume();
-    let ends = scenario.end_offsets();
-    wait_for_run(
+    scenario.wait_all_committed(
         &second,
         "every input offset committed",
         Duration::from_secs(300),
-        || scenario.committed() == ends,
     );
     let metrics = second.metrics().unwrap_or_default();
     let status = second.terminate();
@@ -210,12 +208,10 @@ fn sigterm(delivery: &str, broker_reachable: bool) {
     drop(proxy);
 
     let mut second = scenario.start(&sets);
-    let ends = scenario.end_offsets();
-    wait_for_run(
+    scenario.wait_all_committed(
         &second,
         "every input offset committed",
         Duration::from_secs(240),
-        || scenario.committed() == ends,
     );
     assert!(second.terminate().success(), "{}", second.log_text());
     let input = read_all(&scenario.bootstrap, &scenario.input);
@@ -278,12 +274,10 @@ fn an_input_partition_that_cannot_fetch_is_reported_and_unreadies_the_instance()
     wait_for_run(&run, "ready again", Duration::from_secs(180), || {
         http_get(run.port, "/readyz").is_some_and(|r| r.contains(" 200 "))
     });
-    let ends = scenario.end_offsets();
-    wait_for_run(
+    scenario.wait_all_committed(
         &run,
         "every input offset committed",
         Duration::from_secs(300),
-        || scenario.committed() == ends,
     );
     let after = run.metrics().unwrap_or_default();
     let status = run.terminate();
@@ -343,12 +337,10 @@ fn writes_failed_while_the_broker_was_away_are_retried_in_order() {
     });
     proxy.resume();
     assert!(generator.wait().unwrap().success());
-    let ends = scenario.end_offsets();
-    wait_for_run(
+    scenario.wait_all_committed(
         &run,
         "every input offset committed",
         Duration::from_secs(300),
-        || scenario.committed() == ends,
     );
     let metrics = run.metrics().unwrap_or_default();
     let status = run.terminate();

@@ -74,12 +74,10 @@ fn a_second_instance_with_the_same_transactional_id_is_detected_and_stopped() {
     );
 
     assert!(generator.wait().unwrap().success());
-    let ends = scenario.end_offsets();
-    wait_for_run(
+    scenario.wait_all_committed(
         &survivor,
         "the remaining instance committing every input offset",
         Duration::from_secs(300),
-        || scenario.committed() == ends,
     );
     let survivor_status = survivor.terminate();
     assert!(survivor_status.success(), "{}", survivor.log_text());

@@ -786,17 +786,22 @@ impl Scenario {
         ];
         all.extend_from_slice(sets);
         let mut run = self.start(&all);
-        let ends = self.end_offsets();
-        wait_for_run(
+        self.wait_all_committed(
             &run,
             "every input offset committed",
             Duration::from_secs(180),
-            || self.committed() == ends,
         );
         let status = run.terminate();
         let log = run.log_text();
         assert!(status.success(), "{log}");
         log
+    }
+
+    /// Waits (bounded by `timeout`, `run`'s log in the failure) until the group has committed
+    /// every input offset present now.
+    pub fn wait_all_committed(&self, run: &Running, what: &str, timeout: Duration) {
+        let ends = self.end_offsets();
+        wait_for_run(run, what, timeout, || self.committed() == ends);
     }
 
     /// The input topic's end offsets.
