@@ -28,11 +28,10 @@ fn proxy_alone() -> MutexGuard<'static, ()> {
     PROXY.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The broker becomes unreachable while a restarted instance restores its partitions (over
-/// 100 000 sessions) from the changelog. The restore is retried (counted, logged) instead of
-/// starting empty, and once the broker is back the output holds every event `replay`
-/// derives and none derived anew (duplicates, from records in flight at the first instance's
-/// stop, are counted).
+/// The broker becomes unreachable while a restarted instance restores its partitions from
+/// the changelog. The restore is retried (counted, logged) instead of starting empty, and
+/// once the broker is back the output holds every event `replay` derives and none derived
+/// anew (duplicates, from records in flight at the first instance's stop, are counted).
 #[test]
 fn the_broker_unreachable_during_a_restore_delays_it_and_loses_nothing() {
     let _alone = proxy_alone();
@@ -40,21 +39,18 @@ fn the_broker_unreachable_during_a_restore_delays_it_and_loses_nothing() {
         return;
     };
     let (listen, upstream) = proxy_addresses().expect("scripts/kafka-dev.sh run exports the proxy");
-    let total = 600_000;
+    let total = 450_000;
     generate_into(&scenario.bootstrap, &scenario.input, total, 61);
-    // Terminal sessions kept for a week of event time: the generated traffic (about two
-    // days of it) then holds every session it started, some 107 000 after 400 000 records.
     let sets = [
         "lifecycle.idle_timeout_ms=0",
         "lifecycle.max_clock_skew_ms=0",
-        "lifecycle.terminal_retention_ms=604800000",
     ];
 
     // A first instance, straight to the broker, takes about two thirds of the input.
     let mut first = scenario.start(&sets);
     scenario.wait_committed_beyond(
         "the first instance's progress",
-        400_000,
+        300_000,
         Duration::from_secs(240),
     );
     assert!(first.terminate().success(), "{}", first.log_text());
@@ -104,15 +100,12 @@ fn the_broker_unreachable_during_a_restore_delays_it_and_loses_nothing() {
     let retries = metric_sum(&metrics, "sessionflow_state_restore_retries_total", &[]);
     assert!(retries >= 1.0, "restore retries counted: {retries}");
     let restored = restored_sessions(&log);
-    assert!(restored >= 100_000, "sessions restored: {restored}");
+    // The generator's traffic holds some 30 000 sessions at this point (sessions end and
+    // are forgotten as fast as new ones start).
+    assert!(restored >= 20_000, "sessions restored: {restored}");
 
     let input = read_all(&scenario.bootstrap, &scenario.input);
-    let expected = expected_from_replay(
-        &input,
-        &scenario.input,
-        scenario.dir.path(),
-        &["--terminal-retention-ms", "604800000"],
-    );
+    let expected = expected_from_replay(&input, &scenario.input, scenario.dir.path(), &[]);
     let transitions = read_all(
         &scenario.bootstrap,
         &format!("{}.transitions", scenario.prefix),
