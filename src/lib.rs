@@ -12,6 +12,7 @@
 //! - [`stats`]: the plain counters and the one summary formatter.
 //! - [`output`]: derived events and dead-letter lines as JSON.
 //! - [`replay`]: the offline NDJSON run.
+//! - [`schema`]: the published JSON Schemas of the outputs (`schemas/`).
 //! - [`generate`]: realistic synthetic Clerk traffic.
 //! - [`config`]: layered, strict configuration for the live pipeline.
 //! - [`changelog`]: the state changelog's record format (encode, decode).
@@ -37,4 +38,5 @@ pub mod model;
 pub mod output;
 pub mod parse;
 pub mod replay;
+pub mod schema;
 pub mod stats;

@@ -37,6 +37,17 @@ enum Command {
     Run(RunArgs),
     /// Run the real pipeline on an embedded Kafka (no external services) fed by the generator.
     Demo(DemoArgs),
+    /// Print the JSON Schema of an output (docs/consuming.md); without NAME, list them.
+    Schema(SchemaArgs),
+}
+
+#[derive(clap::Args)]
+struct SchemaArgs {
+    /// The schema to print.
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(
+        sessionflow::schema::SCHEMAS.iter().map(|s| s.name)
+    ))]
+    name: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -128,6 +139,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => run_generate(args),
         Command::Run(args) => run_live(args),
         Command::Demo(args) => run_demo(args),
+        Command::Schema(args) => print_schema(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -190,6 +202,20 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<()> {
     .context("replay failed")?;
     summary.elapsed = started.elapsed();
     eprintln!("sessionflow {}", summary.line());
+    Ok(())
+}
+
+fn print_schema(args: SchemaArgs) -> anyhow::Result<()> {
+    use sessionflow::schema::{find, SCHEMAS};
+    let Some(name) = args.name else {
+        for schema in SCHEMAS {
+            println!("{:<22} {}", schema.name, schema.describes);
+        }
+        return Ok(());
+    };
+    // The parser admits only known names (a usage error, exit 2, otherwise).
+    let schema = find(&name).context("no such schema")?;
+    print!("{}", schema.json);
     Ok(())
 }
 

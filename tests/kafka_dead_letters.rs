@@ -83,7 +83,9 @@ fn small_dead_letter_topic(delivery: &str) {
         MALFORMED,
         "every malformed record dead-lettered once"
     );
+    let schemas = common::schemas::Schemas::load();
     for record in cut {
+        schemas.check_dead_letter_headers(&record.headers);
         let i: usize = std::str::from_utf8(&record.key.as_ref().unwrap()[1..])
             .unwrap()
             .parse()

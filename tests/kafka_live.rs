@@ -181,6 +181,7 @@ fn live_equals_replay(
     let transitions = read_all(&bootstrap, &format!("{prefix}.transitions"));
     let anomalies = read_all(&bootstrap, &format!("{prefix}.anomalies"));
     let dead = read_all(&bootstrap, &format!("{prefix}.dlq"));
+    let schemas = common::schemas::Schemas::load();
     let mut transitions_total = 0;
     for p in 0..PARTITIONS {
         let got = values(&transitions[&p]);
@@ -235,6 +236,11 @@ fn live_equals_replay(
                 "{kind}"
             );
             assert!(!d.headers["sessionflow-error"].is_empty());
+            schemas.check_dead_letter_headers(&d.headers);
+        }
+        // What readers of the derived topics are promised (schemas/).
+        for event in transitions[&p].iter().chain(&anomalies[&p]) {
+            schemas.check_event(&event.json());
         }
     }
     assert!(

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod schemas;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
