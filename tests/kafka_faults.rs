@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -29,9 +29,12 @@ fn proxy_alone() -> MutexGuard<'static, ()> {
 }
 
 /// The broker becomes unreachable while a restarted instance restores its partitions from
-/// the changelog. The restore is retried (counted, logged) instead of starting empty, and
-/// once the broker is back the output holds every event `replay` derives and none derived
-/// anew (duplicates, from records in flight at the first instance's stop, are counted).
+/// the changelog. The restore is retried (counted, logged) instead of starting empty; each
+/// partition's restored state holds exactly the sessions `replay` holds after the input
+/// offset its progress record names (over 100 000 sessions in all: terminal sessions are kept
+/// a week of event time); and once the broker is back the output holds every event `replay`
+/// derives and none derived anew (duplicates, from records in flight at the first
+/// instance's stop, are counted).
 #[test]
 fn the_broker_unreachable_during_a_restore_delays_it_and_loses_nothing() {
     let _alone = proxy_alone();
@@ -39,18 +42,26 @@ fn the_broker_unreachable_during_a_restore_delays_it_and_loses_nothing() {
         return;
     };
     let (listen, upstream) = proxy_addresses().expect("scripts/kafka-dev.sh run exports the proxy");
-    let total = 450_000;
+    let total = 600_000;
     generate_into(&scenario.bootstrap, &scenario.input, total, 61);
+    // Terminal sessions kept for a week of event time: the generated traffic (about two
+    // days of it) then holds every session it started, some 107 000 after 400 000 records.
     let sets = [
         "lifecycle.idle_timeout_ms=0",
         "lifecycle.max_clock_skew_ms=0",
+        "lifecycle.terminal_retention_ms=604800000",
     ];
+    let config = EngineConfig {
+        allowed_lateness_ms: engine::DEFAULT_ALLOWED_LATENESS_MS,
+        terminal_retention_ms: 604_800_000,
+        max_clock_skew_ms: 0,
+    };
 
     // A first instance, straight to the broker, takes about two thirds of the input.
     let mut first = scenario.start(&sets);
     scenario.wait_committed_beyond(
         "the first instance's progress",
-        300_000,
+        400_000,
         Duration::from_secs(240),
     );
     assert!(first.terminate().success(), "{}", first.log_text());
@@ -99,12 +110,35 @@ fn the_broker_unreachable_during_a_restore_delays_it_and_loses_nothing() {
     assert!(!log.contains("starting empty"), "{log}");
     let retries = metric_sum(&metrics, "sessionflow_state_restore_retries_total", &[]);
     assert!(retries >= 1.0, "restore retries counted: {retries}");
-    let restored = restored_sessions(&log);
-    // The generator's traffic holds some 30 000 sessions at this point (sessions end and
-    // are forgotten as fast as new ones start).
-    assert!(restored >= 20_000, "sessions restored: {restored}");
 
+    // Each partition's restore, checked against replay up to the offset it claims.
     let input = read_all(&scenario.bootstrap, &scenario.input);
+    let restores = restores_logged(&log);
+    assert_eq!(
+        restores.len(),
+        PARTITIONS as usize,
+        "one restore line per partition (the last counts): {restores:?}"
+    );
+    let mut restored = 0;
+    for (&partition, restore) in &restores {
+        let through = restore
+            .applied_through
+            .unwrap_or_else(|| panic!("partition {partition}: no progress restored: {restore:?}"));
+        let records: Vec<Record> = input[&partition]
+            .iter()
+            .take_while(|r| r.offset <= through)
+            .cloned()
+            .collect();
+        let reference = replayed_engine(config, &scenario.input, partition, &records);
+        assert_eq!(
+            restore.sessions,
+            reference.len(),
+            "partition {partition}: sessions restored vs held by replay through offset {through}"
+        );
+        restored += restore.sessions;
+    }
+    assert!(restored >= 100_000, "sessions restored: {restored}");
+
     let expected = expected_from_replay(&input, &scenario.input, scenario.dir.path(), &[]);
     let transitions = read_all(
         &scenario.bootstrap,
@@ -112,9 +146,45 @@ fn the_broker_unreachable_during_a_restore_delays_it_and_loses_nothing() {
     );
     let duplicates = assert_at_least_once(&expected, &transitions, &input);
     eprintln!(
-        "restore outage: {retries} failed changelog reads retried, {restored} sessions restored, {duplicates} duplicate events, {} proxied connections",
+        "restore outage: {retries} failed changelog reads retried, {restored} sessions restored ({restores:?}), each equal to replay's at its progress offset; {duplicates} duplicate events, {} proxied connections",
         proxy.connections()
     );
+}
+
+/// What one "Restored partition state" log line says.
+#[derive(Debug)]
+struct RestoreLogged {
+    sessions: usize,
+    applied_through: Option<i64>,
+}
+
+/// The last restore logged for each partition.
+fn restores_logged(log: &str) -> BTreeMap<i32, RestoreLogged> {
+    let field = |line: &str, name: &str| -> Option<i64> {
+        line.split(&format!(" {name}="))
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    let mut restores = BTreeMap::new();
+    for line in log
+        .lines()
+        .filter(|l| l.contains("Restored partition state"))
+    {
+        let partition = field(line, "partition").expect("partition logged") as i32;
+        let sessions = field(line, "sessions").expect("sessions logged") as usize;
+        let applied_through = field(line, "applied_through");
+        restores.insert(
+            partition,
+            RestoreLogged {
+                sessions,
+                applied_through,
+            },
+        );
+    }
+    restores
 }
 
 #[test]

@@ -133,6 +133,7 @@ pub fn restore_partition(
                     records,
                     sessions = restorer.engine.len(),
                     skipped = restorer.skipped,
+                    applied_through = restorer.progress.applied_through,
                     elapsed_ms = elapsed.as_millis() as u64,
                     "Restored partition state from the changelog."
                 );
