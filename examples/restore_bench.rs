@@ -10,7 +10,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use sessionflow::app::restore::RestoreOutcome;
-use sessionflow::changelog::{encode_state, encode_watermark, Progress, WATERMARK_KEY};
+use sessionflow::changelog::{encode_state, encode_watermark, Progress, PROGRESS_KEY};
 use sessionflow::engine::StateRecord;
 use sessionflow::generate::clerk_id;
 
@@ -85,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
         .send(
             BaseRecord::<[u8], [u8]>::to(&topic)
                 .partition(0)
-                .key(WATERMARK_KEY)
+                .key(PROGRESS_KEY)
                 .payload(&value),
         )
         .ok();

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use common::sessions_sorted;
 use sessionflow::app::restore::Restorer;
 use sessionflow::apply;
-use sessionflow::changelog::{encode_state, encode_watermark, Progress, WATERMARK_KEY};
+use sessionflow::changelog::{encode_state, encode_watermark, Progress, PROGRESS_KEY};
 use sessionflow::config::OnCorrupt;
 use sessionflow::engine::{Engine, EngineConfig, EventSink, StateRecord};
 use sessionflow::generate::{GenerateOptions, Generator};
@@ -106,7 +106,7 @@ fn restore(config: EngineConfig, capture: &Capture, original: &Engine) -> Engine
     );
     let record = ChangelogRecord {
         offset: capture.changelog.len() as i64,
-        key: WATERMARK_KEY,
+        key: PROGRESS_KEY,
         value: Some(&progress),
     };
     restorer.apply(record).unwrap();
@@ -218,4 +218,160 @@ fn replayed_input_after_a_restore_emits_nothing_again() {
             .first()
             .map(|e| String::from_utf8_lossy(e).into_owned())
     );
+}
+
+/// A changelog partition as Kafka keeps it: records in offset order, compaction keeping the
+/// last record of each key (tombstones too, as before `delete.retention.ms`).
+#[derive(Default)]
+struct Log {
+    records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Log {
+    fn compacted(&self) -> Vec<ChangelogRecord<'_>> {
+        let mut last: HashMap<&[u8], usize> = HashMap::new();
+        for (offset, (key, _)) in self.records.iter().enumerate() {
+            last.insert(key, offset);
+        }
+        let mut kept: Vec<usize> = last.into_values().collect();
+        kept.sort_unstable();
+        kept.into_iter()
+            .map(|o| {
+                let (key, value) = &self.records[o];
+                ChangelogRecord {
+                    offset: o as i64,
+                    key,
+                    value: value.as_deref(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Feeds `records` one batch each, writing to `log` what the live pipeline writes: each
+/// state change under the session id, then the partition's progress record.
+fn feed_logged(engine: &mut Engine, records: &[Vec<u8>], first_offset: usize, log: &mut Log) {
+    let mut parser = Parser::default();
+    for (i, raw) in records.iter().enumerate() {
+        let mut capture = Capture::default();
+        feed(
+            engine,
+            &mut parser,
+            std::slice::from_ref(raw),
+            first_offset + i,
+            &mut capture,
+        );
+        for (id, value) in capture.changelog {
+            log.records.push((id.into_bytes(), value));
+        }
+        let mut progress = Vec::new();
+        encode_watermark(
+            &mut progress,
+            &Progress {
+                watermark: engine.watermark(),
+                max_event_time: engine.max_event_time(),
+                applied_through: Some((first_offset + i) as i64),
+            },
+        );
+        log.records.push((PROGRESS_KEY.to_vec(), Some(progress)));
+    }
+}
+
+fn restore_log(config: EngineConfig, log: &Log) -> Restorer {
+    let mut restorer = Restorer::new(Engine::new(config), OnCorrupt::Stop);
+    for record in log.compacted() {
+        restorer.apply(record).unwrap_or_else(|e| panic!("{e}"));
+    }
+    restorer
+}
+
+/// Issue 16, item 1: a valid session whose id spells version 1's progress key
+/// (`"\u0000sessionflow.watermark"`) used to share its key with the progress record, so
+/// compaction kept one of the two and every restore of the partition failed. Sessions and
+/// progress now live in disjoint key spaces: both survive compaction and restore.
+#[test]
+fn a_session_id_spelling_a_reserved_key_cannot_touch_the_progress_record() {
+    let config = EngineConfig {
+        allowed_lateness_ms: 60_000,
+        terminal_retention_ms: 86_400_000,
+        max_clock_skew_ms: 0,
+    };
+    let mut input = records(2_000, 23);
+    let hostile = |status: &str, at: i64| {
+        format!(
+            r#"{{"object":"session","id":"\u0000sessionflow.watermark","status":"{status}","updated_at":{at},"user_id":"user_h"}}"#
+        )
+        .into_bytes()
+    };
+    input.insert(500, hostile("active", 1_764_000_000_000));
+    input.push(hostile("ended", 1_764_000_100_000));
+    let mut original = Engine::new(config);
+    let mut log = Log::default();
+    feed_logged(&mut original, &input, 0, &mut log);
+    assert!(original.session("\0sessionflow.watermark").is_some());
+
+    let restorer = restore_log(config, &log);
+    assert_eq!(
+        restorer.progress.applied_through,
+        Some(input.len() as i64 - 1),
+        "the progress record survived compaction"
+    );
+    assert_eq!(restorer.engine.watermark(), original.watermark());
+    assert_eq!(
+        sessions_sorted(&restorer.engine),
+        sessions_sorted(&original),
+        "the hostile session restored like any other"
+    );
+}
+
+/// Issue 16, item 2: version 1 cut strings at 65 535 bytes, so a long `user_id` (input
+/// limits bound ids and statuses, not user and client ids) came back cut after a restore,
+/// and the next observation of the session was a change of user. Now it restores whole and
+/// the restored engine continues exactly like the original.
+#[test]
+fn strings_longer_than_65535_bytes_restore_whole() {
+    let config = EngineConfig {
+        allowed_lateness_ms: 60_000,
+        terminal_retention_ms: 86_400_000,
+        max_clock_skew_ms: 0,
+    };
+    let user = format!("user_{}é{}", "u".repeat(65_528), "x".repeat(5_000));
+    let snapshot = |status: &str, minute: i64| {
+        format!(
+            r#"{{"object":"session","id":"sess_long","status":"{status}","updated_at":{},"user_id":"{user}","client_id":"client_1"}}"#,
+            1_764_000_000_000 + minute * 60_000
+        )
+        .into_bytes()
+    };
+    let input = [
+        snapshot("active", 0),
+        snapshot("active", 5),
+        snapshot("ended", 9),
+    ];
+    let mut original = Engine::new(config);
+    let mut log = Log::default();
+    feed_logged(&mut original, &input[..2], 0, &mut log);
+    let mut restored = restore_log(config, &log).engine;
+    assert_eq!(
+        restored.session("sess_long").unwrap().user_id.as_deref(),
+        Some(user.as_str())
+    );
+    let (mut after_original, mut after_restored) = (Capture::default(), Capture::default());
+    let mut parser = Parser::default();
+    feed(
+        &mut original,
+        &mut parser,
+        &input[2..],
+        2,
+        &mut after_original,
+    );
+    feed(
+        &mut restored,
+        &mut parser,
+        &input[2..],
+        2,
+        &mut after_restored,
+    );
+    assert_eq!(after_restored.events, after_original.events);
+    assert_eq!(sessions_sorted(&restored), sessions_sorted(&original));
 }

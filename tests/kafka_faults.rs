@@ -11,7 +11,7 @@ use common::proxy::{proxy_addresses, FaultProxy, Mode};
 use common::*;
 use sessionflow::app::restore::Restorer;
 use sessionflow::apply;
-use sessionflow::changelog::{decode_state, WATERMARK_KEY};
+use sessionflow::changelog::{decode_state, PROGRESS_KEY};
 use sessionflow::config::OnCorrupt;
 use sessionflow::engine::{self, Engine, EngineConfig, EventSink};
 use sessionflow::kafka::source::ChangelogRecord;
@@ -431,7 +431,7 @@ fn writes_failed_while_the_broker_was_away_are_retried_in_order() {
         for record in changelog.get(&partition).into_iter().flatten() {
             let key = record.key.clone().unwrap_or_default();
             match record.value.as_deref() {
-                Some(value) if key != WATERMARK_KEY => {
+                Some(value) if key != PROGRESS_KEY => {
                     let updated_at = decode_state(value).unwrap().updated_at;
                     let before = newest.insert(key.clone(), updated_at);
                     assert!(

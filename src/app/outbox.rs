@@ -218,7 +218,7 @@ impl Outbox {
             return;
         }
         *written = now;
-        let key = self.push_bytes(changelog::WATERMARK_KEY);
+        let key = self.push_bytes(changelog::PROGRESS_KEY);
         let start = self.arena.len();
         changelog::encode_watermark(&mut self.arena, &now);
         let payload = start..self.arena.len();
@@ -503,7 +503,7 @@ pub(super) mod tests {
         assert_eq!(record.offset, None, "a record of its own, with no offset");
         let routes = routes();
         let sent = outbox.to_send(&messages[0], &routes, 0);
-        assert_eq!(sent.key, Some(changelog::WATERMARK_KEY));
+        assert_eq!(sent.key, Some(changelog::PROGRESS_KEY));
         assert_eq!(
             changelog::decode_watermark(sent.payload.unwrap()).unwrap(),
             moved

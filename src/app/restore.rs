@@ -9,7 +9,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use tokio_util::sync::CancellationToken;
 
-use crate::changelog::{self, ChangelogError, Progress};
+use crate::changelog::{self, Addressed, ChangelogError, Progress};
 use crate::config::{Config, OnCorrupt};
 use crate::engine::Engine;
 use crate::kafka::source::{self, ChangelogRecord, InputContext};
@@ -72,19 +72,19 @@ impl Restorer {
     }
 
     fn dispatch(&mut self, record: ChangelogRecord<'_>) -> Result<(), ChangelogError> {
-        if record.key == changelog::WATERMARK_KEY {
-            if let Some(value) = record.value {
-                let restored = changelog::decode_watermark(value)?;
-                self.engine
-                    .restore_watermark(restored.watermark, restored.max_event_time);
-                self.progress = restored;
+        match changelog::addressed(record.key, record.value)? {
+            Addressed::Progress => {
+                if let Some(value) = record.value {
+                    let restored = changelog::decode_watermark(value)?;
+                    self.engine
+                        .restore_watermark(restored.watermark, restored.max_event_time);
+                    self.progress = restored;
+                }
             }
-            return Ok(());
-        }
-        let id = std::str::from_utf8(record.key).map_err(|_| ChangelogError::KeyNotUtf8)?;
-        match record.value {
-            None => self.engine.forget(id),
-            Some(value) => self.engine.restore(id, &changelog::decode_state(value)?),
+            Addressed::Session(id) => match record.value {
+                None => self.engine.forget(id),
+                Some(value) => self.engine.restore(id, &changelog::decode_state(value)?),
+            },
         }
         Ok(())
     }
@@ -247,7 +247,7 @@ mod tests {
             record(1, b"sess_b", Some(&active)),
             record(2, b"sess_a", Some(&ended)),
             record(3, b"sess_b", None),
-            record(4, changelog::WATERMARK_KEY, Some(&progress_value)),
+            record(4, changelog::PROGRESS_KEY, Some(&progress_value)),
         ] {
             restorer.apply(r).unwrap();
         }
@@ -263,7 +263,7 @@ mod tests {
         let corrupt = [
             record(3, b"sess_a", Some(&[9, 9])),
             record(4, &[0xff, 0xfe], Some(b"")),
-            record(7, changelog::WATERMARK_KEY, Some(&[1, 2, 0])),
+            record(7, changelog::PROGRESS_KEY, Some(&[1, 2, 0])),
         ];
         for r in corrupt {
             let mut stopping = Restorer::new(Engine::new(EngineConfig::default()), OnCorrupt::Stop);
