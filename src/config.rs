@@ -268,9 +268,23 @@ pub struct Config {
 pub fn load(file: Option<&Path>, overrides: &[(String, String)]) -> Result<Config, ConfigError> {
     let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
     if let Some(path) = file {
+        // Figment reads a path that is not a readable file as empty: the defaults would run
+        // in silence (a ConfigMap mounted as a directory at the file's path, say).
         if !path.exists() {
             return Err(ConfigError::Load(format!(
                 "configuration file {} does not exist",
+                path.display()
+            )));
+        }
+        if !path.is_file() {
+            return Err(ConfigError::Load(format!(
+                "configuration file {} is not a file (a directory? mount the file itself, or name the file inside it)",
+                path.display()
+            )));
+        }
+        if let Err(error) = std::fs::File::open(path) {
+            return Err(ConfigError::Load(format!(
+                "configuration file {} cannot be read: {error}",
                 path.display()
             )));
         }
@@ -456,7 +470,14 @@ fn describe(error: figment::Error) -> String {
                 .and_then(|m| m.source.as_ref())
                 .map(|s| format!(" in {s}"))
                 .unwrap_or_default();
-            format!("invalid configuration{key}{source}: {}", e.kind)
+            // A type error quotes the value: not under a secret key, whatever its type.
+            let problem = if e.path.iter().any(|segment| is_secret(segment)) {
+                "a value of a type this key does not take (the value of a secret is not shown)"
+                    .to_owned()
+            } else {
+                e.kind.to_string()
+            };
+            format!("invalid configuration{key}{source}: {problem}")
         })
         .collect::<Vec<_>>()
         .join("; ")
@@ -559,6 +580,24 @@ impl RawConfig {
             create_replication_factor: t.create_replication_factor,
             dead_letters_max_message_bytes: None,
         };
+        // An output that is the input loops: a bad record dead-lettered into the input is read
+        // again and dead-lettered again, for ever (and derived events would be read as input).
+        for (key, output) in [
+            ("topics.transitions", &topics.transitions),
+            ("topics.anomalies", &topics.anomalies),
+            ("topics.dead_letters", &topics.dead_letters),
+            ("topics.changelog", &topics.changelog),
+        ] {
+            if output.trim() == topics.input.trim() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    problem: format!(
+                        "is the input topic {:?}: an output must be another topic",
+                        topics.input
+                    ),
+                });
+            }
+        }
         let l = self.lifecycle;
         let engine = EngineConfig {
             allowed_lateness_ms: millis("lifecycle.allowed_lateness_ms", l.allowed_lateness_ms)?,
@@ -759,6 +798,52 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(error.contains(needle), "{key}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_config_path_that_is_not_a_readable_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = load(Some(dir.path()), &[]).unwrap_err().to_string();
+        assert!(error.contains("is not a file"), "{error}");
+    }
+
+    #[test]
+    fn an_output_topic_equal_to_the_input_topic_is_an_error() {
+        for key in [
+            "topics.transitions",
+            "topics.anomalies",
+            "topics.dead_letters",
+            "topics.changelog",
+        ] {
+            let error = load(
+                None,
+                &[
+                    ("topics.input".into(), "clerk.sessions".into()),
+                    (key.into(), "clerk.sessions".into()),
+                ],
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                error.contains(key) && error.contains("input topic"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_configuration_error_shows_a_value_under_a_secret_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sessionflow.toml");
+        for value in ["[12345678]", "{ inner = 12345678 }", "[\"s3cr3t\"]"] {
+            std::fs::write(&file, format!("[kafka]\n\"sasl.password\" = {value}\n")).unwrap();
+            let error = load(Some(&file), &[]).unwrap_err().to_string();
+            assert!(
+                !error.contains("12345678") && !error.contains("s3cr3t"),
+                "{error}"
+            );
+            assert!(error.contains("sasl.password"), "names the key: {error}");
         }
     }
 }
