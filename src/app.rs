@@ -301,7 +301,14 @@ async fn check_topics(config: &Config) -> anyhow::Result<(Routes, DeadLetterLimi
     )
     .await
     .context("checking topics")?;
-    let input_partitions = counts[&topics.input];
+    // `ensure_topics` answers for every topic it was given; no index can panic here.
+    let partitions_of = |topic: &String| {
+        counts
+            .get(topic)
+            .copied()
+            .ok_or_else(|| crate::kafka::KafkaSetupError::MissingTopic(topic.clone()))
+    };
+    let input_partitions = partitions_of(&topics.input)?;
     admin::ensure_changelog(
         &config.kafka,
         &topics.changelog,
@@ -310,9 +317,11 @@ async fn check_topics(config: &Config) -> anyhow::Result<(Routes, DeadLetterLimi
     )
     .await
     .context("checking the state changelog")?;
-    let route = |topic: &String| Route {
-        topic: topic.clone(),
-        partitions: counts[topic],
+    let route = |topic: &String| -> Result<Route, crate::kafka::KafkaSetupError> {
+        Ok(Route {
+            topic: topic.clone(),
+            partitions: partitions_of(topic)?,
+        })
     };
     let dead_letter_limits = DeadLetterLimits {
         max_record_bytes: config.limits.max_record_bytes,
@@ -334,9 +343,9 @@ async fn check_topics(config: &Config) -> anyhow::Result<(Routes, DeadLetterLimi
     }
     let routes = Routes {
         input_topic: topics.input.clone(),
-        transitions: route(&topics.transitions),
-        anomalies: route(&topics.anomalies),
-        dead_letters: route(&topics.dead_letters),
+        transitions: route(&topics.transitions)?,
+        anomalies: route(&topics.anomalies)?,
+        dead_letters: route(&topics.dead_letters)?,
         changelog: Route {
             topic: topics.changelog.clone(),
             partitions: input_partitions,

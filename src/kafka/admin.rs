@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::ClientContext;
@@ -161,7 +161,11 @@ async fn create_topics(admin: &Admin, topics: &[NewTopic<'_>]) -> Result<(), Kaf
     Ok(())
 }
 
-/// Partition counts of the topics the pipeline uses; creates missing ones when allowed.
+/// How long a just-created topic may take to appear in the metadata.
+const CREATED_TOPIC_VISIBLE_WITHIN: Duration = Duration::from_secs(10);
+
+/// Partition counts of the topics the pipeline uses (every one of them is in the answer);
+/// creates missing ones when allowed.
 /// Outputs are created with the input's partition count (co-partitioned with it), and
 /// accept messages of `max_message_bytes` (a dead letter carries a whole input record).
 pub async fn ensure_topics(
@@ -209,15 +213,22 @@ pub async fn ensure_topics(
         .collect();
     create_topics(&admin, &new_topics).await?;
     tracing::info!(topics = ?missing, partitions = input_partitions, "Created missing topics.");
-    // Metadata may lag creation briefly.
-    for _ in 0..50 {
+    // Metadata may lag creation briefly; every topic is in the answer, or it is an error.
+    let waited = Instant::now();
+    loop {
         known = counts()?;
-        if missing.iter().all(|t| known.contains_key(*t)) {
-            break;
+        let still_missing = missing.iter().find(|t| !known.contains_key(**t));
+        match still_missing {
+            None => return Ok(known),
+            Some(topic) if waited.elapsed() >= CREATED_TOPIC_VISIBLE_WITHIN => {
+                return Err(KafkaSetupError::NotVisible(
+                    (*topic).to_owned(),
+                    CREATED_TOPIC_VISIBLE_WITHIN,
+                ));
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(known)
 }
 
 /// The largest message `topic` accepts (its effective `max.message.bytes`), `None` when the
