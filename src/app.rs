@@ -200,8 +200,14 @@ pub async fn run(
     shutdown: CancellationToken,
     handles: Handles,
 ) -> anyhow::Result<()> {
+    // On a task of its own: the metadata calls block their thread for up to their timeout,
+    // and a signal during start-up must not wait for them.
+    let checking = tokio::spawn({
+        let config = config.clone();
+        async move { check_topics(&config).await }
+    });
     let (routes, dead_letter_limits) = tokio::select! {
-        checked = check_topics(&config) => checked?,
+        checked = checking => checked.context("checking topics")??,
         () = shutdown.cancelled() => return Ok(()),
     };
     let delivery = DeliveryState::new();

@@ -274,11 +274,19 @@ fn run_live(args: RunArgs) -> anyhow::Result<()> {
     init_tracing();
     let runtime = runtime()?;
     let drain_timeout = config.drain_timeout;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         spawn_signal_handler(shutdown.clone(), drain_timeout);
         serve_and_run(config, shutdown, sessionflow::app::Handles::default()).await
-    })
+    });
+    stop_runtime(runtime);
+    result
+}
+
+/// Stops the runtime without waiting for a task still blocked in a client call (a metadata
+/// request during start-up waits up to its timeout): what mattered has ended by now.
+fn stop_runtime(runtime: tokio::runtime::Runtime) {
+    runtime.shutdown_timeout(Duration::from_millis(500));
 }
 
 /// The HTTP listener and the pipeline, until `shutdown`.
@@ -305,7 +313,7 @@ async fn serve_and_run(
 fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     init_tracing_at("warn");
     let runtime = runtime()?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         let demo = sessionflow::demo::Demo::start(args.rate, &args.http_listen)?;
         spawn_signal_handler(shutdown.clone(), demo.config.drain_timeout);
@@ -321,7 +329,9 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         demo.stop();
         sessionflow::demo::print_summary(&handles);
         result
-    })
+    });
+    stop_runtime(runtime);
+    result
 }
 
 /// The live pipeline's runtime: two workers (the loop, and HTTP and signals beside it).

@@ -34,3 +34,52 @@ fn a_failure_at_run_time_exits_1() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("sessionflow: error"), "{stderr}");
 }
+
+/// SIGTERM while start-up waits for a broker that does not answer (its metadata request
+/// waits 10 s): a clean exit long before that wait ends, without a broker.
+#[test]
+fn a_signal_during_start_up_stops_without_waiting_for_the_broker() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    // A port nothing listens on, for the broker and for the HTTP listener each.
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (broker, http) = (free(), free());
+    let mut child = Command::new(BIN)
+        .args(["run", "--brokers", &broker.to_string()])
+        .args(["--http-listen", &http.to_string()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The HTTP listener is up once start-up has begun (and the signal handler is installed).
+    let began = Instant::now();
+    while TcpStream::connect(http).is_err() {
+        assert!(began.elapsed() < Duration::from_secs(60), "never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let signalled = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = child.wait().unwrap();
+    let took = signalled.elapsed();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "{status:?}: {stderr}");
+    // The metadata wait is 10 s; stopping is not allowed to wait it out.
+    assert!(took < Duration::from_secs(8), "took {took:?}: {stderr}");
+    eprintln!("stopped during start-up {took:?} after SIGTERM");
+}

@@ -32,7 +32,9 @@ pub enum KafkaSetupError {
     },
     #[error("topic {0:?} does not exist (create it, or set topics.create_topics = true)")]
     MissingTopic(String),
-    #[error("topic {0:?} was created but is not in the cluster's metadata after {1:?}; start again")]
+    #[error(
+        "topic {0:?} was created but is not in the cluster's metadata after {1:?}; start again"
+    )]
     NotVisible(String, std::time::Duration),
     #[error("cannot create topic {topic:?}: {reason}")]
     CreateTopic { topic: String, reason: String },
