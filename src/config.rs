@@ -49,6 +49,7 @@ pub struct RawConfig {
     pub pipeline: RawPipeline,
     pub state: RawState,
     pub http: RawHttp,
+    pub log: RawLog,
     /// librdkafka properties passed through (`"linger.ms" = 5` or `"linger.ms" = "5"`:
     /// numbers and booleans are written as librdkafka reads them).
     #[serde(deserialize_with = "kafka_properties")]
@@ -147,6 +148,20 @@ pub struct RawHttp {
     pub listen: String,
 }
 
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// `text` (default) or `json` (one JSON object a line, for log shippers).
+    pub format: String,
+}
+
+/// How log lines are written.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 impl Default for RawConfig {
     fn default() -> Self {
         RawConfig {
@@ -188,6 +203,9 @@ impl Default for RawConfig {
             },
             http: RawHttp {
                 listen: "127.0.0.1:9464".into(),
+            },
+            log: RawLog {
+                format: "text".into(),
             },
             kafka: BTreeMap::new(),
         }
@@ -259,6 +277,7 @@ pub struct Config {
     /// `None`: `/healthz` always answers 200 while the process serves.
     pub liveness_timeout: Option<Duration>,
     pub http_listen: SocketAddr,
+    pub log_format: LogFormat,
     /// librdkafka properties for every client, `bootstrap.servers` included.
     pub kafka: BTreeMap<String, String>,
 }
@@ -435,6 +454,7 @@ impl std::fmt::Debug for Config {
             .field("liveness_timeout", &self.liveness_timeout)
             .field("transaction_max_records", &self.transaction_max_records)
             .field("http_listen", &self.http_listen)
+            .field("log_format", &self.log_format)
             .field("kafka", &redacted(&self.kafka))
             .finish()
     }
@@ -545,6 +565,16 @@ impl RawConfig {
                 })
             }
         };
+        let log_format = match self.log.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "log.format",
+                    problem: format!("is {other:?}; expected \"text\" or \"json\""),
+                })
+            }
+        };
         let http_listen = self.http.listen.parse().map_err(|_| ConfigError::Invalid {
             key: "http.listen",
             problem: format!(
@@ -652,6 +682,7 @@ impl RawConfig {
                 self.pipeline.transaction_max_records,
             )? as usize,
             http_listen,
+            log_format,
             kafka,
         })
     }
@@ -845,5 +876,16 @@ mod tests {
             );
             assert!(error.contains("sasl.password"), "names the key: {error}");
         }
+    }
+
+    #[test]
+    fn the_log_format_is_text_or_json() {
+        let json = load(None, &[("log.format".into(), "json".into())]).unwrap();
+        assert_eq!(json.log_format, LogFormat::Json);
+        assert_eq!(load(None, &[]).unwrap().log_format, LogFormat::Text);
+        let error = load(None, &[("log.format".into(), "xml".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("log.format"), "{error}");
     }
 }

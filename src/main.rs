@@ -271,7 +271,7 @@ fn run_live(args: RunArgs) -> anyhow::Result<()> {
         overrides.push((key.trim().into(), value.trim().into()));
     }
     let config = sessionflow::config::load(args.config.as_deref(), &overrides)?;
-    init_tracing();
+    init_tracing(config.log_format);
     let runtime = runtime()?;
     let drain_timeout = config.drain_timeout;
     let result = runtime.block_on(async move {
@@ -311,7 +311,7 @@ async fn serve_and_run(
 }
 
 fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
-    init_tracing_at("warn");
+    init_tracing_at("warn", sessionflow::config::LogFormat::Text);
     let runtime = runtime()?;
     let result = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
@@ -343,18 +343,26 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn init_tracing() {
-    init_tracing_at("info");
+fn init_tracing(format: sessionflow::config::LogFormat) {
+    init_tracing_at("info", format);
 }
 
-fn init_tracing_at(default: &str) {
+/// Logs to stderr at `RUST_LOG`'s levels (`default` without it), as text or JSON lines.
+fn init_tracing_at(default: &str, format: sessionflow::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
-        .with_ansi(false)
-        .init();
+        .with_ansi(false);
+    match format {
+        sessionflow::config::LogFormat::Text => builder.init(),
+        sessionflow::config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
 }
 
 /// Exit codes: 0 clean stop, 1 a failure at run time, 2 usage or configuration (clap's usage

@@ -35,15 +35,16 @@ fn a_failure_at_run_time_exits_1() {
     assert!(stderr.contains("sessionflow: error"), "{stderr}");
 }
 
-/// SIGTERM while start-up waits for a broker that does not answer (its metadata request
-/// waits 10 s): a clean exit long before that wait ends, without a broker.
-#[test]
-fn a_signal_during_start_up_stops_without_waiting_for_the_broker() {
+/// Starts `run` against a broker address nothing listens on, waits until its HTTP listener
+/// is up (start-up has begun, the signal handler is installed), sends SIGTERM; returns the
+/// exit status, the time from the signal to the exit, and stderr.
+fn stopped_during_start_up(
+    extra: &[&str],
+) -> (std::process::ExitStatus, std::time::Duration, String) {
     use std::io::Read;
     use std::net::TcpStream;
     use std::time::{Duration, Instant};
 
-    // A port nothing listens on, for the broker and for the HTTP listener each.
     let free = || {
         std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -54,21 +55,21 @@ fn a_signal_during_start_up_stops_without_waiting_for_the_broker() {
     let mut child = Command::new(BIN)
         .args(["run", "--brokers", &broker.to_string()])
         .args(["--http-listen", &http.to_string()])
+        .args(extra)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The HTTP listener is up once start-up has begun (and the signal handler is installed).
     let began = Instant::now();
     while TcpStream::connect(http).is_err() {
         assert!(began.elapsed() < Duration::from_secs(60), "never listened");
         std::thread::sleep(Duration::from_millis(20));
     }
     let signalled = Instant::now();
-    let status = Command::new("kill")
+    let sent = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
-    assert!(status.success());
+    assert!(sent.success());
     let status = child.wait().unwrap();
     let took = signalled.elapsed();
     let mut stderr = String::new();
@@ -78,8 +79,36 @@ fn a_signal_during_start_up_stops_without_waiting_for_the_broker() {
         .unwrap()
         .read_to_string(&mut stderr)
         .unwrap();
+    (status, took, stderr)
+}
+
+/// SIGTERM while start-up waits for a broker that does not answer (its metadata request
+/// waits 10 s): a clean exit long before that wait ends.
+#[test]
+fn a_signal_during_start_up_stops_without_waiting_for_the_broker() {
+    let (status, took, stderr) = stopped_during_start_up(&[]);
     assert!(status.success(), "{status:?}: {stderr}");
     // The metadata wait is 10 s; stopping is not allowed to wait it out.
-    assert!(took < Duration::from_secs(8), "took {took:?}: {stderr}");
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "took {took:?}: {stderr}"
+    );
     eprintln!("stopped during start-up {took:?} after SIGTERM");
+}
+
+/// `log.format = "json"`: every line on stderr is one JSON object with level and message.
+#[test]
+fn json_logs_are_one_object_a_line() {
+    let (status, _, stderr) = stopped_during_start_up(&["--set", "log.format=json"]);
+    assert!(status.success(), "{status:?}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 2, "{stderr}");
+    for line in lines {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            value["level"].is_string() && value["message"].is_string(),
+            "{line}"
+        );
+    }
 }
