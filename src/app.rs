@@ -95,6 +95,8 @@ pub struct PipelineStatus {
     pub sessions_held: u64,
     /// Records behind the high watermarks of the assigned partitions.
     pub consumer_lag: i64,
+    /// Partitions assigned and restored.
+    pub partitions: usize,
 }
 
 /// The clients and routes every part of the live pipeline sends through.
@@ -718,6 +720,7 @@ impl Pipeline {
         status.stats = self.stats.clone();
         status.sessions_held = totals.sessions_held;
         status.consumer_lag = totals.consumer_lag;
+        status.partitions = self.partitions.len();
     }
 
     /// Bounded drain: retries, producer flush, final offsets, group leave.

@@ -37,6 +37,9 @@ pub struct Demo {
 impl Demo {
     /// Starts the mock cluster, creates the topics and starts the generator.
     pub fn start(rate: u64, http_listen: &str) -> anyhow::Result<Demo> {
+        // An address in use is an error before anything is printed or started.
+        std::net::TcpListener::bind(http_listen)
+            .with_context(|| format!("cannot listen on {http_listen} (--http-listen)"))?;
         let cluster = MockCluster::new(1).context("starting the embedded Kafka")?;
         let bootstrap = cluster.bootstrap_servers();
         let defaults = config::RawConfig::default();
@@ -127,6 +130,14 @@ pub async fn print_status(
         }
         let progress = lock(&handles.status).clone();
         let s = &progress.stats;
+        if s.records == 0 && progress.partitions == 0 {
+            // The embedded group coordinator delays the first assignment by about 3 s.
+            println!(
+                "{:>4}s  waiting for partitions to be assigned (the group's first rebalance)",
+                started.elapsed().as_secs()
+            );
+            continue;
+        }
         println!(
             "{:>4}s  {:>7} records/s  transitions: observed {} inferred {} correction {}  anomalies {}  dead letters {}  sessions held {}  lag {}",
             started.elapsed().as_secs(),

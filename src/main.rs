@@ -327,7 +327,10 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         shutdown.cancel();
         let _ = status.await;
         demo.stop();
-        sessionflow::demo::print_summary(&handles);
+        // A run that failed says why instead (sessionflow: error: …), not an empty summary.
+        if result.is_ok() {
+            sessionflow::demo::print_summary(&handles);
+        }
         result
     });
     stop_runtime(runtime);

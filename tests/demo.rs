@@ -63,6 +63,39 @@ fn the_demo_runs_the_pipeline_on_an_embedded_kafka() {
         .map(|s| number_after(s, ""))
         .unwrap_or(0);
     assert!(dead > 0, "dead letters in {summary}");
-    let status_lines = stdout.lines().filter(|l| l.contains("records/s")).count();
+    // `   3s  …`: counts, or waiting for the first assignment.
+    let status_lines = stdout
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .and_then(|w| w.strip_suffix('s'))
+                .is_some_and(|n| n.parse::<u64>().is_ok())
+        })
+        .count();
     assert!(status_lines >= 8, "one status line a second: {stdout}");
+}
+
+/// An address in use is an error before anything starts: no banner, no all-zero summary.
+#[test]
+fn a_port_in_use_fails_before_the_banner() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sessionflow"))
+        .args(["demo", "--duration", "5", "--http-listen", &address])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.is_empty(),
+        "nothing printed before the error: {stdout}"
+    );
+    assert!(
+        stderr.contains("cannot listen on") && stderr.contains(&address),
+        "{stderr}"
+    );
 }
