@@ -709,8 +709,13 @@ impl Pipeline {
             .load(Ordering::Relaxed);
         self.counters.export(&self.stats, delivery_errors);
         let lag = lock(&self.clients.consumer.context().lag).clone();
+        let config = &self.clients.config;
         let totals = m::export_gauges(
             self.partitions.iter().map(|(&p, s)| (p, &s.engine)),
+            m::InputLabels {
+                topic: &config.topics.input,
+                group: &config.group_id,
+            },
             &lag,
             now_ms(),
         );

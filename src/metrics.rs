@@ -187,7 +187,7 @@ fn describe() {
     describe_gauge!(
         CONSUMER_LAG_RECORDS,
         Unit::Count,
-        "Records behind the partition's high watermark (assigned partitions only)."
+        "Records between the consumer's position and the partition's end offset (the high watermark; the last stable offset under exactly-once), per assigned partition."
     );
     describe_histogram!(
         STATE_RESTORE_SECONDS,
@@ -312,10 +312,18 @@ impl CounterExport {
 }
 
 /// What the per-partition gauges showed, summed.
+/// The input topic and consumer group, as labels of the lag gauge.
+#[derive(Copy, Clone, Debug)]
+pub struct InputLabels<'a> {
+    pub topic: &'a str,
+    pub group: &'a str,
+}
+
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct GaugeTotals {
     pub sessions_held: u64,
-    /// Records behind the high watermarks of the assigned partitions.
+    /// Records between the consumer's position and the end offsets of the assigned
+    /// partitions.
     pub consumer_lag: i64,
 }
 
@@ -323,6 +331,7 @@ pub struct GaugeTotals {
 /// engines and the consumer's latest per-partition lag (`-1`: unknown).
 pub fn export_gauges<'a>(
     partitions: impl Iterator<Item = (i32, &'a Engine)>,
+    input: InputLabels<'_>,
     lag: &HashMap<i32, i64>,
     wall_clock_ms: i64,
 ) -> GaugeTotals {
@@ -339,8 +348,13 @@ pub fn export_gauges<'a>(
         }
         if let Some(&l) = lag.get(&partition).filter(|&&l| l >= 0) {
             totals.consumer_lag += l;
-            metrics::gauge!(CONSUMER_LAG_RECORDS, "partition" => partition.to_string())
-                .set(l as f64);
+            metrics::gauge!(
+                CONSUMER_LAG_RECORDS,
+                "topic" => input.topic.to_owned(),
+                "group" => input.group.to_owned(),
+                "partition" => partition.to_string()
+            )
+            .set(l as f64);
         }
     }
     totals.sessions_held = by_status.values().sum();

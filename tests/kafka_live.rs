@@ -172,6 +172,31 @@ fn live_equals_replay(
             metric_sum(&metrics, "sessionflow_records_total", &[]) as u64 >= total
         },
     );
+    // Caught up: the lag (end offset minus the consumer's position, once a second from
+    // librdkafka's statistics) comes down to 0 on every partition, labelled with the input
+    // topic and the group.
+    let (topic_label, group_label) = (
+        format!("topic=\"{input}\""),
+        format!("group=\"{}\"", scenario.group),
+    );
+    wait_for_run(
+        &run,
+        "the consumer lag at 0",
+        Duration::from_secs(60),
+        || {
+            let text = run.metrics().unwrap_or_default();
+            let lag_series = text
+                .lines()
+                .filter(|l| {
+                    l.starts_with("sessionflow_consumer_lag_records{")
+                        && l.contains(&topic_label)
+                        && l.contains(&group_label)
+                })
+                .count();
+            lag_series == PARTITIONS as usize
+                && metric_sum(&text, "sessionflow_consumer_lag_records", &[]) == 0.0
+        },
+    );
     let status = run.terminate();
     assert!(status.success(), "exit {status:?}: {}", run.log_text());
 

@@ -50,7 +50,11 @@ impl FetchProgress {
 pub struct InputContext {
     pub topic: String,
     pub changes: Mutex<Vec<AssignmentChange>>,
-    /// Consumer lag per partition from the latest statistics (-1: unknown).
+    /// Consumer lag per partition from the latest statistics: the end offset (high
+    /// watermark, or last stable offset under read_committed) minus the consumer's position,
+    /// the next offset handed to the pipeline (-1: unknown). Not librdkafka's
+    /// `consumer_lag`, which counts from the committed offset: committed once a second, it
+    /// swings with the commit cycle at any steady rate.
     pub lag: Mutex<HashMap<i32, i64>>,
     /// Fetch position and end offset per partition from the latest statistics.
     pub fetch: Mutex<HashMap<i32, FetchProgress>>,
@@ -59,6 +63,16 @@ pub struct InputContext {
     pub delivery: Arc<DeliveryState>,
     /// Flushes the producer, bounded; set once the producer exists.
     pub drain: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+}
+
+/// Records between the consumer's position and the partition's end; -1 when either is not
+/// known yet (librdkafka reports negative sentinels until the first fetch).
+pub fn position_lag(end_offset: i64, position: i64) -> i64 {
+    if end_offset < 0 || position < 0 {
+        -1
+    } else {
+        (end_offset - position).max(0)
+    }
 }
 
 impl ClientContext for InputContext {
@@ -72,12 +86,12 @@ impl ClientContext for InputContext {
         fetch.clear();
         for (id, partition) in &topic.partitions {
             if *id >= 0 {
-                lag.insert(*id, partition.consumer_lag);
                 let end_offset = if self.read_committed && partition.ls_offset >= 0 {
                     partition.ls_offset
                 } else {
                     partition.hi_offset
                 };
+                lag.insert(*id, position_lag(end_offset, partition.app_offset));
                 fetch.insert(
                     *id,
                     FetchProgress {
@@ -308,4 +322,18 @@ pub fn read_changelog_partition<E>(
         }
     }
     Ok(Ok(records))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_counts_from_the_position_to_the_end_and_is_unknown_before_the_first_fetch() {
+        assert_eq!(position_lag(1_000, 960), 40);
+        assert_eq!(position_lag(1_000, 1_000), 0);
+        // librdkafka's sentinels (-1001: invalid) until the first fetch.
+        assert_eq!(position_lag(1_000, -1001), -1);
+        assert_eq!(position_lag(-1, 5), -1);
+    }
 }
