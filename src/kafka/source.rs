@@ -91,7 +91,15 @@ impl ClientContext for InputContext {
                 } else {
                     partition.hi_offset
                 };
-                lag.insert(*id, position_lag(end_offset, partition.app_offset));
+                // Before the first record of an assignment reaches the pipeline, the position
+                // is where consumption starts: the committed offset. (An idle partition after
+                // a restart must read as caught up, or its watermark never advances.)
+                let position = if partition.app_offset >= 0 {
+                    partition.app_offset
+                } else {
+                    partition.committed_offset
+                };
+                lag.insert(*id, position_lag(end_offset, position));
                 fetch.insert(
                     *id,
                     FetchProgress {
