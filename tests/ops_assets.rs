@@ -72,6 +72,41 @@ fn dashboard_panels_use_only_declared_metrics() {
     }
 }
 
+/// The dashboard travels: it picks its data source, job and instances from variables, and
+/// its rates use Grafana's `$__rate_interval` (right for any scrape interval), not a fixed
+/// window; nothing is tied to the compose stack's data source uid.
+#[test]
+fn the_dashboard_works_beyond_the_compose_stack() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/dashboards/sessionflow.json")).unwrap();
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(variables, ["datasource", "job", "instance"]);
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let title = panel["title"].as_str().unwrap_or("?");
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
+        for target in panel["targets"].as_array().unwrap() {
+            assert_eq!(target["datasource"]["uid"], "${datasource}", "{title}");
+            let expr = target["expr"].as_str().unwrap();
+            let selectors = expr.matches("sessionflow_").count();
+            assert_eq!(
+                expr.matches(r#"job=~"$job", instance=~"$instance""#)
+                    .count(),
+                selectors,
+                "{title}: every series scoped to the chosen job and instances: {expr}"
+            );
+            assert!(
+                !expr.contains("[5m]") && !expr.contains("[1m]"),
+                "{title}: $__rate_interval, not a fixed window: {expr}"
+            );
+        }
+    }
+}
+
 #[test]
 fn alerting_rules_use_only_declared_metrics() {
     let rules = read("deploy/prometheus/alerts.yml");
