@@ -133,10 +133,16 @@ fn main() -> anyhow::Result<()> {
     let mut at_end: HashSet<i32> = HashSet::new();
     let started = Instant::now();
     loop {
+        // One position call for every partition, not one each.
+        let positions = consumer.position().ok();
         let caught_up = ends.iter().all(|&(partition, end)| {
             end == 0
                 || at_end.contains(&partition)
-                || position(&consumer, &args.topic, partition).is_some_and(|p| p >= end)
+                || positions
+                    .as_ref()
+                    .and_then(|list| list.find_partition(&args.topic, partition))
+                    .and_then(|e| e.offset().to_raw())
+                    .is_some_and(|p| p >= end)
         });
         if caught_up {
             break;
@@ -173,13 +179,4 @@ fn main() -> anyhow::Result<()> {
     });
     println!("{summary}");
     Ok(())
-}
-
-/// The consumer's position on one partition: the offset of the next record it will read.
-fn position(consumer: &BaseConsumer, topic: &str, partition: i32) -> Option<i64> {
-    let positions = consumer.position().ok()?;
-    positions
-        .find_partition(topic, partition)?
-        .offset()
-        .to_raw()
 }

@@ -253,16 +253,9 @@ mod tests {
             inferred: true,
         };
         let bare = StateRecord {
-            status: "active",
             since: i64::MAX,
             updated_at: 0,
-            created_at: None,
-            expire_at: None,
-            abandon_at: None,
-            user_id: None,
-            client_id: None,
-            impersonated: false,
-            inferred: false,
+            ..bare("active")
         };
         for record in [full, bare] {
             let mut bytes = Vec::new();

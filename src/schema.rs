@@ -40,14 +40,6 @@ pub fn find(name: &str) -> Option<&'static Schema> {
     SCHEMAS.iter().find(|s| s.name == name)
 }
 
-/// The schema a derived event's `type` field names.
-pub fn for_event_type(event_type: &str) -> Option<&'static Schema> {
-    match event_type {
-        "session.transition" | "session.anomaly" => find(event_type),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,14 +59,5 @@ mod tests {
                 "https://json-schema.org/draft/2020-12/schema"
             );
         }
-    }
-
-    #[test]
-    fn event_types_name_their_schema() {
-        assert_eq!(
-            for_event_type("session.anomaly").unwrap().name,
-            "session.anomaly"
-        );
-        assert!(for_event_type("dead-letter.headers").is_none());
     }
 }

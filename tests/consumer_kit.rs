@@ -126,8 +126,8 @@ fn what_replay_implies(transitions: &BTreeMap<i32, Vec<Value>>) -> (usize, BTree
             let session = t["session_id"].as_str().unwrap().to_string();
             let key = (
                 session.clone(),
-                t["from"].clone().to_string(),
-                t["to"].clone().to_string(),
+                t["from"].to_string(),
+                t["to"].to_string(),
                 t["at"].as_i64(),
             );
             if keys.insert(key) {

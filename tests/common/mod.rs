@@ -366,19 +366,38 @@ pub fn spawn_generator(bootstrap: &str, topic: &str, records: u64, seed: u64, ra
         .unwrap()
 }
 
-/// Sessions restored according to a `sessionflow run` log (its restore lines).
-pub fn restored_sessions(log: &str) -> u64 {
+/// What one "Restored partition state" line of a `sessionflow run` log says.
+#[derive(Debug)]
+pub struct RestoreLogged {
+    pub partition: i32,
+    pub sessions: u64,
+    /// The input offset the restored progress record covers, when there was one.
+    pub applied_through: Option<i64>,
+}
+
+/// Every restore a `sessionflow run` log records, in order.
+pub fn restores_logged(log: &str) -> Vec<RestoreLogged> {
+    let field = |line: &str, name: &str| -> Option<i64> {
+        line.split(&format!(" {name}="))
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
     log.lines()
         .filter(|l| l.contains("Restored partition state"))
-        .filter_map(|l| {
-            l.split("sessions=")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse::<u64>()
-                .ok()
+        .map(|line| RestoreLogged {
+            partition: field(line, "partition").expect("partition logged") as i32,
+            sessions: field(line, "sessions").expect("sessions logged") as u64,
+            applied_through: field(line, "applied_through"),
         })
-        .sum()
+        .collect()
+}
+
+/// Sessions restored according to a `sessionflow run` log (all its restores).
+pub fn restored_sessions(log: &str) -> u64 {
+    restores_logged(log).iter().map(|r| r.sessions).sum()
 }
 
 /// At-least-once, checked per partition: every transition `replay` derives is in the output,
