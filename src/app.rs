@@ -4,24 +4,30 @@
 //! at-least-once stores input offsets only once everything they caused is acknowledged,
 //! exactly-once sends each batch in one transaction (SPEC section 6).
 //!
-//! Beside this file: `outbox` (a batch's outputs and where they go), `at_least_once` and
-//! `exactly_once` (the two delivery modes), `restore` (state from the changelog).
+//! Beside this file: `startup` (topics, clients, the delivery mode), `outbox` (a batch's
+//! outputs and where they go), `at_least_once` and `exactly_once` (the two delivery modes),
+//! `restore` (state from the changelog), `input_health` (stalled input), `handles` (what the
+//! host sees: readiness, heartbeat, status).
 //!
 //! Shutdown order (SIGTERM/SIGINT, bounded by `drain_timeout_ms`): stop polling → send what
 //! waits for retry → flush the producer → store and commit offsets → leave the group.
 
 pub mod at_least_once;
 pub mod exactly_once;
+mod handles;
 pub mod input_health;
 pub mod outbox;
 pub mod restore;
+mod startup;
+
+pub(crate) use self::handles::now_ms;
+pub use self::handles::{Handles, Heartbeat, PipelineStatus};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use futures_util::FutureExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -32,15 +38,15 @@ use tokio_util::sync::CancellationToken;
 use self::at_least_once::AtLeastOnce;
 use self::exactly_once::{AfterBatch, ExactlyOnce, TRANSACTION_CALL_TIMEOUT};
 use self::input_health::InputHealth;
-use self::outbox::{DeadLetterLimits, Outbox, Route, Routes};
+use self::outbox::{Outbox, Routes};
 use self::restore::RestoreOutcome;
 use crate::apply;
 use crate::changelog;
-use crate::config::{Config, Delivery};
+use crate::config::Config;
 use crate::engine::Engine;
+use crate::kafka::lock;
 use crate::kafka::sink::{self, DeliveryState, OutgoingRef, OutputContext};
 use crate::kafka::source::{self, InputContext};
-use crate::kafka::{admin, lock};
 use crate::metrics::{self as m, CounterExport};
 use crate::model::Source;
 use crate::parse::{ParseError, Parser};
@@ -48,56 +54,6 @@ use crate::stats::Stats;
 
 /// How often gauges, counters, idle partitions and retries are looked at.
 const TICK: Duration = Duration::from_secs(1);
-
-/// Handles the pipeline shares with its host: readiness for `/readyz`, the loop's heartbeat
-/// for `/healthz`, and a status for status lines.
-#[derive(Clone, Default)]
-pub struct Handles {
-    pub ready: Arc<AtomicBool>,
-    pub heartbeat: Heartbeat,
-    pub status: Arc<Mutex<PipelineStatus>>,
-}
-
-/// When the processing loop last showed it is alive (a tick, a batch, or a wait it chose:
-/// a restore or a transaction retrying against a broker that is away).
-#[derive(Clone, Debug)]
-pub struct Heartbeat(Arc<std::sync::atomic::AtomicU64>);
-
-impl Default for Heartbeat {
-    fn default() -> Self {
-        let beat = Heartbeat(Arc::default());
-        beat.beat();
-        beat
-    }
-}
-
-impl Heartbeat {
-    pub fn beat(&self) {
-        self.beat_at(now_ms());
-    }
-
-    /// A beat at `at_ms` (milliseconds since the epoch).
-    pub fn beat_at(&self, at_ms: i64) {
-        self.0.store(at_ms.max(0) as u64, Ordering::Relaxed);
-    }
-
-    /// Time since the last beat.
-    pub fn age(&self) -> Duration {
-        let last = self.0.load(Ordering::Relaxed);
-        Duration::from_millis((now_ms().max(0) as u64).saturating_sub(last))
-    }
-}
-
-/// What the pipeline has done so far, refreshed once a second.
-#[derive(Clone, Debug, Default)]
-pub struct PipelineStatus {
-    pub stats: Stats,
-    pub sessions_held: u64,
-    /// Records behind the high watermarks of the assigned partitions.
-    pub consumer_lag: i64,
-    /// Partitions assigned and restored.
-    pub partitions: usize,
-}
 
 /// The clients and routes every part of the live pipeline sends through.
 pub struct Clients {
@@ -202,79 +158,8 @@ pub async fn run(
     shutdown: CancellationToken,
     handles: Handles,
 ) -> anyhow::Result<()> {
-    // On a task of its own: the metadata calls block their thread for up to their timeout,
-    // and a signal during start-up must not wait for them.
-    let checking = tokio::spawn({
-        let config = config.clone();
-        async move { check_topics(&config).await }
-    });
-    let (routes, dead_letter_limits) = tokio::select! {
-        checked = checking => checked.context("checking topics")??,
-        () = shutdown.cancelled() => return Ok(()),
-    };
-    let delivery = DeliveryState::new();
-    let exactly_once = config.delivery == Delivery::ExactlyOnce;
-    let producer = Arc::new(sink::output_producer(
-        &config.kafka,
-        delivery.clone(),
-        config.limits.max_record_bytes,
-        exactly_once.then_some(config.transactional_id.as_str()),
-        dead_letter_limits.topic_max_message_bytes,
-    )?);
-    let mode = if exactly_once {
-        if !exactly_once::init_transactions(&producer, &config, &shutdown).await? {
-            return Ok(());
-        }
-        Mode::ExactlyOnce(ExactlyOnce::new(
-            &config,
-            shutdown.clone(),
-            handles.heartbeat.clone(),
-        ))
-    } else {
-        Mode::AtLeastOnce(AtLeastOnce::default())
-    };
-    let context = InputContext {
-        topic: config.topics.input.clone(),
-        changes: Default::default(),
-        lag: Default::default(),
-        fetch: Default::default(),
-        read_committed: exactly_once,
-        delivery: delivery.clone(),
-        drain: Default::default(),
-    };
-    let consumer = Arc::new(source::input_consumer(&config, context)?);
-    // Exactly-once has nothing to drain on revocation: each batch's transaction has ended
-    // before the consumer is polled again.
-    if let Mode::AtLeastOnce(_) = mode {
-        AtLeastOnce::install_revocation_drain(&consumer, producer.clone(), config.drain_timeout);
-    }
-    consumer
-        .subscribe(&[&config.topics.input])
-        .context("subscribing to the input topic")?;
-    tracing::info!(topic = %config.topics.input, group = %config.group_id, "Consuming.");
-
-    let input_health = InputHealth::new(&config.topics.input, config.input_stall_timeout);
-    let mut pipeline = Pipeline {
-        parser: Parser::new(config.limits),
-        outbox: Outbox::new(dead_letter_limits),
-        clients: Clients {
-            config,
-            consumer,
-            producer,
-            delivery,
-            routes,
-            producer_batch_bytes: dead_letter_limits.topic_max_message_bytes,
-        },
-        mode,
-        partitions: HashMap::new(),
-        stats: Stats::new(),
-        counters: CounterExport::new(),
-        handles,
-        stopped: BTreeSet::new(),
-        shutdown: shutdown.clone(),
-        fatal: None,
-        input_health,
-        leave_unclosed: false,
+    let Some(mut pipeline) = startup::start(config, &shutdown, handles).await? else {
+        return Ok(());
     };
     pipeline.run_loop(shutdown).await;
     pipeline.shut_down().await;
@@ -286,86 +171,6 @@ pub async fn run(
         Some(error) => Err(error),
         None => Ok(()),
     }
-}
-
-/// Checks (and, when allowed, creates) the input, output and changelog topics; returns where
-/// each output goes, and how large a dead letter may be.
-async fn check_topics(config: &Config) -> anyhow::Result<(Routes, DeadLetterLimits)> {
-    let topics = &config.topics;
-    let create = topics
-        .create
-        .then_some((topics.create_partitions, topics.create_replication_factor));
-    let outputs = [
-        topics.transitions.as_str(),
-        topics.anomalies.as_str(),
-        topics.dead_letters.as_str(),
-    ];
-    let counts = admin::ensure_topics(
-        &config.kafka,
-        &topics.input,
-        &outputs,
-        create,
-        sink::max_message_bytes(config.limits.max_record_bytes),
-    )
-    .await
-    .context("checking topics")?;
-    // `ensure_topics` answers for every topic it was given; no index can panic here.
-    let partitions_of = |topic: &String| {
-        counts
-            .get(topic)
-            .copied()
-            .ok_or_else(|| crate::kafka::KafkaSetupError::MissingTopic(topic.clone()))
-    };
-    let input_partitions = partitions_of(&topics.input)?;
-    admin::ensure_changelog(
-        &config.kafka,
-        &topics.changelog,
-        input_partitions,
-        topics.create_replication_factor,
-    )
-    .await
-    .context("checking the state changelog")?;
-    let route = |topic: &String| -> Result<Route, crate::kafka::KafkaSetupError> {
-        Ok(Route {
-            topic: topic.clone(),
-            partitions: partitions_of(topic)?,
-        })
-    };
-    let dead_letter_limits = DeadLetterLimits {
-        max_record_bytes: config.limits.max_record_bytes,
-        topic_max_message_bytes: match topics.dead_letters_max_message_bytes {
-            Some(known) => Some(known),
-            None => admin::topic_max_message_bytes(&config.kafka, &topics.dead_letters)
-                .await
-                .context("reading the dead-letter topic's configuration")?,
-        },
-    };
-    if let Some(max) = dead_letter_limits.topic_max_message_bytes {
-        if max < sink::max_message_bytes(config.limits.max_record_bytes) {
-            tracing::warn!(
-                topic = %topics.dead_letters,
-                max_message_bytes = max,
-                "The dead-letter topic accepts less than max_record_bytes: larger dead letters are cut to fit (header sessionflow-original-bytes)."
-            );
-        }
-    }
-    let routes = Routes {
-        input_topic: topics.input.clone(),
-        transitions: route(&topics.transitions)?,
-        anomalies: route(&topics.anomalies)?,
-        dead_letters: route(&topics.dead_letters)?,
-        changelog: Route {
-            topic: topics.changelog.clone(),
-            partitions: input_partitions,
-        },
-    };
-    Ok((routes, dead_letter_limits))
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Pipeline {

@@ -283,7 +283,12 @@ impl Generator {
             }
         }
 
-        // Activity: refreshes move last_active_at and abandon_at.
+        self.refresh(session, &mut snap, inactivity, created_at);
+        self.end_or_fade(session, snap);
+    }
+
+    /// Activity: refreshes move last_active_at and abandon_at; a few arrive late.
+    fn refresh(&mut self, session: u32, snap: &mut Snapshot, inactivity: i64, created_at: i64) {
         for _ in 0..self.rng.u32(..5) {
             let next = snap.updated_at + self.rng.i64(5 * MINUTE..90 * MINUTE);
             if next >= snap.expire_at.min(snap.abandon_at) {
@@ -298,12 +303,16 @@ impl Generator {
                 // Delivered only after the old deadline passed: the inference it undoes
                 // has already been made (a correction).
                 let delay = old_deadline - next + self.rng.i64(10 * MINUTE..40 * MINUTE);
-                self.push(session, snap, format, delay);
+                self.push(session, *snap, format, delay);
             } else {
-                self.emit(session, snap, format);
+                self.emit(session, *snap, format);
             }
         }
+    }
 
+    /// The session's end: signed out, removed or revoked (some with a webhook), replaced, or
+    /// left to expire or be abandoned.
+    fn end_or_fade(&mut self, session: u32, mut snap: Snapshot) {
         let end = snap.updated_at + self.rng.i64(MINUTE..60 * MINUTE);
         let fate = self.rng.u32(..100);
         if fate >= 60 || end >= snap.expire_at.min(snap.abandon_at) {

@@ -18,8 +18,8 @@
 //! - [`changelog`]: the state changelog's record format (encode, decode).
 //! - [`kafka`]: `admin` (start-up checks), `source` (the consumer, rebalances, the changelog
 //!   reader), `sink` (the producer, retries, sending), `offsets` (at-least-once bookkeeping).
-//! - [`app`]: the live pipeline: start-up, the select loop, the batch step; `outbox`,
-//!   `at_least_once`, `exactly_once` and `restore` beside it.
+//! - [`app`]: the live pipeline: the select loop and the batch step; `startup`, `outbox`,
+//!   `at_least_once`, `exactly_once`, `restore`, `input_health` and `handles` beside it.
 //! - [`demo`]: the pipeline on an embedded (mock) Kafka, fed by the generator.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`metrics`]: every metric name and label value, described once; the export.
