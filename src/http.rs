@@ -2,13 +2,17 @@
 //! it beat within `pipeline.liveness_timeout_ms`) and `/readyz` (every assigned partition
 //! restored, none stopped or stalled). It answers GET on those three paths
 //! only (other methods 405, other paths 404) and bounds what a client can make it hold: a
-//! small request buffer, a deadline for the request head, a lifetime per connection, and a
-//! cap on open connections.
+//! small request buffer, a deadline for the request head, a lifetime per connection, and
+//! open connections per client and in all — where a new connection displaces the one idle
+//! the longest, so that idle connections can never keep a probe or a scrape out
+//! (`connections`).
+
+mod connections;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
@@ -17,9 +21,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tower::Service;
 
+use self::connections::{ConnectionLimits, Connections};
 use crate::app::{Handles, Heartbeat};
 use tokio_util::sync::CancellationToken;
 
@@ -29,8 +34,13 @@ const MAX_REQUEST_BYTES: usize = 16 * 1024;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection (keep-alive included) is closed after this.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
-/// Open connections at most; more wait to be accepted.
-const MAX_CONNECTIONS: usize = 64;
+/// Open connections: in all, per client address, and how long one may sit idle. Prometheus
+/// and the kubelet each use one or two connections at a time.
+const LIMITS: ConnectionLimits = ConnectionLimits {
+    total: 64,
+    per_client: 16,
+    idle_timeout: Duration::from_secs(15),
+};
 
 #[derive(Clone)]
 struct Endpoints {
@@ -58,36 +68,85 @@ pub async fn serve(
         liveness_timeout,
     });
     tracing::info!(%listen, "Serving /metrics, /healthz and /readyz.");
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let connections = Arc::new(Connections::new(LIMITS));
+    tokio::spawn(close_idle_connections(
+        connections.clone(),
+        shutdown.clone(),
+    ));
     Ok(tokio::spawn(async move {
         loop {
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                return;
-            };
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
                 () = shutdown.cancelled() => return,
             };
-            let stream = match accepted {
-                Ok((stream, _)) => stream,
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
                 Err(error) => {
                     tracing::debug!(%error, "HTTP accept failed.");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
-            let service = TowerToHyperService::new(app.clone());
-            tokio::spawn(async move {
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
-                    .max_buf_size(MAX_REQUEST_BYTES)
-                    .serve_connection(TokioIo::new(stream), service);
-                let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
-                drop(slot);
-            });
+            match connections.admit(peer.ip(), Instant::now()) {
+                Ok(admitted) => {
+                    tokio::spawn(serve_connection(
+                        stream,
+                        app.clone(),
+                        connections.clone(),
+                        admitted,
+                    ));
+                }
+                Err(_) => tracing::debug!(%peer, "HTTP connection refused: every slot busy."),
+            }
         }
     }))
+}
+
+/// Serves one connection until it ends, outlives its lifetime, or is displaced.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    connections: Arc<Connections>,
+    admitted: connections::Admitted,
+) {
+    let id = admitted.id;
+    let service = hyper::service::service_fn({
+        let connections = connections.clone();
+        move |request: hyper::Request<hyper::body::Incoming>| {
+            let mut app = app.clone();
+            let connections = connections.clone();
+            connections.busy(id);
+            async move {
+                let response = app.call(request).await;
+                connections.idle(id, Instant::now());
+                response
+            }
+        }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_BYTES)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        _ = connection => {}
+        () = admitted.close.cancelled() => {}
+        () = tokio::time::sleep(CONNECTION_LIFETIME) => {}
+    }
+    connections.remove(id);
+}
+
+/// Once a second, closes connections idle past the idle timeout.
+async fn close_idle_connections(connections: Arc<Connections>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                connections.close_idle(Instant::now());
+            }
+            () = shutdown.cancelled() => return,
+        }
+    }
 }
 
 fn router(endpoints: Endpoints) -> Router {
@@ -246,6 +305,120 @@ mod tests {
         let (response, closed) = exchange(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n");
         assert!(closed, "the server closed the idle connection");
         assert!(!response.contains("200"), "{response}");
+        shutdown.cancel();
+    }
+
+    /// Holds `count` idle connections to `port` until `stop`, reopening any the server closes
+    /// (the abuse of issue 16: one client starving the listener); counts the connections it
+    /// opened in `opened`.
+    fn hold_idle_connections(
+        port: u16,
+        count: usize,
+        stop: Arc<AtomicBool>,
+        opened: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            let connect = || {
+                let stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+                stream.set_nonblocking(true).ok()?;
+                opened.fetch_add(1, Ordering::Relaxed);
+                Some(stream)
+            };
+            let mut held: Vec<Option<std::net::TcpStream>> =
+                (0..count).map(|_| connect()).collect();
+            while !stop.load(Ordering::Relaxed) {
+                for slot in held.iter_mut() {
+                    let closed = match slot {
+                        None => true,
+                        Some(stream) => !matches!(
+                            stream.read(&mut [0u8; 64]),
+                            Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock
+                        ),
+                    };
+                    if closed {
+                        *slot = connect();
+                    }
+                }
+                // Pacing of the abuser's own loop, not a wait for a condition.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    }
+
+    /// One GET with a client timeout (a kubelet probe's is 1 s): the status line, or the
+    /// error that ended it.
+    fn get_within(port: u16, path: &str, timeout: Duration) -> Result<String, String> {
+        let started = Instant::now();
+        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut stream =
+            std::net::TcpStream::connect_timeout(&address, timeout).map_err(|e| e.to_string())?;
+        let left = |started: Instant| {
+            timeout
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_millis(1))
+        };
+        stream.set_read_timeout(Some(left(started))).unwrap();
+        stream.set_write_timeout(Some(left(started))).unwrap();
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+            .map_err(|e| e.to_string())?;
+        let mut response = Vec::new();
+        stream
+            .read_to_end(&mut response)
+            .map_err(|e| format!("{e} after {:?}", started.elapsed()))?;
+        Ok(String::from_utf8_lossy(&response)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned())
+    }
+
+    #[test]
+    fn a_client_holding_hundreds_of_idle_connections_cannot_starve_probes_or_scrapes() {
+        let runtime = runtime();
+        let handles = Handles::default();
+        handles.ready.store(true, Ordering::Relaxed);
+        let (port, shutdown) = start(&runtime, handles, None);
+        let stop = Arc::new(AtomicBool::new(false));
+        let opened = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let abuser = hold_idle_connections(port, 200, stop.clone(), opened.clone());
+        // Bounded wait until the abuser holds its 200 (and has had some displaced).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while opened.load(Ordering::Relaxed) < 250 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            opened.load(Ordering::Relaxed) >= 250,
+            "the abuser could not connect"
+        );
+        let mut slowest = Duration::ZERO;
+        for round in 0..21 {
+            for (path, timeout) in [
+                ("/healthz", Duration::from_secs(1)),
+                ("/readyz", Duration::from_secs(1)),
+            ] {
+                let started = Instant::now();
+                let line = get_within(port, path, timeout);
+                slowest = slowest.max(started.elapsed());
+                assert!(
+                    line.as_deref().is_ok_and(|l| l.contains("200")),
+                    "probe {round} of {path} under abuse: {line:?}"
+                );
+            }
+            if round % 7 == 0 {
+                let line = get_within(port, "/metrics", Duration::from_secs(2));
+                assert!(
+                    line.as_deref().is_ok_and(|l| l.contains("200")),
+                    "scrape {round} under abuse: {line:?}"
+                );
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        abuser.join().unwrap();
+        eprintln!(
+            "slowest probe under abuse: {slowest:?}; the abuser opened {} connections",
+            opened.load(Ordering::Relaxed)
+        );
         shutdown.cancel();
     }
 }
