@@ -73,9 +73,17 @@ fn write_source(out: &mut Vec<u8>, source: Option<&Source<'_>>) {
     }
 }
 
-/// Appends a replay dead-letter line object: `{"line":N,"kind":…,"error":…,"raw":…}`.
-/// `raw` is the original line; bytes that are not UTF-8 are replaced so the line stays JSON.
-pub fn write_dead_letter_line(out: &mut Vec<u8>, line: u64, error: &ParseError, raw: &[u8]) {
+/// Appends a replay dead-letter line object: `{"line":N,"kind":…,"error":…,"raw":…}`. `raw`
+/// is the line (bytes that are not UTF-8 replaced, so the line stays JSON), or its first bytes
+/// when it was longer than the record limit: `raw_bytes` then gives its whole length, so that
+/// one oversized line cannot make the output many times its own size.
+pub fn write_dead_letter_line(
+    out: &mut Vec<u8>,
+    line: u64,
+    error: &ParseError,
+    raw: &[u8],
+    raw_bytes: usize,
+) {
     out.extend_from_slice(b"{\"line\":");
     write_int(out, line as i64);
     out.extend_from_slice(b",\"kind\":\"");
@@ -84,6 +92,10 @@ pub fn write_dead_letter_line(out: &mut Vec<u8>, line: u64, error: &ParseError, 
     write_str(out, &error.to_string());
     out.extend_from_slice(b",\"raw\":");
     write_str(out, &String::from_utf8_lossy(raw));
+    if raw_bytes > raw.len() {
+        out.extend_from_slice(b",\"raw_bytes\":");
+        write_int(out, raw_bytes as i64);
+    }
     out.push(b'}');
 }
 

@@ -242,13 +242,9 @@ impl Parser {
 
     fn check_size(&self, raw: &[u8]) -> Result<(), ParseError> {
         if raw.len() > self.limits.max_record_bytes {
-            return Err(ParseError::new(
-                ErrorKind::TooLarge,
-                Place::Root,
-                Problem::RecordTooLarge {
-                    bytes: raw.len(),
-                    limit: self.limits.max_record_bytes,
-                },
+            return Err(ParseError::too_large(
+                raw.len(),
+                self.limits.max_record_bytes,
             ));
         }
         Ok(())

@@ -1,6 +1,8 @@
 //! `sessionflow replay` (SPEC section 5): NDJSON records in, derived events out, through the
 //! same parser, `apply` and engine as the live pipeline, as one partition (`"-"`, 0, offset =
-//! 0-based line number). Reads in large blocks and parses each line in place.
+//! 0-based line number). Reads in large blocks, parses each line in place, and writes as it
+//! goes: memory stays bounded whatever the input (a line longer than the record limit is
+//! never held whole).
 
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
@@ -9,7 +11,7 @@ use crate::apply;
 use crate::engine::{Engine, EngineConfig, EventSink};
 use crate::model::{DerivedEvent, Source};
 use crate::output::{write_dead_letter_line, write_event};
-use crate::parse::{Limits, Parser};
+use crate::parse::{Limits, ParseError, Parser};
 use crate::stats::{Stats, Summary};
 
 /// Bytes read from the input at a time.
@@ -77,6 +79,19 @@ impl<W: Write> NdjsonSink<W> {
         self.buf.clear();
     }
 
+    /// Writes what is buffered through to the output (its own buffer included).
+    fn flush_through(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        self.flush();
+        if self.error.is_none() {
+            if let Err(e) = self.out.flush() {
+                self.error = Some(e);
+            }
+        }
+    }
+
     fn finish(mut self) -> io::Result<()> {
         self.flush();
         if let Some(e) = self.error.take() {
@@ -101,6 +116,8 @@ struct Run<W: Write, D: Write> {
     events: NdjsonSink<W>,
     dead: NdjsonSink<D>,
     lines: u64,
+    /// `max_record_bytes`: longer lines are dead-lettered with their first this many bytes.
+    limit: usize,
 }
 
 impl<W: Write, D: Write> Run<W, D> {
@@ -123,14 +140,25 @@ impl<W: Write, D: Write> Run<W, D> {
             }
             self.lines += 1;
             start = end + 1;
+            self.events.flush_if_full();
+            self.dead.flush_if_full();
         }
-        self.events.flush_if_full();
-        self.dead.flush_if_full();
         start.min(block.len())
+    }
+
+    /// A line of `bytes` bytes, over the record limit, of which only `head` was kept.
+    fn oversized_line(&mut self, head: &[u8], bytes: usize) {
+        let error = ParseError::too_large(bytes, self.limit);
+        self.stats.count_invalid(&error);
+        write_dead_letter_line(&mut self.dead.buf, self.lines, &error, head, bytes);
+        self.dead.buf.push(b'\n');
+        self.dead.flush_if_full();
+        self.lines += 1;
     }
 
     /// Parses and applies one non-blank line (`line`: its 0-based number).
     fn apply_line(&mut self, line: u64, raw: &[u8]) {
+        let limit = self.limit;
         let (engine, stats, events, dead) = (
             &mut self.engine,
             &mut self.stats,
@@ -148,7 +176,8 @@ impl<W: Write, D: Write> Run<W, D> {
             }
             Err(error) => {
                 stats.count_invalid(&error);
-                write_dead_letter_line(&mut dead.buf, line, &error, raw);
+                let kept = &raw[..raw.len().min(limit)];
+                write_dead_letter_line(&mut dead.buf, line, &error, kept, raw.len());
                 dead.buf.push(b'\n');
             }
         });
@@ -192,6 +221,7 @@ fn start<W: Write, D: Write>(output: W, dlq: D, options: &ReplayOptions) -> Run<
             error: None,
         },
         lines: 0,
+        limit: options.limits.max_record_bytes,
     }
 }
 
@@ -209,7 +239,8 @@ pub fn replay_bytes(
 }
 
 /// Runs the engine over NDJSON `input`, writing events to `output` and dead letters to `dlq`.
-/// Errors only when input or output fails.
+/// Errors only when input or output fails. Holds at most a block, or one line up to the
+/// record limit, of input at a time.
 pub fn replay(
     mut input: impl Read,
     output: impl Write,
@@ -218,16 +249,25 @@ pub fn replay(
 ) -> io::Result<ReplaySummary> {
     let started = Instant::now();
     let mut run = start(output, dlq, options);
-    let mut block: Vec<u8> = vec![0; READ_BLOCK];
+    // A line may hold a record of the limit and its line ending; longer ones are skipped.
+    let longest_line = options.limits.max_record_bytes.saturating_add(2);
+    // Larger than the longest line: a full block without a line end holds an oversized line.
+    let mut block: Vec<u8> = vec![0; READ_BLOCK.max(longest_line.saturating_add(1))];
     // `block[..filled]` holds bytes read but not yet consumed (an unfinished line).
     let mut filled = 0;
     let mut input_bytes: u64 = 0;
     loop {
         if filled == block.len() {
-            // A line longer than the block: grow it.
-            block.resize(block.len() * 2, 0);
+            // A line over the limit: keep its first bytes and read past the rest.
+            let kept = options.limits.max_record_bytes;
+            let (bytes, rest) = skip_line(&mut input, &mut block, kept, &mut input_bytes)?;
+            run.oversized_line(&block[..kept], bytes);
+            filled = rest.len();
+            block.copy_within(rest, 0);
         }
-        let n = read_full(&mut input, &mut block[filled..])?;
+        // What is there, not a full block: from a pipe, output follows input as it comes.
+        let n = read_some(&mut input, &mut block[filled..])?;
+        let short_read = filled + n < block.len();
         input_bytes += n as u64;
         filled += n;
         let eof = n == 0;
@@ -237,8 +277,56 @@ pub fn replay(
         if eof {
             break;
         }
+        if short_read {
+            // A short read: the input paused (a pipe), so what it caused goes out now
+            // rather than when the buffer fills. A file reads full blocks and skips this.
+            run.events.flush_through();
+            run.dead.flush_through();
+        }
     }
     run.finish(options, input_bytes, started)
+}
+
+/// Reads past the rest of a line whose first `block.len()` bytes are in `block` (full),
+/// overwriting everything after its first `kept` bytes; returns the line's whole length
+/// (without its line ending) and where in `block` the input after it starts and ends.
+fn skip_line(
+    input: &mut impl Read,
+    block: &mut [u8],
+    kept: usize,
+    input_bytes: &mut u64,
+) -> io::Result<(usize, std::ops::Range<usize>)> {
+    let mut length = block.len();
+    // The byte before the next one read (a `\r` before the `\n` is the line ending's).
+    let mut previous = block[block.len() - 1];
+    loop {
+        let n = read_full(input, &mut block[kept..])?;
+        *input_bytes += n as u64;
+        let read = &block[kept..kept + n];
+        match memchr::memchr(b'\n', read) {
+            Some(i) => {
+                let before = if i == 0 { previous } else { read[i - 1] };
+                length += i;
+                length -= usize::from(before == b'\r');
+                return Ok((length, kept + i + 1..kept + n));
+            }
+            None if n == 0 => return Ok((length, kept..kept)),
+            None => {
+                length += n;
+                previous = read[n - 1];
+            }
+        }
+    }
+}
+
+/// One read (retried when interrupted): 0 only at the end of the input.
+fn read_some(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match input.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            result => return result,
+        }
+    }
 }
 
 /// Reads until `buf` is full or the input ends.

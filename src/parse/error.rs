@@ -146,6 +146,15 @@ impl ParseError {
     pub fn no_value() -> Self {
         ParseError::new(ErrorKind::InvalidShape, Place::Root, Problem::NoValue)
     }
+
+    /// A record of `bytes` bytes, over the `limit`.
+    pub fn too_large(bytes: usize, limit: usize) -> Self {
+        ParseError::new(
+            ErrorKind::TooLarge,
+            Place::Root,
+            Problem::RecordTooLarge { bytes, limit },
+        )
+    }
 }
 
 impl std::error::Error for ParseError {}
