@@ -113,6 +113,7 @@ pub struct RawLifecycle {
 pub struct RawLimits {
     pub max_record_bytes: u64,
     pub max_depth: u64,
+    pub max_sessions_per_partition: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -190,6 +191,7 @@ impl Default for RawConfig {
             limits: RawLimits {
                 max_record_bytes: DEFAULT_MAX_RECORD_BYTES as u64,
                 max_depth: DEFAULT_MAX_DEPTH as u64,
+                max_sessions_per_partition: 0,
             },
             pipeline: RawPipeline {
                 batch_size: 512,
@@ -636,6 +638,10 @@ impl RawConfig {
                 l.terminal_retention_ms,
             )?,
             max_clock_skew_ms: millis("lifecycle.max_clock_skew_ms", l.max_clock_skew_ms)?,
+            max_sessions: match self.limits.max_sessions_per_partition {
+                0 => None,
+                n => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            },
         };
         let limits = Limits {
             max_record_bytes: positive("limits.max_record_bytes", self.limits.max_record_bytes)?

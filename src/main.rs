@@ -172,6 +172,7 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<()> {
             allowed_lateness_ms: args.allowed_lateness_ms,
             terminal_retention_ms: args.terminal_retention_ms,
             max_clock_skew_ms: 0,
+            max_sessions: None,
         },
         until_ms: args.until_ms,
         limits: Limits::default(),

@@ -44,6 +44,9 @@ pub const INPUT_ERRORS_TOTAL: &str = "sessionflow_input_errors_total";
 /// Beyond the SPEC's table: how long an input partition has been behind its end offset with
 /// its fetch position standing still, by `topic` and `partition` (0 while it progresses).
 pub const INPUT_STALLED_SECONDS: &str = "sessionflow_input_stalled_seconds";
+/// Beyond the SPEC's table: distinct unknown status texts interned in state, all partitions
+/// (each is reclaimed once no session holds it).
+pub const UNKNOWN_STATUSES: &str = "sessionflow_unknown_statuses";
 /// `action` label values of [`STATE_CORRUPT_RECORDS_TOTAL`].
 pub const ACTION_STOPPED: &str = "stopped";
 pub const ACTION_SKIPPED: &str = "skipped";
@@ -56,7 +59,7 @@ pub const OUTCOME_COMMITTED: &str = "committed";
 pub const OUTCOME_ABORTED: &str = "aborted";
 
 /// Every metric name, for checks (dashboards, alerts, docs) against the code.
-pub const ALL: [&str; 19] = [
+pub const ALL: [&str; 20] = [
     RECORDS_TOTAL,
     TRANSITIONS_TOTAL,
     ANOMALIES_TOTAL,
@@ -76,6 +79,7 @@ pub const ALL: [&str; 19] = [
     STATE_CORRUPT_RECORDS_TOTAL,
     INPUT_ERRORS_TOTAL,
     INPUT_STALLED_SECONDS,
+    UNKNOWN_STATUSES,
 ];
 
 /// Installs the global Prometheus recorder and describes every metric. Per-partition gauges
@@ -136,6 +140,7 @@ fn register() {
     for status in KNOWN_STATUSES.iter().copied().chain(["other"]) {
         metrics::gauge!(SESSIONS, "status" => status).set(0.0);
     }
+    metrics::gauge!(UNKNOWN_STATUSES).set(0.0);
     metrics::counter!(STATE_RESTORED_SESSIONS_TOTAL).increment(0);
     metrics::counter!(DELIVERY_ERRORS_TOTAL).increment(0);
     metrics::counter!(STATE_RESTORE_RETRIES_TOTAL).increment(0);
@@ -228,6 +233,11 @@ fn describe() {
         INPUT_STALLED_SECONDS,
         Unit::Seconds,
         "How long an assigned input partition has been behind its end offset with its fetch position standing still (0 while it progresses)."
+    );
+    describe_gauge!(
+        UNKNOWN_STATUSES,
+        Unit::Count,
+        "Distinct unknown status texts held in state, all partitions; each is reclaimed once no session holds it."
     );
     describe_counter!(
         DELIVERY_ERRORS_TOTAL,
@@ -338,7 +348,9 @@ pub fn export_gauges<'a>(
     set_build_info();
     let mut by_status: HashMap<&str, u64> = HashMap::new();
     let mut totals = GaugeTotals::default();
+    let mut unknown_statuses = 0;
     for (partition, engine) in partitions {
+        unknown_statuses += engine.unknown_statuses();
         for (status, n) in engine.sessions_by_status() {
             *by_status.entry(status).or_default() += n;
         }
@@ -357,6 +369,7 @@ pub fn export_gauges<'a>(
             .set(l as f64);
         }
     }
+    metrics::gauge!(UNKNOWN_STATUSES).set(unknown_statuses as f64);
     totals.sessions_held = by_status.values().sum();
     for (status, n) in by_status {
         metrics::gauge!(SESSIONS, "status" => status).set(n as f64);

@@ -151,15 +151,23 @@ pub enum AnomalyKind {
     Resurrection,
     /// An observation more than `max_clock_skew_ms` ahead of the wall clock (live mode).
     FutureEventTime,
+    /// A session dropped from state to make room for a new one (`max_sessions`, off by
+    /// default).
+    Evicted,
 }
 
 impl AnomalyKind {
-    pub const ALL: [AnomalyKind; 2] = [AnomalyKind::Resurrection, AnomalyKind::FutureEventTime];
+    pub const ALL: [AnomalyKind; 3] = [
+        AnomalyKind::Resurrection,
+        AnomalyKind::FutureEventTime,
+        AnomalyKind::Evicted,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             AnomalyKind::Resurrection => "resurrection",
             AnomalyKind::FutureEventTime => "future_event_time",
+            AnomalyKind::Evicted => "evicted",
         }
     }
 }

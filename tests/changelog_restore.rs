@@ -121,6 +121,7 @@ fn an_engine_restored_from_the_changelog_continues_exactly_like_the_original() {
         // Short retention, so that tombstones are part of the changelog.
         terminal_retention_ms: 3_600_000,
         max_clock_skew_ms: 0,
+        max_sessions: None,
     };
     let all = records(40_000, 21);
     for split in [1_000, 17_000, 33_000] {
@@ -180,6 +181,7 @@ fn replayed_input_after_a_restore_emits_nothing_again() {
         allowed_lateness_ms: 60_000,
         terminal_retention_ms: 86_400_000,
         max_clock_skew_ms: 0,
+        max_sessions: None,
     };
     let all = records(20_000, 22);
     let mut parser = Parser::default();
@@ -295,6 +297,7 @@ fn a_session_id_spelling_a_reserved_key_cannot_touch_the_progress_record() {
         allowed_lateness_ms: 60_000,
         terminal_retention_ms: 86_400_000,
         max_clock_skew_ms: 0,
+        max_sessions: None,
     };
     let mut input = records(2_000, 23);
     let hostile = |status: &str, at: i64| {
@@ -334,6 +337,7 @@ fn strings_longer_than_65535_bytes_restore_whole() {
         allowed_lateness_ms: 60_000,
         terminal_retention_ms: 86_400_000,
         max_clock_skew_ms: 0,
+        max_sessions: None,
     };
     let user = format!("user_{}é{}", "u".repeat(65_528), "x".repeat(5_000));
     let snapshot = |status: &str, minute: i64| {

@@ -131,6 +131,7 @@ fn run(deliveries: &[Snap], lateness: i64) -> (Vec<OwnedEvent>, Vec<SessionView>
         allowed_lateness_ms: lateness,
         terminal_retention_ms: i64::MAX / 4,
         max_clock_skew_ms: 0,
+        max_sessions: None,
     });
     let mut events = Vec::new();
     for (offset, s) in deliveries.iter().enumerate() {

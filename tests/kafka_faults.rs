@@ -55,6 +55,7 @@ fn the_broker_unreachable_during_a_restore_delays_it_and_loses_nothing() {
         allowed_lateness_ms: engine::DEFAULT_ALLOWED_LATENESS_MS,
         terminal_retention_ms: 604_800_000,
         max_clock_skew_ms: 0,
+        max_sessions: None,
     };
 
     // A first instance, straight to the broker, takes about two thirds of the input.
@@ -391,6 +392,7 @@ fn writes_failed_while_the_broker_was_away_are_retried_in_order() {
         allowed_lateness_ms: engine::DEFAULT_ALLOWED_LATENESS_MS,
         terminal_retention_ms: engine::DEFAULT_TERMINAL_RETENTION_MS,
         max_clock_skew_ms: 0,
+        max_sessions: None,
     };
     for (&partition, records) in &input {
         let reference = replayed_engine(config, &scenario.input, partition, records);

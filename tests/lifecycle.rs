@@ -547,6 +547,7 @@ fn terminal_sessions_are_forgotten_after_retention_exactly() {
         allowed_lateness_ms: 0,
         terminal_retention_ms: 2 * H,
         max_clock_skew_ms: 0,
+        max_sessions: None,
     };
     let mut run = Run::with(config);
     run.record(obs("s", "ended", T));
@@ -569,6 +570,7 @@ fn inferred_terminal_sessions_are_forgotten_too() {
         allowed_lateness_ms: 0,
         terminal_retention_ms: H,
         max_clock_skew_ms: 0,
+        max_sessions: None,
     };
     let mut run = Run::with(config);
     run.record(with_deadlines(obs("s", "active", T), Some(T + H), None));
@@ -585,6 +587,7 @@ fn live_sessions_are_never_forgotten() {
         allowed_lateness_ms: 0,
         terminal_retention_ms: 1,
         max_clock_skew_ms: 0,
+        max_sessions: None,
     };
     let mut run = Run::with(config);
     run.record(obs("s", "active", T));
@@ -612,6 +615,7 @@ fn a_future_event_time_raises_an_anomaly_and_does_not_move_the_watermark() {
         allowed_lateness_ms: 0,
         terminal_retention_ms: H,
         max_clock_skew_ms: 5 * 60_000,
+        max_sessions: None,
     };
     let mut run = Run::with(config);
     let now = T;
@@ -640,6 +644,7 @@ fn a_future_event_time_raises_an_anomaly_and_does_not_move_the_watermark() {
 fn a_zero_clock_skew_turns_the_future_check_off() {
     let config = EngineConfig {
         max_clock_skew_ms: 0,
+        max_sessions: None,
         ..EngineConfig::default()
     };
     let mut run = Run::with(config);

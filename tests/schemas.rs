@@ -301,6 +301,7 @@ proptest! {
                 allowed_lateness_ms: lateness,
                 terminal_retention_ms: retention,
                 max_clock_skew_ms: 0,
+                max_sessions: None,
             },
             until_ms: None,
             limits: Limits::default(),

@@ -75,6 +75,9 @@ pub struct EngineConfig {
     pub terminal_retention_ms: i64,
     /// 0 turns the future-event-time check off.
     pub max_clock_skew_ms: i64,
+    /// Most sessions held; a new session beyond it evicts one (`Engine::evict_one`) and
+    /// raises an `evicted` anomaly. `None`: no cap (the SPEC's behaviour).
+    pub max_sessions: Option<usize>,
 }
 
 /// SPEC section 3 defaults, used by `config` and the replay CLI alike.
@@ -88,6 +91,7 @@ impl Default for EngineConfig {
             allowed_lateness_ms: DEFAULT_ALLOWED_LATENESS_MS,
             terminal_retention_ms: DEFAULT_TERMINAL_RETENTION_MS,
             max_clock_skew_ms: DEFAULT_MAX_CLOCK_SKEW_MS,
+            max_sessions: None,
         }
     }
 }
@@ -214,11 +218,20 @@ fn same_id(stored: &CompactId, id: Option<&str>) -> bool {
     }
 }
 
-/// Statuses by code; unknown status strings are interned once.
+/// Statuses by code. An unknown status string is interned once and counted by the sessions
+/// that hold it; once none does, its code and text are reclaimed, so the table never holds
+/// more unknown statuses than the sessions held need (input cannot grow it without bound).
 #[derive(Default)]
 struct StatusTable {
+    /// Texts by code − `FIRST_OTHER`; empty while the code is free.
     others: Vec<Box<str>>,
+    /// Sessions holding each other status, by code − `FIRST_OTHER`.
+    holders: Vec<u32>,
     index: HashMap<Box<str>, u32>,
+    /// Codes no session holds any more. Reclaimed only at the next interning: until then
+    /// their text may still be read (the status an event says a session left).
+    unheld: Vec<u32>,
+    free: Vec<u32>,
 }
 
 impl StatusTable {
@@ -229,10 +242,54 @@ impl StatusTable {
         if let Some(&code) = self.index.get(status) {
             return StatusCode(code);
         }
-        let code = StatusCode::FIRST_OTHER + self.others.len() as u32;
-        self.others.push(status.into());
+        self.reclaim();
+        let code = match self.free.pop() {
+            Some(code) => {
+                self.others[(code - StatusCode::FIRST_OTHER) as usize] = status.into();
+                code
+            }
+            None => {
+                self.others.push(status.into());
+                self.holders.push(0);
+                StatusCode::FIRST_OTHER + self.others.len() as u32 - 1
+            }
+        };
         self.index.insert(status.into(), code);
         StatusCode(code)
+    }
+
+    fn reclaim(&mut self) {
+        for code in self.unheld.drain(..) {
+            let at = (code - StatusCode::FIRST_OTHER) as usize;
+            if self.holders[at] == 0 && !self.others[at].is_empty() {
+                self.index.remove(&*self.others[at]);
+                self.others[at] = Box::default();
+                self.free.push(code);
+            }
+        }
+    }
+
+    /// A session took status `code`.
+    fn hold(&mut self, code: StatusCode) {
+        if let Some(at) = code.0.checked_sub(StatusCode::FIRST_OTHER) {
+            self.holders[at as usize] += 1;
+        }
+    }
+
+    /// A session left status `code`.
+    fn release(&mut self, code: StatusCode) {
+        if let Some(at) = code.0.checked_sub(StatusCode::FIRST_OTHER) {
+            let holders = &mut self.holders[at as usize];
+            *holders -= 1;
+            if *holders == 0 {
+                self.unheld.push(code.0);
+            }
+        }
+    }
+
+    /// Distinct unknown statuses interned (held, or not yet reclaimed).
+    fn interned(&self) -> usize {
+        self.index.len()
     }
 
     fn name(&self, code: StatusCode) -> &str {
@@ -474,6 +531,13 @@ impl Engine {
         source: Source<'_>,
         sink: &mut impl EventSink,
     ) {
+        if self
+            .config
+            .max_sessions
+            .is_some_and(|max| self.table.len() >= max)
+        {
+            self.evict_one(o, source, sink);
+        }
         let status = self.statuses.code(o.status);
         let slot = Slot {
             key: lookup.key(o.id),
@@ -502,6 +566,37 @@ impl Engine {
             impersonated: o.impersonated,
             source: Some(source),
         }));
+    }
+
+    /// Makes room for the session `o` brings (at `max_sessions`): drops the terminal session
+    /// nearest its forget time (it only guards against duplicates by then), else the live
+    /// session nearest its deadline, else any; raises an `evicted` anomaly naming it, with
+    /// the arriving observation's status, time and source.
+    fn evict_one(&mut self, o: &Observation<'_>, source: Source<'_>, sink: &mut impl EventSink) {
+        let index = match (self.forget_at.pop_first(), self.deadlines.first()) {
+            (Some((_, index)), _) | (None, Some(&(_, index))) => index,
+            (None, None) => match self.table.iter().next() {
+                Some(&index) => index,
+                None => return,
+            },
+        };
+        let slot = &self.slots[index as usize];
+        let (mut id_buf, mut user_buf): (IdBuf, IdBuf) = ([0; MAX_PACKED_LEN], [0; MAX_PACKED_LEN]);
+        sink.emit(&DerivedEvent::Anomaly(Anomaly {
+            kind: AnomalyKind::Evicted,
+            session_id: slot.key.as_str(&mut id_buf).unwrap_or(""),
+            user_id: slot.user_id.as_str(&mut user_buf),
+            status: Some(self.statuses.name(slot.status)),
+            observed: o.status,
+            at: o.updated_at,
+            source: Some(source),
+        }));
+        self.remove(index, sink);
+    }
+
+    /// Unknown status texts interned: those held by sessions, and any not yet reclaimed.
+    pub fn unknown_statuses(&self) -> usize {
+        self.statuses.interned()
     }
 
     /// Rules 2 to 6 against an existing state.
@@ -585,8 +680,8 @@ impl Engine {
         let slot = &mut self.slots[index as usize];
         let (from, since) = (slot.status, slot.since);
         slot.take_all(o, to, o.updated_at);
-        self.by_status[Self::bucket(from)] -= 1;
-        self.by_status[Self::bucket(to)] += 1;
+        self.count_out(from);
+        self.count_in(to);
         self.reindex(index, Some(before));
         self.notify(index, sink);
         sink.emit(&DerivedEvent::Transition(Transition {
@@ -660,9 +755,9 @@ impl Engine {
             Some(index) => {
                 let before = self.index_keys(index);
                 let old = self.slots[index as usize].status;
-                self.by_status[Self::bucket(old)] -= 1;
+                self.count_out(old);
                 self.slots[index as usize] = slot;
-                self.by_status[Self::bucket(status)] += 1;
+                self.count_in(status);
                 self.reindex(index, Some(before));
             }
             None => {
@@ -688,7 +783,7 @@ impl Engine {
         self.table.insert_unique(hash, index, |&i| {
             stored_hash(hasher, &slots[i as usize].key)
         });
-        self.by_status[Self::bucket(status)] += 1;
+        self.count_in(status);
         self.reindex(index, None);
         index
     }
@@ -769,8 +864,8 @@ impl Engine {
         slot.status = to;
         slot.since = at;
         slot.flags |= INFERRED;
-        self.by_status[Self::bucket(from)] -= 1;
-        self.by_status[Self::bucket(to)] += 1;
+        self.count_out(from);
+        self.count_in(to);
         // The deadline entry is already popped; only the retention entry is new.
         self.insert_index(
             index,
@@ -826,7 +921,7 @@ impl Engine {
         if let Some(deadline) = slot.deadline() {
             self.deadlines.remove(&(deadline, index));
         }
-        self.by_status[Self::bucket(status)] -= 1;
+        self.count_out(status);
         let slot = &mut self.slots[index as usize];
         slot.key = CompactId::Absent;
         slot.user_id = CompactId::Absent;
@@ -852,6 +947,18 @@ impl Engine {
             hash,
             found,
         }
+    }
+
+    /// A session entered status `code`: counted, and its text held.
+    fn count_in(&mut self, code: StatusCode) {
+        self.by_status[Self::bucket(code)] += 1;
+        self.statuses.hold(code);
+    }
+
+    /// A session left status `code`.
+    fn count_out(&mut self, code: StatusCode) {
+        self.by_status[Self::bucket(code)] -= 1;
+        self.statuses.release(code);
     }
 
     fn bucket(status: StatusCode) -> usize {
@@ -939,5 +1046,163 @@ mod tests {
     #[test]
     fn a_slot_stays_within_its_memory_budget() {
         assert!(std::mem::size_of::<Slot>() <= 120);
+    }
+
+    /// Events, and the changelog's view: the state after each change (`None`: forgotten).
+    #[derive(Default)]
+    struct Recorder {
+        events: Vec<OwnedEvent>,
+        states: Vec<(String, Option<String>)>,
+    }
+
+    impl EventSink for Recorder {
+        fn emit(&mut self, event: &DerivedEvent<'_>) {
+            self.events.push(OwnedEvent::from(event));
+        }
+        fn wants_state(&self) -> bool {
+            true
+        }
+        fn state_changed(&mut self, session_id: &str, state: Option<&StateRecord<'_>>) {
+            let status = state.map(|s| s.status.to_owned());
+            self.states.push((session_id.to_owned(), status));
+        }
+    }
+
+    const T: i64 = 1_764_000_000_000;
+
+    fn observe(engine: &mut Engine, sink: &mut Recorder, id: &str, status: &str, at: i64) {
+        let o = Observation {
+            id,
+            status,
+            updated_at: at,
+            created_at: Some(T),
+            expire_at: Some(T + 86_400_000),
+            abandon_at: None,
+            user_id: Some("user_1"),
+            client_id: None,
+            impersonated: false,
+        };
+        let source = Source {
+            topic: "t",
+            partition: 0,
+            offset: 0,
+        };
+        engine.apply(&o, source, None, sink);
+        engine.finish_record(sink);
+    }
+
+    #[test]
+    fn an_unknown_status_is_reclaimed_once_no_session_holds_it() {
+        let mut engine = Engine::new(EngineConfig::default());
+        let mut sink = Recorder::default();
+        // One session held throughout; 10 000 distinct unknown statuses pass through it.
+        for i in 0..10_000 {
+            observe(
+                &mut engine,
+                &mut sink,
+                "sess_1",
+                &format!("status_{i}"),
+                T + i,
+            );
+            assert!(
+                engine.unknown_statuses() <= 2,
+                "at {i}: {}",
+                engine.unknown_statuses()
+            );
+        }
+        // Each transition still named the status the session left, before it was reclaimed.
+        let last = sink.events.last().unwrap();
+        match last {
+            OwnedEvent::Transition { from, to, .. } => {
+                assert_eq!(from.as_deref(), Some("status_9998"));
+                assert_eq!(to, "status_9999");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Two sessions in one unknown status share its text; a third status comes and goes.
+        observe(&mut engine, &mut sink, "sess_2", "status_9999", T + 20_000);
+        observe(&mut engine, &mut sink, "sess_1", "active", T + 20_001);
+        observe(&mut engine, &mut sink, "sess_3", "other_a", T + 20_002);
+        observe(&mut engine, &mut sink, "sess_3", "other_b", T + 20_003);
+        assert_eq!(
+            engine.unknown_statuses(),
+            3,
+            "status_9999, other_a (unheld), other_b"
+        );
+        observe(&mut engine, &mut sink, "sess_4", "other_c", T + 20_004);
+        assert_eq!(
+            engine.unknown_statuses(),
+            3,
+            "other_a reclaimed when other_c came"
+        );
+        let view = engine.session("sess_2").unwrap();
+        assert_eq!(view.status, "status_9999", "a held status keeps its text");
+        assert_eq!(engine.session("sess_4").unwrap().status, "other_c");
+    }
+
+    #[test]
+    fn at_the_session_cap_a_new_session_evicts_the_terminal_one_nearest_its_forget_time() {
+        let mut engine = Engine::new(EngineConfig {
+            max_sessions: Some(3),
+            ..EngineConfig::default()
+        });
+        let mut sink = Recorder::default();
+        observe(&mut engine, &mut sink, "sess_live", "active", T);
+        observe(&mut engine, &mut sink, "sess_ended_late", "ended", T + 2);
+        observe(&mut engine, &mut sink, "sess_ended_early", "ended", T + 1);
+        sink.events.clear();
+        sink.states.clear();
+        observe(&mut engine, &mut sink, "sess_new", "active", T + 3);
+        assert_eq!(engine.len(), 3);
+        assert!(
+            engine.session("sess_ended_early").is_none(),
+            "the terminal one nearest its forget time"
+        );
+        assert!(
+            engine.session("sess_ended_late").is_some() && engine.session("sess_new").is_some()
+        );
+        match &sink.events[0] {
+            OwnedEvent::Anomaly {
+                kind,
+                session_id,
+                status,
+                observed,
+                at,
+                ..
+            } => {
+                assert_eq!(*kind, AnomalyKind::Evicted);
+                assert_eq!(session_id, "sess_ended_early");
+                assert_eq!(status.as_deref(), Some("ended"));
+                assert_eq!(observed, "active");
+                assert_eq!(*at, T + 3);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            sink.states[0],
+            ("sess_ended_early".to_owned(), None),
+            "a tombstone"
+        );
+        // With no terminal session left, the live one nearest its deadline goes.
+        observe(&mut engine, &mut sink, "sess_other", "active", T + 4);
+        observe(&mut engine, &mut sink, "sess_more", "active", T + 5);
+        assert_eq!(engine.len(), 3);
+        assert!(engine.session("sess_ended_late").is_none());
+        assert!(
+            engine.session("sess_live").is_none(),
+            "the live one with the earliest deadline"
+        );
+        // Without a cap nothing is evicted.
+        let mut uncapped = Engine::new(EngineConfig::default());
+        for i in 0..100 {
+            observe(
+                &mut uncapped,
+                &mut sink,
+                &format!("sess_{i}"),
+                "active",
+                T + i,
+            );
+        }
+        assert_eq!(uncapped.len(), 100);
     }
 }
