@@ -90,6 +90,7 @@ struct GenerateArgs {
     /// Number of sessions to simulate (about five records each).
     #[arg(long, default_value_t = 1000)]
     sessions: u64,
+    /// Seed of the generator: the same seed and flags give the same records, byte for byte
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Stop after this many records (default: every record of every session).
@@ -123,11 +124,14 @@ struct ReplayArgs {
     /// Dead-letter NDJSON file (default: standard error).
     #[arg(long)]
     dlq: Option<PathBuf>,
+    /// How far behind the largest event time the watermark trails, in milliseconds
     #[arg(long, default_value_t = sessionflow::engine::DEFAULT_ALLOWED_LATENESS_MS)]
     allowed_lateness_ms: i64,
     /// Watermark at end of input (default: the largest updated_at seen).
     #[arg(long)]
     until_ms: Option<i64>,
+    /// How long a terminal session is kept (past its last status change, by the watermark)
+    /// to recognise duplicates and resurrections, in milliseconds
     #[arg(long, default_value_t = sessionflow::engine::DEFAULT_TERMINAL_RETENTION_MS)]
     terminal_retention_ms: i64,
 }

@@ -541,6 +541,39 @@ mod tests {
     }
 
     #[test]
+    fn bad_escapes_and_invalid_utf8_are_placed_at_the_byte_at_fault() {
+        let head = r#"{"id":"s","status":"a","updated_at":1,"pad":"abcdefgh"#;
+        let at = head.len();
+        let cases: [(&[u8], &str); 5] = [
+            (br#"\ud800""#, "unpaired surrogate"),
+            (br#"\udc00\u0041""#, "unpaired surrogate"),
+            (br#"\ud800\u0041""#, "unpaired surrogate"),
+            (br#"\u12G4""#, "four hex digits"),
+            (br#"\q""#, "invalid string escape"),
+        ];
+        let mut parser = Parser::new(Limits::default());
+        for (tail, what) in cases {
+            let raw = [head.as_bytes(), tail, b"}"].concat();
+            let reason = parser.parse(&raw, |r| r.err().map(|e| e.to_string()).unwrap_or_default());
+            let text = String::from_utf8_lossy(&raw).into_owned();
+            assert!(reason.contains(what), "{text}: {reason}");
+            assert!(
+                reason.contains(&format!("near byte {at}:")),
+                "{text}: {reason}"
+            );
+        }
+        // A valid pair and escaped backslashes before a `u` are not errors.
+        let fine = [head.as_bytes(), br#"\ud83d\ude00\\u12G4""#, b"}"].concat();
+        assert!(parser.parse(&fine, |r| r.is_ok()));
+        let raw = [head.as_bytes(), b"\xff\"}"].concat();
+        let reason = parser.parse(&raw, |r| r.err().map(|e| e.to_string()).unwrap_or_default());
+        assert!(
+            reason.contains(&format!("near byte {at}: invalid UTF-8")),
+            "{reason}"
+        );
+    }
+
+    #[test]
     fn oversized_and_deep_records_are_too_large() {
         let mut parser = Parser::new(Limits {
             max_record_bytes: 100,

@@ -166,11 +166,16 @@ pub async fn init_transactions(
 ) -> anyhow::Result<bool> {
     loop {
         let attempt = producer.clone();
-        let result = tokio::task::spawn_blocking(move || {
+        let initialising = tokio::task::spawn_blocking(move || {
             attempt.init_transactions(TRANSACTION_CALL_TIMEOUT)
-        })
-        .await
-        .context("initialising transactions")?;
+        });
+        // A signal does not wait for the call (up to TRANSACTION_CALL_TIMEOUT against a
+        // coordinator that does not answer): the blocking thread is left to the runtime's
+        // bounded shutdown.
+        let result = tokio::select! {
+            joined = initialising => joined.context("initialising transactions")?,
+            () = shutdown.cancelled() => return Ok(false),
+        };
         match result {
             Ok(()) => {
                 tracing::info!(transactional_id = %config.transactional_id, "Transactions initialised (exactly-once).");

@@ -55,9 +55,15 @@ pub(super) fn json_error(e: &simd_json::Error, raw: &[u8], max_depth: usize) -> 
                 Problem::TooDeep { limit: max_depth },
             )
         }
-        E::InvalidUtf8 => ("invalid UTF-8", e.index()),
+        // simd-json's index for these is where its block starts, not the byte at fault.
+        E::InvalidUtf8 => (
+            "invalid UTF-8",
+            std::str::from_utf8(raw)
+                .err()
+                .map_or(e.index(), |u| u.valid_up_to()),
+        ),
         E::InvalidEscape | E::InvalidUnicodeEscape | E::InvalidUnicodeCodepoint => {
-            ("invalid string escape", e.index())
+            first_bad_escape(raw).unwrap_or(("invalid string escape", e.index()))
         }
         E::InvalidNumber | E::InvalidExponent | E::Overflow => ("invalid number", e.index()),
         E::ExpectedObjectColon => ("expected `:` after an object key", e.index()),
@@ -65,6 +71,49 @@ pub(super) fn json_error(e: &simd_json::Error, raw: &[u8], max_depth: usize) -> 
         _ => diagnose(raw).unwrap_or(("syntax error", e.index())),
     };
     ParseError::new(ErrorKind::InvalidJson, Place::Root, Problem::Json(what, at))
+}
+
+/// The first escape inside a string that JSON (or Unicode) does not allow, and where its
+/// backslash is: an unknown escape letter, `\u` without four hex digits, or a surrogate
+/// that is not half of a pair.
+fn first_bad_escape(raw: &[u8]) -> Option<(&'static str, usize)> {
+    let hex4 = |at: usize| -> Option<u16> {
+        let digits = raw.get(at..at + 4)?;
+        u16::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    };
+    let mut in_string = false;
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'"' => in_string = !in_string,
+            b'\\' if in_string => {
+                match raw.get(i + 1) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {}
+                    Some(b'u') => match hex4(i + 2) {
+                        None => return Some(("`\\u` escape without four hex digits", i)),
+                        Some(0xD800..=0xDBFF) => {
+                            let low = (raw.get(i + 6..i + 8) == Some(b"\\u"))
+                                .then(|| hex4(i + 8))
+                                .flatten();
+                            if !matches!(low, Some(0xDC00..=0xDFFF)) {
+                                return Some(("unpaired surrogate in a `\\u` escape", i));
+                            }
+                            i += 6;
+                        }
+                        Some(0xDC00..=0xDFFF) => {
+                            return Some(("unpaired surrogate in a `\\u` escape", i))
+                        }
+                        Some(_) => {}
+                    },
+                    _ => return Some(("invalid string escape", i)),
+                }
+                i += 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// A structural reading of invalid JSON: strings, brackets and what follows the value.
