@@ -376,3 +376,31 @@ pub fn export_gauges<'a>(
     }
     totals
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Anomaly, DerivedEvent};
+
+    /// Every anomaly kind, counted and exported (an array sized by hand once missed a new
+    /// kind and the first export of a live run panicked).
+    #[test]
+    fn every_anomaly_kind_is_counted_and_exported() {
+        let mut stats = Stats::new();
+        for kind in AnomalyKind::ALL {
+            stats.count_event(&DerivedEvent::Anomaly(Anomaly {
+                kind,
+                session_id: "sess_1",
+                user_id: None,
+                status: None,
+                observed: "active",
+                at: 0,
+                source: None,
+            }));
+        }
+        assert_eq!(stats.anomalies_total(), AnomalyKind::ALL.len() as u64);
+        let mut export = CounterExport::new();
+        export.export(&stats, 0);
+        export.export(&stats, 0);
+    }
+}

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::model::{Cause, DerivedEvent, Outcome, StatusCode};
+use crate::model::{AnomalyKind, Cause, DerivedEvent, Outcome, StatusCode};
 use crate::parse::{ErrorKind, ParseError};
 
 /// Label index of a transition's `from`: `none` for a first sighting, then the statuses.
@@ -18,20 +18,20 @@ pub struct Stats {
     pub records: u64,
     pub observations: u64,
     /// By [`Outcome`] in `Outcome::ALL` order.
-    pub outcomes: [u64; 4],
+    pub outcomes: [u64; Outcome::ALL.len()],
     pub ignored: u64,
     /// By [`ErrorKind`] in `ErrorKind::ALL` order.
-    pub invalid: [u64; 6],
+    pub invalid: [u64; ErrorKind::ALL.len()],
     /// By `[from][to][cause]` label index.
-    pub transitions: Vec<[[u64; 3]; TO_LABELS]>,
+    pub transitions: Vec<[[u64; Cause::ALL.len()]; TO_LABELS]>,
     /// By [`AnomalyKind`] in `AnomalyKind::ALL` order.
-    pub anomalies: [u64; 2],
+    pub anomalies: [u64; AnomalyKind::ALL.len()],
 }
 
 impl Stats {
     pub fn new() -> Self {
         Stats {
-            transitions: vec![[[0; 3]; TO_LABELS]; FROM_LABELS],
+            transitions: vec![[[0; Cause::ALL.len()]; TO_LABELS]; FROM_LABELS],
             ..Stats::default()
         }
     }
