@@ -469,3 +469,55 @@ struct Discard;
 impl EventSink for Discard {
     fn emit(&mut self, _event: &DerivedEvent<'_>) {}
 }
+
+/// SIGTERM while exactly-once start-up initialises transactions, with every chunk between
+/// sessionflow and the broker held back 500 ms by the proxy (so that the call, several round
+/// trips on new connections, takes seconds): the process stops without waiting for it.
+#[test]
+fn a_signal_while_transactions_initialise_stops_without_waiting_for_the_call() {
+    let _alone = proxy_alone();
+    let Some(scenario) = Scenario::new("sigterm-init-transactions", PARTITIONS) else {
+        return;
+    };
+    let (listen, upstream) = proxy_addresses().expect("scripts/kafka-dev.sh run exports the proxy");
+    let proxy = FaultProxy::start(&listen, &upstream);
+    proxy.set(Mode::Pass {
+        latency: Duration::from_millis(500),
+    });
+    let transactional_id = format!("pipeline.transactional_id={}", unique("txn"));
+    let sets = ["delivery=\"exactly_once\"", transactional_id.as_str()];
+    let mut run = scenario.start_via(&proxy.listen, &sets, &[]);
+    wait_for_run(
+        &run,
+        "start-up to reach transaction initialisation",
+        Duration::from_secs(300),
+        || {
+            run.log_text()
+                .contains("Topics checked; initialising transactions")
+        },
+    );
+    let before_signal = run.log_text();
+    signal(run.child.id(), "TERM");
+    let signalled = Instant::now();
+    let mut status = None;
+    wait_until(
+        "the process to exit after SIGTERM",
+        Duration::from_secs(120),
+        || {
+            status = run.child.try_wait().unwrap();
+            status.is_some()
+        },
+    );
+    let took = signalled.elapsed();
+    let log = run.log_text();
+    proxy.resume();
+    eprintln!("stopped {took:?} after SIGTERM during transaction initialisation");
+    assert!(status.unwrap().success(), "{log}");
+    assert!(
+        !before_signal.contains("Transactions initialised"),
+        "the call had returned before the signal: the test did not reach its stage\n{log}"
+    );
+    // Initialising takes several round trips of 1 s here, and what follows it (the consumer,
+    // the group, leaving it) several more; the stop must wait for none of them.
+    assert!(took < Duration::from_millis(2500), "took {took:?}\n{log}");
+}

@@ -48,6 +48,7 @@ pub(super) async fn start(
         dead_letter_limits.topic_max_message_bytes,
     )?);
     let mode = if exactly_once {
+        tracing::info!(transactional_id = %config.transactional_id, "Topics checked; initialising transactions.");
         if !exactly_once::init_transactions(&producer, &config, shutdown).await? {
             return Ok(None);
         }
