@@ -16,6 +16,7 @@ pub mod at_least_once;
 pub mod exactly_once;
 mod handles;
 pub mod input_health;
+mod latency;
 pub mod outbox;
 pub mod restore;
 mod startup;
@@ -38,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use self::at_least_once::AtLeastOnce;
 use self::exactly_once::{AfterBatch, ExactlyOnce, TRANSACTION_CALL_TIMEOUT};
 use self::input_health::InputHealth;
+use self::latency::PendingLatency;
 use self::outbox::{Outbox, Routes};
 use self::restore::RestoreOutcome;
 use crate::apply;
@@ -149,6 +151,8 @@ struct Pipeline {
     /// Set by a shutdown whose drain was cut short: the clients are not closed (see
     /// `shut_down`).
     leave_unclosed: bool,
+    /// Batches waiting for their outputs' acknowledgement (the processing latency).
+    latency: PendingLatency,
 }
 
 /// Runs until `shutdown` is cancelled. Errors are start-up problems (configuration, topics,
@@ -234,6 +238,7 @@ impl Pipeline {
                         self.partitions.remove(p);
                         self.stopped.remove(p);
                         self.input_health.forget(*p);
+                        self.latency.forget(*p);
                     }
                     if let Mode::AtLeastOnce(alo) = &mut self.mode {
                         alo.forget(&partitions);
@@ -318,6 +323,7 @@ impl Pipeline {
         self.handles.ready.store(false, Ordering::Relaxed);
         let partitions: Vec<i32> = self.partitions.keys().copied().collect();
         self.partitions.clear();
+        self.latency.forget_all();
         lock(&self.clients.delivery.retries).clear();
         let committed = self.restore(&partitions);
         let input = &self.clients.routes.input_topic;
@@ -360,10 +366,21 @@ impl Pipeline {
         let received = Instant::now();
         // The next offset to read of each partition of the batch.
         let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
+        // The oldest record timestamp of each partition of the batch.
+        let mut oldest: BTreeMap<i32, i64> = BTreeMap::new();
         for message in batch {
             self.apply_message(message, wall_clock, received);
             let next = next_offsets.entry(message.partition()).or_default();
             *next = (*next).max(message.offset() + 1);
+            if let Some(at) = message.timestamp().to_millis() {
+                let first = oldest.entry(message.partition()).or_insert(at);
+                *first = (*first).min(at);
+            }
+        }
+        for (&p, &next) in &next_offsets {
+            if let Some(&at) = oldest.get(&p) {
+                self.latency.note_batch(p, next, at);
+            }
         }
         for p in next_offsets.keys() {
             if let Some(state) = self.partitions.get_mut(p) {
@@ -380,6 +397,7 @@ impl Pipeline {
             }
         }
         self.dispatch(&next_offsets).await;
+        metrics::histogram!(m::BATCH_DURATION_SECONDS).record(received.elapsed().as_secs_f64());
     }
 
     /// Parses and applies one input record into the outbox.
@@ -442,7 +460,12 @@ impl Pipeline {
                     .send(&mut self.clients, &self.outbox, Some(offsets))
                     .await
                 {
-                    AfterBatch::Continue => {}
+                    AfterBatch::Continue => {
+                        let now = now_ms();
+                        for (&p, &next) in next_offsets {
+                            self.latency.acknowledged(p, next, now);
+                        }
+                    }
                     AfterBatch::Rewind => self.rewind(),
                     AfterBatch::Stop(error) => self.fatal = Some(error),
                 }
@@ -455,7 +478,11 @@ impl Pipeline {
     fn store_offsets(&mut self) {
         if let Mode::AtLeastOnce(_) = self.mode {
             let partitions = &self.partitions;
-            AtLeastOnce::store_offsets(&self.clients, |p| partitions.contains_key(&p));
+            let stored = AtLeastOnce::store_offsets(&self.clients, |p| partitions.contains_key(&p));
+            let now = now_ms();
+            for (p, next) in stored {
+                self.latency.acknowledged(p, next, now);
+            }
         }
     }
 

@@ -172,6 +172,7 @@ async fn get_only(request: Request, next: Next) -> Response {
 }
 
 async fn render(State(endpoints): State<Endpoints>) -> String {
+    crate::metrics::collect_process_metrics();
     endpoints.metrics.render()
 }
 

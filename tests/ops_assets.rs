@@ -92,7 +92,7 @@ fn the_dashboard_works_beyond_the_compose_stack() {
         for target in panel["targets"].as_array().unwrap() {
             assert_eq!(target["datasource"]["uid"], "${datasource}", "{title}");
             let expr = target["expr"].as_str().unwrap();
-            let selectors = expr.matches("sessionflow_").count();
+            let selectors = expr.matches("sessionflow_").count() + expr.matches("process_").count();
             assert_eq!(
                 expr.matches(r#"job=~"$job", instance=~"$instance""#)
                     .count(),

@@ -220,24 +220,25 @@ impl AtLeastOnce {
 
     /// Hands committable offsets of the assigned partitions to the consumer; auto-commit
     /// sends them in batches.
-    pub fn store_offsets(clients: &Clients, assigned: impl Fn(i32) -> bool) {
-        let moved = lock(&clients.delivery.tracker).take_committable();
+    /// Returns the offsets stored: every input record before them is acknowledged.
+    pub fn store_offsets(clients: &Clients, assigned: impl Fn(i32) -> bool) -> Vec<(i32, i64)> {
+        let mut moved = lock(&clients.delivery.tracker).take_committable();
+        moved.retain(|&(partition, _)| assigned(partition));
         if moved.is_empty() {
-            return;
+            return moved;
         }
         let mut list = TopicPartitionList::new();
-        for (partition, offset) in moved {
-            if assigned(partition) {
-                let _ = list.add_partition_offset(
-                    &clients.routes.input_topic,
-                    partition,
-                    Offset::Offset(offset),
-                );
-            }
+        for &(partition, offset) in &moved {
+            let _ = list.add_partition_offset(
+                &clients.routes.input_topic,
+                partition,
+                Offset::Offset(offset),
+            );
         }
         if let Err(error) = clients.consumer.store_offsets(&list) {
             tracing::debug!(%error, "Could not store offsets (partition revoked meanwhile?).");
         }
+        moved
     }
 
     /// The shutdown drain, bounded by `deadline`: retries, released changelog writes and

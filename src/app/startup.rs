@@ -84,6 +84,7 @@ pub(super) async fn start(
         fatal: None,
         input_health,
         leave_unclosed: false,
+        latency: Default::default(),
     }))
 }
 
