@@ -28,6 +28,19 @@ fn proxy_alone() -> MutexGuard<'static, ()> {
     PROXY.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Sends SIGTERM and waits (up to `bound`) for the process to exit: its status, and how long
+/// after the signal it exited.
+fn terminate_timed(run: &mut Running, bound: Duration) -> (std::process::ExitStatus, Duration) {
+    signal(run.child.id(), "TERM");
+    let signalled = Instant::now();
+    let mut status = None;
+    wait_until("the process to exit after SIGTERM", bound, || {
+        status = run.child.try_wait().unwrap();
+        status.is_some()
+    });
+    (status.unwrap(), signalled.elapsed())
+}
+
 /// The broker becomes unreachable while a restarted instance restores its partitions from
 /// the changelog. The restore is retried (counted, logged) instead of starting empty; each
 /// partition's restored state holds exactly the sessions `replay` holds after the input
@@ -215,19 +228,7 @@ fn sigterm(delivery: &str, broker_reachable: bool) {
     if !broker_reachable {
         proxy.go_down();
     }
-    signal(first.child.id(), "TERM");
-    let signalled = Instant::now();
-    let mut status = None;
-    wait_until(
-        "the process to exit after SIGTERM",
-        Duration::from_secs(60),
-        || {
-            status = first.child.try_wait().unwrap();
-            status.is_some()
-        },
-    );
-    let took = signalled.elapsed();
-    let status = status.unwrap();
+    let (status, took) = terminate_timed(&mut first, Duration::from_secs(60));
     let log = first.log_text();
     eprintln!(
         "{name}: exited {:.1} s after SIGTERM ({status}; drain_timeout_ms {DRAIN_TIMEOUT_MS} + 10 s grace)",
@@ -497,22 +498,11 @@ fn a_signal_while_transactions_initialise_stops_without_waiting_for_the_call() {
         },
     );
     let before_signal = run.log_text();
-    signal(run.child.id(), "TERM");
-    let signalled = Instant::now();
-    let mut status = None;
-    wait_until(
-        "the process to exit after SIGTERM",
-        Duration::from_secs(120),
-        || {
-            status = run.child.try_wait().unwrap();
-            status.is_some()
-        },
-    );
-    let took = signalled.elapsed();
+    let (status, took) = terminate_timed(&mut run, Duration::from_secs(120));
     let log = run.log_text();
     proxy.resume();
     eprintln!("stopped {took:?} after SIGTERM during transaction initialisation");
-    assert!(status.unwrap().success(), "{log}");
+    assert!(status.success(), "{log}");
     assert!(
         !before_signal.contains("Transactions initialised"),
         "the call had returned before the signal: the test did not reach its stage\n{log}"
