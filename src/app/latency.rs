@@ -36,23 +36,32 @@ impl PendingLatency {
     }
 
     /// Everything of `partition` before `next_offset` is acknowledged at `now_ms`: records
-    /// the latency of each batch that ends there or before; returns the latencies recorded,
-    /// in milliseconds.
-    pub fn acknowledged(&mut self, partition: i32, next_offset: i64, now_ms: i64) -> Vec<i64> {
-        let mut recorded = Vec::new();
+    /// the latency of each batch that ends there or before.
+    pub fn acknowledged(&mut self, partition: i32, next_offset: i64, now_ms: i64) {
+        self.take_acknowledged(partition, next_offset, now_ms, |latency_ms| {
+            metrics::histogram!(m::PROCESSING_LATENCY_SECONDS).record(latency_ms as f64 / 1000.0);
+        });
+    }
+
+    /// Removes the batches of `partition` that end at or before `next_offset`, handing each
+    /// one's latency in milliseconds (never below 0) to `record`.
+    fn take_acknowledged(
+        &mut self,
+        partition: i32,
+        next_offset: i64,
+        now_ms: i64,
+        mut record: impl FnMut(i64),
+    ) {
         let Some(waiting) = self.by_partition.get_mut(&partition) else {
-            return recorded;
+            return;
         };
         while let Some(batch) = waiting.front().copied() {
             if batch.next_offset > next_offset {
                 break;
             }
             waiting.pop_front();
-            let latency_ms = (now_ms - batch.oldest_timestamp_ms).max(0);
-            metrics::histogram!(m::PROCESSING_LATENCY_SECONDS).record(latency_ms as f64 / 1000.0);
-            recorded.push(latency_ms);
+            record((now_ms - batch.oldest_timestamp_ms).max(0));
         }
-        recorded
     }
 
     /// A partition revoked, or re-read after an aborted transaction: its waiting batches are
@@ -73,25 +82,30 @@ mod tests {
     #[test]
     fn a_batch_is_recorded_once_its_last_offset_is_acknowledged() {
         let mut pending = PendingLatency::default();
+        let acknowledged = |pending: &mut PendingLatency, partition, next, now| {
+            let mut recorded = Vec::new();
+            pending.take_acknowledged(partition, next, now, |ms| recorded.push(ms));
+            recorded
+        };
         pending.note_batch(0, 10, 1_000);
         pending.note_batch(0, 20, 2_000);
         pending.note_batch(1, 5, 1_500);
         assert_eq!(
-            pending.acknowledged(0, 9, 3_000),
+            acknowledged(&mut pending, 0, 9, 3_000),
             Vec::<i64>::new(),
             "not yet"
         );
-        assert_eq!(pending.acknowledged(0, 10, 3_000), vec![2_000]);
-        assert_eq!(pending.acknowledged(0, 25, 4_000), vec![2_000]);
+        assert_eq!(acknowledged(&mut pending, 0, 10, 3_000), vec![2_000]);
+        assert_eq!(acknowledged(&mut pending, 0, 25, 4_000), vec![2_000]);
         assert_eq!(
-            pending.acknowledged(0, 30, 5_000),
+            acknowledged(&mut pending, 0, 30, 5_000),
             Vec::<i64>::new(),
             "recorded once"
         );
         pending.forget(1);
-        assert_eq!(pending.acknowledged(1, 5, 5_000), Vec::<i64>::new());
+        assert_eq!(acknowledged(&mut pending, 1, 5, 5_000), Vec::<i64>::new());
         // A record stamped in the future (a producer's clock) counts as 0, not negative.
         pending.note_batch(2, 1, 9_000);
-        assert_eq!(pending.acknowledged(2, 1, 5_000), vec![0]);
+        assert_eq!(acknowledged(&mut pending, 2, 1, 5_000), vec![0]);
     }
 }
