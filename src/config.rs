@@ -51,9 +51,68 @@ pub struct RawConfig {
     pub http: RawHttp,
     pub log: RawLog,
     /// librdkafka properties passed through (`"linger.ms" = 5` or `"linger.ms" = "5"`:
-    /// numbers and booleans are written as librdkafka reads them).
-    #[serde(deserialize_with = "kafka_properties")]
-    pub kafka: BTreeMap<String, String>,
+    /// numbers and booleans are written as librdkafka reads them), with the consumers' and
+    /// the producers' own in `[kafka.consumer]` and `[kafka.producer]`.
+    pub kafka: RawKafka,
+}
+
+/// The `[kafka]` table: properties for every client, and two sub-tables for one kind of
+/// client each (librdkafka warns of a consumer property given to a producer and back).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RawKafka {
+    #[serde(flatten)]
+    pub shared: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub consumer: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub producer: BTreeMap<String, String>,
+}
+
+/// An entry of the `[kafka]` table: a property, or one of the two sub-tables.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum KafkaEntry {
+    Property(PropertyValue),
+    Table(BTreeMap<String, PropertyValue>),
+}
+
+impl<'de> Deserialize<'de> for RawKafka {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let entries = BTreeMap::<String, KafkaEntry>::deserialize(deserializer)?;
+        let mut kafka = RawKafka::default();
+        for (key, entry) in entries {
+            match (key.as_str(), entry) {
+                (_, KafkaEntry::Property(value)) if !is_client_kind(&key) => {
+                    kafka.shared.insert(key, value.into_text());
+                }
+                ("consumer" | "producer", KafkaEntry::Table(table)) => {
+                    let target = if key == "consumer" {
+                        &mut kafka.consumer
+                    } else {
+                        &mut kafka.producer
+                    };
+                    target.extend(table.into_iter().map(|(k, v)| (k, v.into_text())));
+                }
+                (_, KafkaEntry::Table(_)) => {
+                    return Err(D::Error::custom(format!(
+                        "`kafka.{key}` is a table; the only tables in [kafka] are [kafka.consumer] and [kafka.producer] (a dotted librdkafka property is quoted: \"{key}.…\" = …)"
+                    )))
+                }
+                (_, KafkaEntry::Property(_)) => {
+                    return Err(D::Error::custom(format!(
+                        "`kafka.{key}` must be a table of librdkafka properties ([kafka.{key}])"
+                    )))
+                }
+            }
+        }
+        Ok(kafka)
+    }
+}
+
+/// `consumer` and `producer` name the sub-tables of `[kafka]`, not properties.
+fn is_client_kind(key: &str) -> bool {
+    key == "consumer" || key == "producer"
 }
 
 /// A librdkafka property value as TOML (or a `--set`) may spell it.
@@ -75,13 +134,6 @@ impl PropertyValue {
             PropertyValue::Flag(b) => b.to_string(),
         }
     }
-}
-
-fn kafka_properties<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<BTreeMap<String, String>, D::Error> {
-    let raw = BTreeMap::<String, PropertyValue>::deserialize(deserializer)?;
-    Ok(raw.into_iter().map(|(k, v)| (k, v.into_text())).collect())
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -209,7 +261,7 @@ impl Default for RawConfig {
             log: RawLog {
                 format: "text".into(),
             },
-            kafka: BTreeMap::new(),
+            kafka: RawKafka::default(),
         }
     }
 }
@@ -280,8 +332,13 @@ pub struct Config {
     pub liveness_timeout: Option<Duration>,
     pub http_listen: SocketAddr,
     pub log_format: LogFormat,
-    /// librdkafka properties for every client, `bootstrap.servers` included.
+    /// librdkafka properties for every client, `bootstrap.servers` included (the admin
+    /// client takes these alone).
     pub kafka: BTreeMap<String, String>,
+    /// Properties for the consumers (input, changelog): `[kafka]`, then `[kafka.consumer]`.
+    pub kafka_consumer: BTreeMap<String, String>,
+    /// Properties for the producers: `[kafka]`, then `[kafka.producer]`.
+    pub kafka_producer: BTreeMap<String, String>,
 }
 
 /// Loads the layers: defaults, then `file` if given, then the environment, then `overrides`
@@ -318,23 +375,26 @@ pub fn load(file: Option<&Path>, overrides: &[(String, String)]) -> Result<Confi
         let key = key.as_str().to_ascii_lowercase();
         !key.starts_with("kafka__") && !key.starts_with("kafka.")
     }));
-    let from_env = kafka_from_env(std::env::vars());
-    if !from_env.is_empty() {
-        figment = figment.merge(("kafka", from_env));
+    for (kind, properties) in kafka_from_env(std::env::vars()) {
+        figment = match kind {
+            None => figment.merge(("kafka", properties)),
+            Some(kind) => figment.merge(("kafka", BTreeMap::from([(kind, properties)]))),
+        };
     }
-    let mut kafka_overrides = BTreeMap::new();
     for (key, value) in overrides {
         match kafka_property(key) {
             // A librdkafka property's name is dotted itself: `kafka.linger.ms` is the
             // property `linger.ms`, not a table `linger` with a key `ms`.
-            Some(property) => {
-                kafka_overrides.insert(property, property_value(value));
+            Some((None, property)) => {
+                figment =
+                    figment.merge(("kafka", BTreeMap::from([(property, property_value(value))])));
+            }
+            Some((Some(kind), property)) => {
+                let table = BTreeMap::from([(property, property_value(value))]);
+                figment = figment.merge(("kafka", BTreeMap::from([(kind, table)])));
             }
             None => figment = figment.merge(Toml::string(&override_toml(key, value))),
         }
-    }
-    if !kafka_overrides.is_empty() {
-        figment = figment.merge(("kafka", kafka_overrides));
     }
     let raw: RawConfig = figment
         .extract()
@@ -342,15 +402,21 @@ pub fn load(file: Option<&Path>, overrides: &[(String, String)]) -> Result<Confi
     raw.validate()
 }
 
-/// The librdkafka property an override key names: `kafka.linger.ms` and
-/// `kafka."linger.ms"` are both `linger.ms`.
-fn kafka_property(key: &str) -> Option<String> {
+/// The librdkafka property an override key names, and the kind of client it is for (`None`:
+/// every client): `kafka.linger.ms` and `kafka."linger.ms"` are both `linger.ms`,
+/// `kafka.consumer.fetch.min.bytes` is the consumers' `fetch.min.bytes` (no librdkafka
+/// property starts with `consumer.` or `producer.`).
+fn kafka_property(key: &str) -> Option<(Option<String>, String)> {
     let rest = key.strip_prefix("kafka.")?.trim();
+    let (kind, rest) = match rest.split_once('.') {
+        Some((kind, property)) if is_client_kind(kind) => (Some(kind.to_owned()), property),
+        _ => (None, rest),
+    };
     let unquoted = rest
         .strip_prefix('"')
         .and_then(|r| r.strip_suffix('"'))
         .unwrap_or(rest);
-    Some(unquoted.to_owned())
+    Some((kind, unquoted.to_owned()))
 }
 
 /// An override's value for a librdkafka property, read like every other override (see
@@ -362,18 +428,30 @@ fn property_value(value: &str) -> String {
         .map_or_else(|_| value.trim().to_owned(), PropertyValue::into_text)
 }
 
-/// `[kafka]` properties from `SESSIONFLOW__KAFKA__*` variables (see [`load`]).
-fn kafka_from_env(vars: impl Iterator<Item = (String, String)>) -> BTreeMap<String, String> {
+/// `[kafka]` properties from `SESSIONFLOW__KAFKA__*` variables (see [`load`]), by the
+/// kind of client they are for: `SESSIONFLOW__KAFKA__CONSUMER__FETCH_MIN_BYTES` is
+/// `[kafka.consumer]`'s `fetch.min.bytes`.
+fn kafka_from_env(
+    vars: impl Iterator<Item = (String, String)>,
+) -> BTreeMap<Option<String>, BTreeMap<String, String>> {
     const PREFIX: &str = "SESSIONFLOW__KAFKA__";
-    vars.filter_map(|(name, value)| {
-        let rest = name.strip_prefix(PREFIX)?.to_ascii_lowercase();
+    let mut by_kind: BTreeMap<Option<String>, BTreeMap<String, String>> = BTreeMap::new();
+    for (name, value) in vars {
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let rest = rest.to_ascii_lowercase();
+        let (kind, rest) = match rest.split_once("__") {
+            Some((kind, property)) if is_client_kind(kind) => (Some(kind.to_owned()), property),
+            _ => (None, rest.as_str()),
+        };
         let key = match rest.strip_suffix("_file") {
             Some(base) => format!("{}{FILE_SUFFIX}", base.replace('_', ".")),
             None => rest.replace('_', "."),
         };
-        Some((key, value))
-    })
-    .collect()
+        by_kind.entry(kind).or_default().insert(key, value);
+    }
+    by_kind
 }
 
 /// A `[kafka]` key ending in this reads the value of the key without it from a file.
@@ -411,7 +489,7 @@ pub fn redacted(properties: &BTreeMap<String, String>) -> BTreeMap<String, Strin
 
 /// Replaces every `key_file = PATH` with `key = <the file's contents>` (a trailing newline
 /// dropped). Errors name the key and the path, never the contents.
-fn resolve_files(kafka: &mut BTreeMap<String, String>) -> Result<(), ConfigError> {
+fn resolve_files(table: &str, kafka: &mut BTreeMap<String, String>) -> Result<(), ConfigError> {
     let file_keys: Vec<String> = kafka
         .keys()
         .filter(|k| k.ends_with(FILE_SUFFIX))
@@ -422,12 +500,12 @@ fn resolve_files(kafka: &mut BTreeMap<String, String>) -> Result<(), ConfigError
         let key = file_key[..file_key.len() - FILE_SUFFIX.len()].to_owned();
         if kafka.contains_key(&key) {
             return Err(ConfigError::Load(format!(
-                "invalid configuration: both `kafka.\"{key}\"` and `kafka.\"{file_key}\"` are set; keep one"
+                "invalid configuration: both `{table}.\"{key}\"` and `{table}.\"{file_key}\"` are set; keep one"
             )));
         }
         let contents = std::fs::read_to_string(&path).map_err(|e| {
             ConfigError::Load(format!(
-                "invalid configuration (key `kafka.\"{file_key}\"`): cannot read {path}: {e}"
+                "invalid configuration (key `{table}.\"{file_key}\"`): cannot read {path}: {e}"
             ))
         })?;
         let value = contents.strip_suffix('\n').unwrap_or(&contents);
@@ -458,6 +536,8 @@ impl std::fmt::Debug for Config {
             .field("http_listen", &self.http_listen)
             .field("log_format", &self.log_format)
             .field("kafka", &redacted(&self.kafka))
+            .field("kafka_consumer", &redacted(&self.kafka_consumer))
+            .field("kafka_producer", &redacted(&self.kafka_producer))
             .finish()
     }
 }
@@ -655,11 +735,24 @@ impl RawConfig {
         };
         let group_instance_id =
             Some(self.pipeline.group_instance_id.trim().to_owned()).filter(|id| !id.is_empty());
-        let mut kafka = self.kafka;
-        resolve_files(&mut kafka)?;
+        let RawKafka {
+            shared: mut kafka,
+            consumer: mut consumer_only,
+            producer: mut producer_only,
+        } = self.kafka;
+        resolve_files("kafka", &mut kafka)?;
+        resolve_files("kafka.consumer", &mut consumer_only)?;
+        resolve_files("kafka.producer", &mut producer_only)?;
         kafka
             .entry("bootstrap.servers".into())
             .or_insert(non_empty("brokers", self.brokers)?);
+        let for_kind = |only: BTreeMap<String, String>| {
+            let mut merged = kafka.clone();
+            merged.extend(only);
+            merged
+        };
+        let kafka_consumer = for_kind(consumer_only);
+        let kafka_producer = for_kind(producer_only);
         Ok(Config {
             group_id: non_empty("group_id", self.group_id)?,
             delivery,
@@ -690,6 +783,8 @@ impl RawConfig {
             http_listen,
             log_format,
             kafka,
+            kafka_consumer,
+            kafka_producer,
         })
     }
 }
@@ -752,6 +847,41 @@ mod tests {
     }
 
     #[test]
+    fn kafka_consumer_and_producer_tables_reach_only_their_kind_of_client() {
+        let file = write(
+            "[kafka]\n\"linger.ms\" = 7\n\"client.rack\" = \"r1\"\n[kafka.consumer]\n\"fetch.min.bytes\" = 1024\n\"client.rack\" = \"r2\"\n[kafka.producer]\n\"batch.size\" = 65536\n",
+        );
+        let config = load(
+            Some(file.path()),
+            &[
+                ("kafka.producer.linger.ms".into(), "20".into()),
+                ("kafka.consumer.\"fetch.wait.max.ms\"".into(), "50".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.kafka["linger.ms"], "7");
+        assert!(!config.kafka.contains_key("fetch.min.bytes"));
+        assert!(!config.kafka.contains_key("batch.size"));
+        assert_eq!(config.kafka_consumer["fetch.min.bytes"], "1024");
+        assert_eq!(config.kafka_consumer["fetch.wait.max.ms"], "50");
+        assert_eq!(
+            config.kafka_consumer["client.rack"], "r2",
+            "the kind's own value wins"
+        );
+        assert_eq!(config.kafka_consumer["bootstrap.servers"], "127.0.0.1:9092");
+        assert!(!config.kafka_consumer.contains_key("batch.size"));
+        assert_eq!(config.kafka_producer["batch.size"], "65536");
+        assert_eq!(config.kafka_producer["linger.ms"], "20");
+        assert_eq!(config.kafka_producer["client.rack"], "r1");
+        assert!(!config.kafka_producer.contains_key("fetch.min.bytes"));
+
+        let stray = write("[kafka.admin]\n\"x\" = 1\n");
+        let error = load(Some(stray.path()), &[]).unwrap_err().to_string();
+        assert!(error.contains("kafka.admin"), "{error}");
+        assert!(error.contains("[kafka.consumer]"), "{error}");
+    }
+
+    #[test]
     fn kafka_properties_take_dotted_names_numbers_and_booleans() {
         let file = write("[kafka]\n\"linger.ms\" = 7\n\"enable.idempotence\" = true\n\"sticky.partitioning.linger.ms\" = 2.5\n");
         let config = load(
@@ -802,13 +932,20 @@ mod tests {
                     "/run/secrets/kafka",
                 ),
                 ("SESSIONFLOW__KAFKA__SECURITY_PROTOCOL", "SASL_SSL"),
+                ("SESSIONFLOW__KAFKA__CONSUMER__FETCH_MIN_BYTES", "1024"),
                 ("SESSIONFLOW__BROKERS", "b:1"),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned())),
         );
-        assert_eq!(from_env["sasl.password_file"], "/run/secrets/kafka");
-        assert_eq!(from_env["security.protocol"], "SASL_SSL");
+        let shared = &from_env[&None];
+        assert_eq!(shared["sasl.password_file"], "/run/secrets/kafka");
+        assert_eq!(shared["security.protocol"], "SASL_SSL");
+        assert_eq!(shared.len(), 2);
+        assert_eq!(
+            from_env[&Some("consumer".into())]["fetch.min.bytes"],
+            "1024"
+        );
         assert_eq!(from_env.len(), 2);
 
         let missing = load(

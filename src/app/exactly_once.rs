@@ -92,11 +92,11 @@ pub fn another_instance(
     })
 }
 
-/// The producer's `transaction.timeout.ms` as configured in the `[kafka]` table, or
-/// sessionflow's default.
+/// The producer's `transaction.timeout.ms` as configured in `[kafka]` or
+/// `[kafka.producer]`, or sessionflow's default.
 fn transaction_timeout(config: &Config) -> Duration {
     config
-        .kafka
+        .kafka_producer
         .get("transaction.timeout.ms")
         .and_then(|ms| ms.trim().parse::<u64>().ok())
         .map_or(DEFAULT_TRANSACTION_TIMEOUT, Duration::from_millis)
@@ -410,7 +410,7 @@ impl ExactlyOnce {
         tracing::warn!(%error, "Transactional producer failed; replacing it and rewinding.");
         count(m::OUTCOME_ABORTED);
         let replaced = sink::output_producer(
-            &config.kafka,
+            &config.kafka_producer,
             clients.delivery.clone(),
             config.limits.max_record_bytes,
             Some(&config.transactional_id),

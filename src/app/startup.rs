@@ -41,7 +41,7 @@ pub(super) async fn start(
     let delivery = DeliveryState::new();
     let exactly_once = config.delivery == Delivery::ExactlyOnce;
     let producer = Arc::new(sink::output_producer(
-        &config.kafka,
+        &config.kafka_producer,
         delivery.clone(),
         config.limits.max_record_bytes,
         exactly_once.then_some(config.transactional_id.as_str()),

@@ -31,8 +31,8 @@ impl ClientContext for SetupContext {
     /// librdkafka reports authentication and TLS failures as log lines from its broker
     /// threads (the error events are not served during a blocking metadata request).
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        super::forward_log(level, facility, message);
         if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
-            tracing::warn!(facility, message, "librdkafka");
             *lock(&self.last_error) = Some(message.to_owned());
         }
     }

@@ -81,6 +81,30 @@ pub fn base_config(properties: &BTreeMap<String, String>) -> ClientConfig {
     config
 }
 
+/// librdkafka's own log lines (configuration warnings, broker connection trouble) into the
+/// process log. Without this they go to the `log` crate, which nothing here reads.
+pub fn forward_log(level: RDKafkaLogLevel, facility: &str, message: &str) {
+    if (level as i32) <= (RDKafkaLogLevel::Error as i32) {
+        tracing::error!(facility, message, "librdkafka");
+    } else if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+        tracing::warn!(facility, message, "librdkafka");
+    } else {
+        tracing::debug!(facility, message, "librdkafka");
+    }
+}
+
+/// A context that only forwards librdkafka's log (see [`forward_log`]), for clients with
+/// nothing else to report (the changelog reader).
+pub struct LogContext;
+
+impl rdkafka::client::ClientContext for LogContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        forward_log(level, facility, message);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for LogContext {}
+
 /// Sets `key` unless the `[kafka]` table already did (the operator's word wins).
 pub(crate) fn set_default(config: &mut ClientConfig, key: &str, value: &str) {
     if config.get(key).is_none() {

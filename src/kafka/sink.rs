@@ -81,6 +81,10 @@ pub struct OutputContext {
 }
 
 impl ClientContext for OutputContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        super::forward_log(level, facility, message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(%error, reason, "Kafka producer error.");
     }
@@ -335,7 +339,11 @@ pub struct LoadContext {
     pub delivery_errors: AtomicU64,
 }
 
-impl ClientContext for LoadContext {}
+impl ClientContext for LoadContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        super::forward_log(level, facility, message);
+    }
+}
 
 impl ProducerContext for LoadContext {
     type DeliveryOpaque = usize;

@@ -76,6 +76,10 @@ pub fn position_lag(end_offset: i64, position: i64) -> i64 {
 }
 
 impl ClientContext for InputContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        super::forward_log(level, facility, message);
+    }
+
     fn stats(&self, statistics: Statistics) {
         let Some(topic) = statistics.topics.get(&self.topic) else {
             return;
@@ -194,7 +198,7 @@ pub fn input_consumer(
     config: &Config,
     context: InputContext,
 ) -> Result<StreamConsumer<InputContext>, KafkaSetupError> {
-    let mut consumer_config = base_config(&config.kafka);
+    let mut consumer_config = base_config(&config.kafka_consumer);
     let (auto_commit, isolation) = match config.delivery {
         Delivery::ExactlyOnce => ("false", "read_committed"),
         Delivery::AtLeastOnce => ("true", "read_uncommitted"),
@@ -280,15 +284,16 @@ pub fn read_changelog_partition<E>(
         partition,
         source,
     };
-    let mut client = base_config(&config.kafka);
+    let mut client = base_config(&config.kafka_consumer);
     client.set("enable.auto.commit", "false");
     client.set("group.id", format!("{}.restore", config.group_id));
     client.set("max.partition.fetch.bytes", "10485760");
     client.set("isolation.level", "read_committed");
     client.set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = client
-        .create()
-        .map_err(|e| client_error("restore consumer", e))?;
+    let consumer: BaseConsumer<super::LogContext> =
+        client
+            .create_with_context(super::LogContext)
+            .map_err(|e| client_error("restore consumer", e))?;
     let (low, high) = consumer
         .fetch_watermarks(topic, partition, CHANGELOG_STALL_LIMIT)
         .map_err(kafka_error)?;
@@ -335,6 +340,69 @@ pub fn read_changelog_partition<E>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The log lines written while `create` runs on this thread (librdkafka reports
+    /// configuration warnings from the thread that creates the client).
+    fn log_while(create: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Captured(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                lock(&self.0).extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, create);
+        let bytes = lock(&captured.0).clone();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    fn consumer_log(overrides: &[(&str, &str)]) -> String {
+        let overrides: Vec<(String, String)> = overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let config = crate::config::load(None, &overrides).unwrap();
+        // The stream consumer spawns its wake-up task on the current runtime.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _entered = runtime.enter();
+        log_while(|| {
+            let context = InputContext {
+                topic: "in".into(),
+                changes: Default::default(),
+                lag: Default::default(),
+                fetch: Default::default(),
+                read_committed: false,
+                delivery: DeliveryState::new(),
+                drain: Default::default(),
+            };
+            drop(input_consumer(&config, context).unwrap());
+        })
+    }
+
+    #[test]
+    fn producer_properties_kept_to_their_table_reach_no_consumer_and_librdkafka_says_so_otherwise()
+    {
+        let kept = consumer_log(&[("kafka.producer.linger.ms", "20")]);
+        assert!(!kept.contains("will be ignored"), "{kept}");
+        let shared = consumer_log(&[("kafka.linger.ms", "20")]);
+        assert!(
+            shared.contains("queue.buffering.max.ms is a producer property and will be ignored"),
+            "librdkafka's warning reaches the log: {shared}"
+        );
+    }
 
     #[test]
     fn lag_counts_from_the_position_to_the_end_and_is_unknown_before_the_first_fetch() {
