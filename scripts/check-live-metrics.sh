@@ -20,7 +20,13 @@ scrape() {
     sed '1,/^\r$/d' <&3) 2>/dev/null
 }
 
-counted() { grep -q '^sessionflow_records_total{outcome="applied"} [1-9]' "$work/metrics"; }
+# Records counted, and librdkafka's statistics of both clients exported (once a second).
+counted() {
+  grep -q '^sessionflow_records_total{outcome="applied"} [1-9]' "$work/metrics" &&
+    grep -q '^sessionflow_kafka_broker_up{client="consumer",broker="[0-9]*"} 1' "$work/metrics" &&
+    grep -q '^sessionflow_kafka_broker_up{client="producer",broker="[0-9]*"} 1' "$work/metrics" &&
+    grep -q '^sessionflow_kafka_fetch_queue_messages{' "$work/metrics"
+}
 
 for _ in $(seq 1 180); do
   scrape >"$work/metrics" || true
@@ -32,6 +38,9 @@ for _ in $(seq 1 180); do
   fi
   sleep 1
 done
-counted || { echo "check-live-metrics: no records counted within 180 s" >&2; exit 1; }
+counted || {
+  echo "check-live-metrics: no records counted, or no librdkafka statistics, within 180 s" >&2
+  exit 1
+}
 echo "check-live-metrics: $(grep -c '^# HELP' "$work/metrics") metrics with help text, $(grep -vc '^#' "$work/metrics") samples"
 promtool check metrics <"$work/metrics"

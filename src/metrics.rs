@@ -53,6 +53,30 @@ pub const INPUT_STALLED_SECONDS: &str = "sessionflow_input_stalled_seconds";
 /// Beyond the SPEC's table: distinct unknown status texts interned in state, all partitions
 /// (each is reclaimed once no session holds it).
 pub const UNKNOWN_STATUSES: &str = "sessionflow_unknown_statuses";
+/// Beyond the SPEC's table: sessions in a non-terminal status whose latest state came with
+/// an `actor` (an impersonation), all partitions.
+pub const IMPERSONATED_SESSIONS: &str = "sessionflow_impersonated_sessions";
+
+/// Beyond the SPEC's table: librdkafka's statistics (`statistics.interval.ms`, every second),
+/// a chosen few, labelled by `client` (`consumer`: the input consumer; `producer`: the output
+/// producer) and, per broker, `broker` (its node id). Exported by `kafka::stats`.
+pub const KAFKA_BROKER_UP: &str = "sessionflow_kafka_broker_up";
+pub const KAFKA_BROKER_RTT_AVG_SECONDS: &str = "sessionflow_kafka_broker_rtt_avg_seconds";
+pub const KAFKA_BROKER_RTT_P99_SECONDS: &str = "sessionflow_kafka_broker_rtt_p99_seconds";
+pub const KAFKA_BROKER_REQUESTS_IN_FLIGHT: &str = "sessionflow_kafka_broker_requests_in_flight";
+pub const KAFKA_BROKER_REQUESTS_QUEUED: &str = "sessionflow_kafka_broker_requests_queued";
+pub const KAFKA_BROKER_REQUEST_TIMEOUTS_TOTAL: &str =
+    "sessionflow_kafka_broker_request_timeouts_total";
+pub const KAFKA_BROKER_ERRORS_TOTAL: &str = "sessionflow_kafka_broker_errors_total";
+pub const KAFKA_BROKER_DISCONNECTS_TOTAL: &str = "sessionflow_kafka_broker_disconnects_total";
+pub const KAFKA_PRODUCER_QUEUE_MESSAGES: &str = "sessionflow_kafka_producer_queue_messages";
+pub const KAFKA_PRODUCER_QUEUE_BYTES: &str = "sessionflow_kafka_producer_queue_bytes";
+pub const KAFKA_FETCH_QUEUE_MESSAGES: &str = "sessionflow_kafka_fetch_queue_messages";
+pub const KAFKA_REBALANCES_TOTAL: &str = "sessionflow_kafka_rebalances_total";
+/// Beyond the SPEC's table: offset commits of the input consumer (automatic and explicit), by
+/// `outcome` (`committed`, `failed`), from librdkafka's commit callback.
+pub const KAFKA_COMMITS_TOTAL: &str = "sessionflow_kafka_commits_total";
+
 /// `action` label values of [`STATE_CORRUPT_RECORDS_TOTAL`].
 pub const ACTION_STOPPED: &str = "stopped";
 pub const ACTION_SKIPPED: &str = "skipped";
@@ -63,9 +87,11 @@ pub const OUTCOME_INVALID: &str = "invalid";
 /// `outcome` label values of [`TRANSACTIONS_TOTAL`].
 pub const OUTCOME_COMMITTED: &str = "committed";
 pub const OUTCOME_ABORTED: &str = "aborted";
+/// `outcome` label value of [`KAFKA_COMMITS_TOTAL`] beside [`OUTCOME_COMMITTED`].
+pub const OUTCOME_FAILED: &str = "failed";
 
 /// Every metric name, for checks (dashboards, alerts, docs) against the code.
-pub const ALL: [&str; 22] = [
+pub const ALL: [&str; 36] = [
     RECORDS_TOTAL,
     TRANSITIONS_TOTAL,
     ANOMALIES_TOTAL,
@@ -88,6 +114,20 @@ pub const ALL: [&str; 22] = [
     UNKNOWN_STATUSES,
     PROCESSING_LATENCY_SECONDS,
     BATCH_DURATION_SECONDS,
+    IMPERSONATED_SESSIONS,
+    KAFKA_BROKER_UP,
+    KAFKA_BROKER_RTT_AVG_SECONDS,
+    KAFKA_BROKER_RTT_P99_SECONDS,
+    KAFKA_BROKER_REQUESTS_IN_FLIGHT,
+    KAFKA_BROKER_REQUESTS_QUEUED,
+    KAFKA_BROKER_REQUEST_TIMEOUTS_TOTAL,
+    KAFKA_BROKER_ERRORS_TOTAL,
+    KAFKA_BROKER_DISCONNECTS_TOTAL,
+    KAFKA_PRODUCER_QUEUE_MESSAGES,
+    KAFKA_PRODUCER_QUEUE_BYTES,
+    KAFKA_FETCH_QUEUE_MESSAGES,
+    KAFKA_REBALANCES_TOTAL,
+    KAFKA_COMMITS_TOTAL,
 ];
 
 /// Installs the global Prometheus recorder and describes every metric. Per-partition gauges
@@ -177,6 +217,10 @@ fn register() {
         metrics::gauge!(SESSIONS, "status" => status).set(0.0);
     }
     metrics::gauge!(UNKNOWN_STATUSES).set(0.0);
+    metrics::gauge!(IMPERSONATED_SESSIONS).set(0.0);
+    for outcome in [OUTCOME_COMMITTED, OUTCOME_FAILED] {
+        metrics::counter!(KAFKA_COMMITS_TOTAL, "outcome" => outcome).increment(0);
+    }
     metrics::counter!(STATE_RESTORED_SESSIONS_TOTAL).increment(0);
     metrics::counter!(DELIVERY_ERRORS_TOTAL).increment(0);
     metrics::counter!(STATE_RESTORE_RETRIES_TOTAL).increment(0);
@@ -290,6 +334,76 @@ fn describe() {
         Unit::Count,
         "Output deliveries that failed (queued for retry, or aborting their transaction)."
     );
+    describe_gauge!(
+        IMPERSONATED_SESSIONS,
+        Unit::Count,
+        "Sessions in a non-terminal status whose latest state came with an actor (impersonations), all partitions."
+    );
+    describe_gauge!(
+        KAFKA_BROKER_UP,
+        Unit::Count,
+        "1 while the client's connection to the broker is up (librdkafka statistics), by client and broker."
+    );
+    describe_gauge!(
+        KAFKA_BROKER_RTT_AVG_SECONDS,
+        Unit::Seconds,
+        "Mean request round trip to the broker over the last statistics interval, by client and broker."
+    );
+    describe_gauge!(
+        KAFKA_BROKER_RTT_P99_SECONDS,
+        Unit::Seconds,
+        "99th percentile of the request round trip to the broker over the last statistics interval, by client and broker."
+    );
+    describe_gauge!(
+        KAFKA_BROKER_REQUESTS_IN_FLIGHT,
+        Unit::Count,
+        "Requests sent to the broker and awaiting its response, by client and broker."
+    );
+    describe_gauge!(
+        KAFKA_BROKER_REQUESTS_QUEUED,
+        Unit::Count,
+        "Requests waiting to be sent to the broker, by client and broker."
+    );
+    describe_counter!(
+        KAFKA_BROKER_REQUEST_TIMEOUTS_TOTAL,
+        Unit::Count,
+        "Requests to the broker that timed out, by client and broker."
+    );
+    describe_counter!(
+        KAFKA_BROKER_ERRORS_TOTAL,
+        Unit::Count,
+        "Transmission and receive errors on the broker connection, by client, broker and direction (transmit, receive)."
+    );
+    describe_counter!(
+        KAFKA_BROKER_DISCONNECTS_TOTAL,
+        Unit::Count,
+        "Disconnections from the broker, by client and broker."
+    );
+    describe_gauge!(
+        KAFKA_PRODUCER_QUEUE_MESSAGES,
+        Unit::Count,
+        "Messages in the output producer's local queue, not yet acknowledged by a broker."
+    );
+    describe_gauge!(
+        KAFKA_PRODUCER_QUEUE_BYTES,
+        Unit::Bytes,
+        "Bytes of the messages in the output producer's local queue."
+    );
+    describe_gauge!(
+        KAFKA_FETCH_QUEUE_MESSAGES,
+        Unit::Count,
+        "Messages fetched from the broker and waiting in the input consumer's local queue, by topic and partition."
+    );
+    describe_counter!(
+        KAFKA_REBALANCES_TOTAL,
+        Unit::Count,
+        "Consumer group rebalances (assignments and revocations) of the input consumer, by group."
+    );
+    describe_counter!(
+        KAFKA_COMMITS_TOTAL,
+        Unit::Count,
+        "Offset commits of the input consumer (automatic and explicit), by outcome (committed, failed)."
+    );
     describe_counter!(
         TRANSACTIONS_TOTAL,
         Unit::Count,
@@ -395,8 +509,10 @@ pub fn export_gauges<'a>(
     let mut by_status: HashMap<&str, u64> = HashMap::new();
     let mut totals = GaugeTotals::default();
     let mut unknown_statuses = 0;
+    let mut impersonated = 0;
     for (partition, engine) in partitions {
         unknown_statuses += engine.unknown_statuses();
+        impersonated += engine.impersonated_live_sessions();
         for (status, n) in engine.sessions_by_status() {
             *by_status.entry(status).or_default() += n;
         }
@@ -416,6 +532,7 @@ pub fn export_gauges<'a>(
         }
     }
     metrics::gauge!(UNKNOWN_STATUSES).set(unknown_statuses as f64);
+    metrics::gauge!(IMPERSONATED_SESSIONS).set(impersonated as f64);
     totals.sessions_held = by_status.values().sum();
     for (status, n) in by_status {
         metrics::gauge!(SESSIONS, "status" => status).set(n as f64);

@@ -144,7 +144,9 @@ fn run(deliveries: &[Snap], lateness: i64) -> (Vec<OwnedEvent>, Vec<SessionView>
             abandon_at: s.abandon_at,
             user_id: Some("user_x"),
             client_id: None,
-            impersonated: false,
+            // Some snapshots of a session are impersonations and some not: the count of
+            // live impersonated sessions must follow every change either way.
+            impersonated: s.updated_at / 60_000 % 3 == 0,
         };
         let source = Source {
             topic: "t",
@@ -153,13 +155,32 @@ fn run(deliveries: &[Snap], lateness: i64) -> (Vec<OwnedEvent>, Vec<SessionView>
         };
         engine.apply(&o, source, None, &mut events);
         engine.finish_record(&mut events);
+        assert_impersonated_live_counted(&engine);
     }
     if let Some(max) = engine.max_event_time() {
         engine.advance_watermark(max, &mut events);
+        assert_impersonated_live_counted(&engine);
     }
     let mut states: Vec<SessionView> = engine.sessions().collect();
     states.sort_by(|a, b| a.id.cmp(&b.id));
     (events, states)
+}
+
+/// The engine's running count of live impersonated sessions equals a recount of its state.
+fn assert_impersonated_live_counted(engine: &Engine) {
+    const TERMINAL: [&str; 6] = [
+        "ended",
+        "removed",
+        "revoked",
+        "replaced",
+        "expired",
+        "abandoned",
+    ];
+    let recount = engine
+        .sessions()
+        .filter(|s| s.impersonated && !TERMINAL.contains(&s.status.as_str()))
+        .count() as u64;
+    assert_eq!(engine.impersonated_live_sessions(), recount);
 }
 
 /// (session, from, to, at) of each transition, without the source.

@@ -2,7 +2,7 @@
 //! including the boundaries (deadline equal to the watermark, equal `updated_at`, `expire_at`
 //! equal to `abandon_at`, inferred `at` clamped to `since`).
 
-use sessionflow::engine::{Engine, EngineConfig, OwnedEvent};
+use sessionflow::engine::{Engine, EngineConfig, OwnedEvent, StateRecord};
 use sessionflow::model::{AnomalyKind, Cause, Observation, Outcome, Source};
 
 const T: i64 = 1_764_000_000_000;
@@ -670,6 +670,55 @@ fn inferred_events_carry_the_sessions_ids_and_impersonation() {
         OwnedEvent::Transition { session_id, user_id: Some(u), client_id: None, impersonated: true, cause: Cause::Inferred, source: None, .. }
             if session_id == "sess_2g7np7Hrk0SN6kj5EDMLDaKNL0S" && u == "user_2g7np7Hrk0SN6kj5EDMLDaKNL0S"
     ));
+}
+
+#[test]
+fn live_impersonated_sessions_are_counted_through_every_change() {
+    let mut run = Run::with(EngineConfig {
+        allowed_lateness_ms: 0,
+        terminal_retention_ms: H,
+        ..EngineConfig::default()
+    });
+    let acting = |o: Observation<'static>| Observation {
+        impersonated: true,
+        ..o
+    };
+    run.record(acting(with_deadlines(
+        obs("a", "active", T),
+        Some(T + H),
+        None,
+    )));
+    run.record(acting(obs("b", "active", T)));
+    run.record(obs("c", "active", T));
+    assert_eq!(run.engine.impersonated_live_sessions(), 2);
+    // b's next snapshot comes without an actor: no longer an impersonation.
+    run.record(obs("b", "pending", T + 1));
+    assert_eq!(run.engine.impersonated_live_sessions(), 1);
+    // a expires by inference: terminal sessions are not live.
+    run.record(obs("c", "active", T + H));
+    assert_eq!(run.engine.impersonated_live_sessions(), 0);
+    // A restore replaces and adds states; a tombstone forgets one.
+    let state = |status: &'static str, impersonated: bool| StateRecord {
+        status,
+        since: T,
+        updated_at: T,
+        created_at: Some(T),
+        expire_at: None,
+        abandon_at: None,
+        user_id: None,
+        client_id: None,
+        impersonated,
+        inferred: false,
+    };
+    run.engine.restore("c", &state("active", true));
+    run.engine.restore("d", &state("active", true));
+    assert_eq!(run.engine.impersonated_live_sessions(), 2);
+    run.engine.restore("d", &state("ended", true));
+    run.engine.forget("c");
+    assert_eq!(run.engine.impersonated_live_sessions(), 0);
+    run.engine.restore("e", &state("active", true));
+    run.record(obs("e", "revoked", T + H + 1));
+    assert_eq!(run.engine.impersonated_live_sessions(), 0);
 }
 
 #[test]

@@ -97,6 +97,7 @@ fn subscribed_consumer(
 ) -> anyhow::Result<Arc<StreamConsumer<InputContext>>> {
     let context = InputContext {
         topic: config.topics.input.clone(),
+        group: config.group_id.clone(),
         changes: Default::default(),
         lag: Default::default(),
         fetch: Default::default(),

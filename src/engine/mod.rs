@@ -339,6 +339,8 @@ pub struct Engine {
     max_event_time: Option<i64>,
     /// Sessions held per status code (`FIRST_OTHER` counts every other status).
     by_status: [u64; StatusCode::FIRST_OTHER as usize + 1],
+    /// Sessions held in a non-terminal status that are impersonations.
+    impersonated_live: u64,
     /// Reused buffer of timers due in one advance.
     due: Vec<(i64, u32)>,
 }
@@ -357,6 +359,7 @@ impl Engine {
             watermark: i64::MIN,
             max_event_time: None,
             by_status: [0; StatusCode::FIRST_OTHER as usize + 1],
+            impersonated_live: 0,
             due: Vec::new(),
         }
     }
@@ -391,6 +394,12 @@ impl Engine {
             .copied()
             .chain(std::iter::once("other"))
             .zip(self.by_status.iter().copied())
+    }
+
+    /// Sessions held in a non-terminal status whose latest state came with an `actor`
+    /// (impersonations: an administrator signed in as the user).
+    pub fn impersonated_live_sessions(&self) -> u64 {
+        self.impersonated_live
     }
 
     /// Applies one valid observation (SPEC section 2) and returns its outcome. With
@@ -598,10 +607,10 @@ impl Engine {
         let before = self.index_keys(index);
         let to = self.statuses.code(o.status);
         let slot = &mut self.slots[index as usize];
-        let (from, since) = (slot.status, slot.since);
+        let (from, since, was_impersonated) = (slot.status, slot.since, slot.impersonated());
         slot.take_all(o, to, o.updated_at);
-        self.count_out(from);
-        self.count_in(to);
+        self.count_out(from, was_impersonated);
+        self.count_in(to, o.impersonated);
         self.reindex(index, Some(before));
         self.notify(index, sink);
         sink.emit(&DerivedEvent::Transition(Transition {
@@ -674,10 +683,10 @@ impl Engine {
         match lookup.found {
             Some(index) => {
                 let before = self.index_keys(index);
-                let old = self.slots[index as usize].status;
-                self.count_out(old);
+                let old = &self.slots[index as usize];
+                self.count_out(old.status, old.impersonated());
+                self.count_in(status, slot.impersonated());
                 self.slots[index as usize] = slot;
-                self.count_in(status);
                 self.reindex(index, Some(before));
             }
             None => {
@@ -688,7 +697,7 @@ impl Engine {
 
     /// Stores a new session's slot (reusing a freed one), indexes it and counts it.
     fn insert_slot(&mut self, hash: u64, slot: Slot) -> u32 {
-        let status = slot.status;
+        let (status, impersonated) = (slot.status, slot.impersonated());
         let index = match self.free.pop() {
             Some(index) => {
                 self.slots[index as usize] = slot;
@@ -703,7 +712,7 @@ impl Engine {
         self.table.insert_unique(hash, index, |&i| {
             stored_hash(hasher, &slots[i as usize].key)
         });
-        self.count_in(status);
+        self.count_in(status, impersonated);
         self.reindex(index, None);
         index
     }
@@ -784,8 +793,9 @@ impl Engine {
         slot.status = to;
         slot.since = at;
         slot.flags |= INFERRED;
-        self.count_out(from);
-        self.count_in(to);
+        let impersonated = slot.impersonated();
+        self.count_out(from, impersonated);
+        self.count_in(to, impersonated);
         // The deadline entry is already popped; only the retention entry is new.
         self.insert_index(
             index,
@@ -837,11 +847,11 @@ impl Engine {
         if let Ok(entry) = self.table.find_entry(hash, |&i| i == index) {
             entry.remove();
         }
-        let status = slot.status;
+        let (status, impersonated) = (slot.status, slot.impersonated());
         if let Some(deadline) = slot.deadline() {
             self.deadlines.remove(&(deadline, index));
         }
-        self.count_out(status);
+        self.count_out(status, impersonated);
         let slot = &mut self.slots[index as usize];
         slot.key = CompactId::Absent;
         slot.user_id = CompactId::Absent;
@@ -870,14 +880,16 @@ impl Engine {
     }
 
     /// A session entered status `code`: counted, and its text held.
-    fn count_in(&mut self, code: StatusCode) {
+    fn count_in(&mut self, code: StatusCode, impersonated: bool) {
         self.by_status[Self::bucket(code)] += 1;
+        self.impersonated_live += u64::from(impersonated && !code.is_terminal());
         self.statuses.hold(code);
     }
 
     /// A session left status `code`.
-    fn count_out(&mut self, code: StatusCode) {
+    fn count_out(&mut self, code: StatusCode, impersonated: bool) {
         self.by_status[Self::bucket(code)] -= 1;
+        self.impersonated_live -= u64::from(impersonated && !code.is_terminal());
         self.statuses.release(code);
     }
 

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod offsets;
 pub mod sink;
 pub mod source;
+pub mod stats;
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};

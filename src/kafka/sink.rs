@@ -85,6 +85,10 @@ impl ClientContext for OutputContext {
         super::forward_log(level, facility, message);
     }
 
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        super::stats::export(super::stats::ClientRole::Producer, &statistics, None);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(%error, reason, "Kafka producer error.");
     }
@@ -151,6 +155,8 @@ pub fn output_producer(
     set_default(&mut config, "enable.idempotence", "true");
     set_default(&mut config, "compression.type", "lz4");
     set_default(&mut config, "linger.ms", "5");
+    // librdkafka's statistics once a second, exported by `kafka::stats`.
+    set_default(&mut config, "statistics.interval.ms", "1000");
     if let Some(id) = transactional_id {
         set_default(&mut config, "transactional.id", id);
         // A crashed instance's open transaction holds back read_committed readers until the

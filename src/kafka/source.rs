@@ -49,6 +49,8 @@ impl FetchProgress {
 /// before partitions are revoked, and keeps per-partition lag from statistics.
 pub struct InputContext {
     pub topic: String,
+    /// The consumer group, a label of the exported statistics.
+    pub group: String,
     pub changes: Mutex<Vec<AssignmentChange>>,
     /// Consumer lag per partition from the latest statistics: the end offset (high
     /// watermark, or last stable offset under read_committed) minus the consumer's position,
@@ -81,6 +83,14 @@ impl ClientContext for InputContext {
     }
 
     fn stats(&self, statistics: Statistics) {
+        super::stats::export(
+            super::stats::ClientRole::Consumer,
+            &statistics,
+            Some(super::stats::InputScope {
+                topic: &self.topic,
+                group: &self.group,
+            }),
+        );
         let Some(topic) = statistics.topics.get(&self.topic) else {
             return;
         };
@@ -121,6 +131,26 @@ impl ClientContext for InputContext {
 }
 
 impl ConsumerContext for InputContext {
+    /// Every offset commit, librdkafka's automatic ones included, counted by outcome (a
+    /// commit that fails leaves the records to be read again after a restart).
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        _offsets: &TopicPartitionList,
+    ) {
+        use crate::metrics as m;
+        let outcome = match result {
+            Ok(()) => m::OUTCOME_COMMITTED,
+            // Nothing was stored since the last commit: nothing to count.
+            Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => return,
+            Err(error) => {
+                tracing::debug!(%error, "Offset commit failed.");
+                m::OUTCOME_FAILED
+            }
+        };
+        metrics::counter!(m::KAFKA_COMMITS_TOTAL, "outcome" => outcome).increment(1);
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
             let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
@@ -381,6 +411,7 @@ mod tests {
         log_while(|| {
             let context = InputContext {
                 topic: "in".into(),
+                group: "g".into(),
                 changes: Default::default(),
                 lag: Default::default(),
                 fetch: Default::default(),
