@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::Handles;
 use crate::config::{self, Config};
-use crate::generate::{self, GenerateOptions};
+use crate::engine::{DEFAULT_ALLOWED_LATENESS_MS, DEFAULT_TERMINAL_RETENTION_MS};
+use crate::generate::{self, Compression, GenerateOptions};
 use crate::kafka::lock;
 use crate::model::Cause;
 use crate::stats::Summary;
@@ -57,15 +58,35 @@ impl Demo {
                 .create_topic(topic, PARTITIONS, 1)
                 .with_context(|| format!("creating {topic}"))?;
         }
+        // Event times start now and keep pace with the wall clock: Clerk's time runs
+        // `factor` times faster (a day-long session lasts a minute or so), so that lifecycles
+        // end, expire and are corrected within a short demo, while the watermark and latency
+        // panels show real numbers. The lateness and retention are Clerk's defaults on the
+        // same compressed scale.
+        let script = GenerateOptions::new(u64::MAX / 8, 1);
+        let compression = Compression::tracking_wall_clock(script, rate, crate::app::now_ms());
         let mut config = config::load(
             None,
             &[
                 ("brokers".into(), bootstrap.clone()),
                 ("group_id".into(), DEMO_GROUP.into()),
                 ("http.listen".into(), http_listen.into()),
-                // The generator's event times are historical and run faster than the clock.
-                ("lifecycle.max_clock_skew_ms".into(), "0".into()),
-                ("lifecycle.idle_timeout_ms".into(), "0".into()),
+                (
+                    "lifecycle.allowed_lateness_ms".into(),
+                    compression
+                        .duration_ms(DEFAULT_ALLOWED_LATENESS_MS)
+                        .max(1)
+                        .to_string(),
+                ),
+                (
+                    "lifecycle.terminal_retention_ms".into(),
+                    compression
+                        .duration_ms(DEFAULT_TERMINAL_RETENTION_MS)
+                        .max(1)
+                        .to_string(),
+                ),
+                // The future-time check and the idle advance keep their defaults: records
+                // are sent when their event times come, never ahead of the clock.
             ],
         )?;
         // Created above with the cluster's defaults; the mock answers no DescribeConfigs.
@@ -74,7 +95,10 @@ impl Demo {
         let generator = {
             let stop = stop.clone();
             std::thread::spawn(move || {
-                let options = GenerateOptions::new(u64::MAX / 8, 1);
+                let options = GenerateOptions {
+                    compression: Some(compression),
+                    ..script
+                };
                 if let Err(error) = generate::send_until(options, &bootstrap, INPUT, rate, &stop) {
                     eprintln!("demo: generator stopped: {error:#}");
                 }
@@ -84,6 +108,11 @@ impl Demo {
             "sessionflow demo: embedded Kafka at {} (topics {INPUT} → clerk.session.transitions, \
              clerk.session.anomalies, clerk.sessions.dlq; {PARTITIONS} partitions), {rate} records/s.",
             cluster.bootstrap_servers()
+        );
+        println!(
+            "  event times start now; Clerk's clock runs {:.0}x (a day-long session lasts {:.0} s)",
+            compression.factor,
+            86_400.0 / compression.factor
         );
         println!(
             "  metrics: http://{http_listen}/metrics   readiness: http://{http_listen}/readyz"
