@@ -1,7 +1,8 @@
 //! The baseline of `scripts/bench-e2e.sh`: a consume-only rdkafka loop over a topic (the same
 //! consumer settings and batch draining as `sessionflow run`, no parsing, no producing).
 //! Joins a fresh group, reads every partition to its end offset, prints records per second
-//! from the first message to the last (group join excluded, as for sessionflow's figure).
+//! from the first message to the last (group join excluded, as for sessionflow's figure) and
+//! the CPU seconds the process used.
 //! Usage: `cargo run --release --example consume_only -- BROKERS TOPIC`
 
 use std::time::{Duration, Instant};
@@ -49,9 +50,19 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let secs = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let cpu = [usage.ru_utime, usage.ru_stime]
+        .iter()
+        .map(|t| t.tv_sec as f64 + t.tv_usec as f64 / 1e6)
+        .sum::<f64>();
     println!(
-        "consume-only: {total} records, {bytes} bytes in {secs:.2} s: {:.0} records/s",
-        total as f64 / secs
+        "consume-only: {total} records, {bytes} bytes in {secs:.2} s: {:.0} records/s, {cpu:.2} CPU-s",
+        total as f64 / secs.max(1e-9)
     );
     Ok(())
 }

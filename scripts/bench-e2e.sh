@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # End-to-end throughput and latency on a real local broker (docs/benchmarks.md):
 #  1. RECORDS (default 1 000 000) generated records pre-loaded into a 4-partition topic;
-#  2. a consume-only rdkafka loop over it, then `sessionflow run` (fresh group) in
-#     at-least-once and in exactly-once mode until every record is counted, in the same run:
-#     the ratios;
+#  2. in the same run: a consume-only rdkafka loop over it; `sessionflow run` (fresh group,
+#     changelog on) at-least-once until every record is handed to the pipeline; the
+#     pass-through loop (examples/pass_through.rs: per record the messages sessionflow
+#     produced for this input, measured on its outputs, same sizes and producer settings,
+#     no processing: what Kafka costs for the job); `sessionflow run` exactly-once. Each with
+#     records/s and CPU-s per million records, its own and the broker's: a table and ratios;
 #  3. latency at a steady RATE (default 20 000 records/s) for SECONDS (default 15): broker
 #     append time of each input record (its topic set to LogAppendTime) to its derived event
 #     being readable.
@@ -31,25 +34,30 @@ trap cleanup EXIT
 run_id=$$
 
 input=bench-in-$run_id
-echo "== pre-loading $records records into $input (4 partitions)"
-"$bin" run --brokers "$b" --group-id "bench-create-$run_id" --input-topic "$input" \
-  --set topics.create_topics=true --set topics.create_partitions=4 \
-  --set topics.transitions=bench-create-t-$run_id --set topics.anomalies=bench-create-a-$run_id \
-  --set topics.dead_letters=bench-create-d-$run_id --http-listen 127.0.0.1:0 >"$work/create.log" 2>&1 &
-create_pid=$!
-sleep 5
-kill -TERM "$create_pid"; wait "$create_pid" || true
+broker_pid=$(cat "${SESSIONFLOW_KAFKA_DIR:-/tmp/sessionflow-kafka}/broker.pid")
+# CPU seconds (user + system, all threads) of a process so far.
+cpu_of() { awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$1/stat"; }
+echo "== pre-loading $records records into $input (4 partitions, made with Kafka's own tool)"
+scripts/kafka-dev.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$b" --create \
+  --topic "$input" --partitions 4 --replication-factor 1 >/dev/null
 "$bin" generate --sessions $((records / 3)) --seed 7 --records "$records" --brokers "$b" --topic "$input" 2>/dev/null
 bytes_info=$(target/release/examples/consume_only "$b" "$input")
 echo "$bytes_info (warm-up read)"
 
+# Records/s of an example's line "…: N records/s", and its own CPU-s (pass-through prints it).
+rate_of() { sed 's/.*: \([0-9]*\) records\/s.*/\1/' <<<"$1"; }
 echo "== consume-only rdkafka loop"
+broker_before=$(cpu_of "$broker_pid")
 baseline=$(target/release/examples/consume_only "$b" "$input")
+broker_after=$(cpu_of "$broker_pid")
 echo "$baseline"
+echo "consume-only broker-cpu $(echo "$broker_after - $broker_before" | bc -l)" >"$work/cpu-consume-only"
 
 # Throughput of `sessionflow run` in one delivery mode (fresh group and outputs), measured
-# between two moments the counters were exported (once a second): the first export past 10%
-# of the input and the export that reaches all of it.
+# between two moments librdkafka's statistics were exported (once a second): the first
+# export past 10% of the input records and the one where every record was handed to the
+# pipeline (records = input records minus the lag, by position, of the 4 partitions; not
+# observations). sessionflow's and the broker's CPU are read at the same two moments.
 measure_run() {
   local delivery=$1 port=$2
   local group=bench-group-$delivery-$run_id
@@ -62,44 +70,95 @@ measure_run() {
     ${SESSIONFLOW_BENCH_SETS:-} >"$work/run-$delivery.log" 2>&1 &
   local run_pid=$!
   pids+=("$run_pid")
-  python3 - "$records" "$port" <<'PY'
+  python3 - "$records" "$port" "$run_pid" "$broker_pid" "$work/rate-$delivery" "$work/cpu-$delivery" <<'PY'
 import sys, time, urllib.request
-total = int(sys.argv[1])
-url = f"http://127.0.0.1:{sys.argv[2]}/metrics"
-def count():
+total, port, run_pid, broker_pid = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+url = f"http://127.0.0.1:{port}/metrics"
+def cpu(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100.0
+def records_done():
     try:
         text = urllib.request.urlopen(url, timeout=2).read().decode()
     except OSError:
         return None
-    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith("sessionflow_records_total{"))
-first = None
-last = None
+    lags = [float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+            if l.startswith("sessionflow_consumer_lag_records{")]
+    if len(lags) < 4 or min(lags) < 0:
+        return None
+    return total - sum(lags)
+first = last = None
 while True:
-    c = count()
+    done = records_done()
     now = time.monotonic()
-    if c is not None and c != last:
-        last = c
-        if first is None and c >= total * 0.1:
-            first = (now, c)
-        if c >= total:
+    if done is not None and done != last:
+        last = done
+        if first is None and done >= total * 0.1:
+            first = (now, done, cpu(run_pid), cpu(broker_pid))
+        if first is not None and done >= total:
+            end = (now, done, cpu(run_pid), cpu(broker_pid))
             break
     time.sleep(0.02)
-(t0, c0) = first
-rate = (c - c0) / (now - t0)
-print(f"sessionflow: {int(c - c0)} records in {now - t0:.2f} s between exports: {rate:.0f} records/s")
-open("/tmp/sessionflow-bench-rate", "w").write(f"{rate:.0f}\n")
+secs, n = end[0] - first[0], end[1] - first[1]
+if secs <= 0 or n <= 0:
+    sys.exit(f"sessionflow: too few records between two exports ({n:.0f} in {secs:.2f} s); run more")
+rate = n / secs
+own, broker = (end[2] - first[2]) / n * 1e6, (end[3] - first[3]) / n * 1e6
+print(f"sessionflow: {n:.0f} records in {secs:.2f} s between exports: {rate:.0f} records/s; "
+      f"CPU-s per million records: sessionflow {own:.1f}, broker {broker:.1f}")
+open(sys.argv[5], "w").write(f"{rate:.0f}\n")
+open(sys.argv[6], "w").write(f"{own:.2f} {broker:.2f}\n")
 PY
   kill -TERM "$run_pid"; wait "$run_pid" || true
-  local sf_rate base_rate
-  sf_rate=$(cat /tmp/sessionflow-bench-rate)
-  base_rate=$(echo "$baseline" | sed 's/.*: \([0-9]*\) records\/s/\1/')
-  printf "ratio sessionflow (%s) / consume-only: %.2fx\n" "$delivery" "$(echo "$sf_rate / $base_rate" | bc -l)"
-  echo "$sf_rate" > "$work/rate-$delivery"
+  local base_rate
+  base_rate=$(rate_of "$baseline")
+  printf "ratio sessionflow (%s) / consume-only: %.2fx\n" "$delivery" \
+    "$(echo "$(cat "$work/rate-$delivery") / ($base_rate + 0.000001)" | bc -l)"
 }
 measure_run at_least_once 19999
+
+# What sessionflow produced for this input, per input record: messages and mean size on each
+# output (transitions, anomalies, dead letters, the state changelog).
+profile=()
+for topic in bench-t-at_least_once-$run_id bench-a-at_least_once-$run_id \
+  bench-d-at_least_once-$run_id bench-group-at_least_once-$run_id.state; do
+  line=$(target/release/examples/consume_only "$b" "$topic")
+  n=$(sed 's/consume-only: \([0-9]*\) records.*/\1/' <<<"$line")
+  bytes=$(sed 's/.*records, \([0-9]*\) bytes.*/\1/' <<<"$line")
+  profile+=("$(echo "$n / $records" | bc -l):$(echo "$bytes / ($n + 0.000001)" | bc -l)")
+  echo "output $topic: $n messages, $bytes bytes"
+done
+echo "== pass-through (the same messages per record, sizes and producer settings; no processing)"
+broker_before=$(cpu_of "$broker_pid")
+passthrough=$(target/release/examples/pass_through "$b" "$input" "bench-pass-$run_id" "${profile[@]}")
+broker_after=$(cpu_of "$broker_pid")
+echo "$passthrough"
+echo "pass-through broker-cpu $(echo "$broker_after - $broker_before" | bc -l)" >"$work/cpu-pass-through"
+
 measure_run exactly_once 19997
 printf "ratio exactly-once / at-least-once: %.2fx\n" \
   "$(echo "$(cat "$work/rate-exactly_once") / $(cat "$work/rate-at_least_once")" | bc -l)"
+
+# One table: records/s and CPU-s per million records, ours and the broker's.
+python3 - "$records" "$baseline" "$passthrough" "$work" <<'PY'
+import re, sys
+records, baseline, passthrough, work = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+def rate(line): return float(re.search(r"([0-9]+) records/s", line).group(1))
+def broker(name): return float(open(f"{work}/cpu-{name}").read().split()[-1]) / records * 1e6
+def own_cpu(line): return float(re.search(r"([0-9.]+) CPU-s", line).group(1)) / records * 1e6
+rows = [("consume-only", rate(baseline), own_cpu(baseline), broker("consume-only")),
+        ("pass-through", rate(passthrough), own_cpu(passthrough), broker("pass-through"))]
+for mode in ("at_least_once", "exactly_once"):
+    own, brk = (float(x) for x in open(f"{work}/cpu-{mode}").read().split())
+    rows.append((f"sessionflow {mode}", float(open(f"{work}/rate-{mode}").read()), own, brk))
+print("| run | records/s | own CPU-s per million records | broker CPU-s per million |")
+print("| --- | --- | --- | --- |")
+for name, r, own, brk in rows:
+    print(f"| {name} | {r:.0f} | {own:.1f} | {brk:.1f} |")
+pt = rows[1]
+for name, r, own, brk in rows[2:]:
+    print(f"{name} / pass-through: {r / pt[1]:.2f}x records/s, {own / pt[2]:.2f}x own CPU, {brk / pt[3]:.2f}x broker CPU")
+PY
 
 echo "== latency at $rate records/s for $seconds s"
 lat_in=bench-lat-in-$run_id

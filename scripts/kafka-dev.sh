@@ -51,7 +51,7 @@ sasl_user=sessionflow
 log() { echo "kafka-dev: $*" >&2; }
 
 resolve_jars() {
-  if [ -d "$libs" ] && ls "$libs"/kafka_2.13-*.jar >/dev/null 2>&1; then
+  if [ -d "$libs" ] && ls "$libs"/kafka_2.13-*.jar "$libs"/kafka-tools-"$version".jar >/dev/null 2>&1; then
     return
   fi
   log "resolving Kafka $version jars from Maven Central into $libs"

@@ -1,0 +1,200 @@
+//! The floor of `scripts/bench-e2e.sh`: what Kafka itself costs for sessionflow's job. Consumes
+//! the input like `sessionflow run` (same consumer settings, batches of 512), and per record
+//! produces the messages sessionflow produced for that input — as many per record, of the
+//! same mean size, to the same kinds of topics, on the record's partition, with sessionflow's
+//! producer settings — without parsing anything; stores a batch's offsets (committed once a
+//! second) once every message it caused is acknowledged, as at-least-once does.
+//!
+//! Usage: `pass_through BROKERS INPUT PREFIX PROFILE...`, each PROFILE `MESSAGES_PER_RECORD:
+//! MEAN_BYTES` for one output kind (topics `PREFIX.0`, `PREFIX.1`, … are created with the
+//! input's partition count). Prints records per second from the first message to the last
+//! acknowledgement and the process's CPU seconds.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+/// Counts down a batch's outstanding messages as the broker acknowledges them.
+struct Acks;
+
+impl ClientContext for Acks {}
+
+impl ProducerContext for Acks {
+    type DeliveryOpaque = Box<Arc<AtomicUsize>>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, outstanding: Self::DeliveryOpaque) {
+        if let Err((error, _)) = result {
+            eprintln!("pass-through: a delivery failed: {error}");
+        }
+        outstanding.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One output kind: messages per input record and their mean size.
+struct Profile {
+    per_record: f64,
+    bytes: usize,
+    /// Accumulated share of a message not yet produced (spreads fractions evenly).
+    owed: f64,
+}
+
+/// CPU seconds (user + system, all threads) this process used so far.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [brokers, input, prefix, profiles @ ..] = args.as_slice() else {
+        anyhow::bail!("usage: pass_through BROKERS INPUT PREFIX PER_RECORD:BYTES...");
+    };
+    let mut outputs: Vec<Profile> = profiles
+        .iter()
+        .map(|p| {
+            let (per_record, bytes) = p.split_once(':').expect("PER_RECORD:BYTES");
+            Profile {
+                per_record: per_record.parse().expect("a number of messages per record"),
+                bytes: bytes.parse::<f64>().expect("a mean size") as usize,
+                owed: 0.0,
+            }
+        })
+        .collect();
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("pass-through-{}", std::process::id()))
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("max.partition.fetch.bytes", "10485760")
+        .set("fetch.queue.backoff.ms", "10")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(input), Duration::from_secs(10))?;
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+    let mut remaining: i64 = 0;
+    for p in metadata.topics()[0].partitions() {
+        let (low, high) = consumer.fetch_watermarks(input, p.id(), Duration::from_secs(10))?;
+        remaining += high - low;
+    }
+    let total = remaining;
+    let topics: Vec<String> = (0..outputs.len()).map(|i| format!("{prefix}.{i}")).collect();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    admin.create_topics(&new, &AdminOptions::new()).await?;
+    // sessionflow's output producer (kafka::sink::output_producer), at-least-once.
+    let producer: ThreadedProducer<Acks> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .create_with_context(Acks)?;
+    consumer.subscribe(&[input])?;
+
+    let cpu_before = cpu_seconds();
+    let mut started: Option<Instant> = None;
+    let mut filler = Vec::new();
+    // Batches in flight: their offsets to store, and their messages not yet acknowledged.
+    let mut in_flight: VecDeque<(TopicPartitionList, Arc<AtomicUsize>)> = VecDeque::new();
+    let mut produced: u64 = 0;
+    while remaining > 0 || !in_flight.is_empty() {
+        let mut batch = Vec::with_capacity(512);
+        if remaining > 0 {
+            batch.push(consumer.recv().await?);
+            started.get_or_insert_with(Instant::now);
+            while batch.len() < 512 {
+                match consumer.recv().now_or_never() {
+                    Some(Ok(m)) => batch.push(m),
+                    _ => break,
+                }
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        remaining -= batch.len() as i64;
+        let outstanding = Arc::new(AtomicUsize::new(0));
+        let mut next_offsets: HashMap<i32, i64> = HashMap::new();
+        for message in &batch {
+            let payload = message.payload().unwrap_or_default();
+            for (output, topic) in outputs.iter_mut().zip(&topics) {
+                output.owed += output.per_record;
+                while output.owed >= 1.0 {
+                    output.owed -= 1.0;
+                    // The record's own bytes, repeated to the size: JSON that compresses
+                    // like the derived events do.
+                    filler.clear();
+                    while filler.len() < output.bytes && !payload.is_empty() {
+                        let take = (output.bytes - filler.len()).min(payload.len());
+                        filler.extend_from_slice(&payload[..take]);
+                    }
+                    outstanding.fetch_add(1, Ordering::AcqRel);
+                    let mut record = BaseRecord::with_opaque_to(topic, Box::new(outstanding.clone()))
+                        .payload(&filler[..])
+                        .partition(message.partition());
+                    if let Some(key) = message.key() {
+                        record = record.key(key);
+                    }
+                    let mut pending = record;
+                    loop {
+                        match producer.send(pending) {
+                            Ok(()) => break,
+                            Err((_, back)) => {
+                                // Queue full: wait for acknowledgements, as sessionflow does.
+                                pending = back;
+                                std::thread::sleep(Duration::from_millis(1));
+                            }
+                        }
+                    }
+                    produced += 1;
+                }
+            }
+            next_offsets.insert(message.partition(), message.offset() + 1);
+        }
+        let mut offsets = TopicPartitionList::new();
+        for (partition, next) in next_offsets {
+            offsets.add_partition_offset(input, partition, Offset::Offset(next))?;
+        }
+        in_flight.push_back((offsets, outstanding));
+        while in_flight
+            .front()
+            .is_some_and(|(_, left)| left.load(Ordering::Acquire) == 0)
+        {
+            if let Some((offsets, _)) = in_flight.pop_front() {
+                if offsets.count() > 0 {
+                    consumer.store_offsets(&offsets)?;
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60))?;
+    let secs = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    let cpu = cpu_seconds() - cpu_before;
+    println!(
+        "pass-through: {total} records, {produced} messages produced in {secs:.2} s: {:.0} records/s, {cpu:.2} CPU-s",
+        total as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
