@@ -96,7 +96,9 @@ async fn main() -> anyhow::Result<()> {
         remaining += high - low;
     }
     let total = remaining;
-    let topics: Vec<String> = (0..outputs.len()).map(|i| format!("{prefix}.{i}")).collect();
+    let topics: Vec<String> = (0..outputs.len())
+        .map(|i| format!("{prefix}.{i}"))
+        .collect();
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()?;
@@ -151,9 +153,10 @@ async fn main() -> anyhow::Result<()> {
                         filler.extend_from_slice(&payload[..take]);
                     }
                     outstanding.fetch_add(1, Ordering::AcqRel);
-                    let mut record = BaseRecord::with_opaque_to(topic, Box::new(outstanding.clone()))
-                        .payload(&filler[..])
-                        .partition(message.partition());
+                    let mut record =
+                        BaseRecord::with_opaque_to(topic, Box::new(outstanding.clone()))
+                            .payload(&filler[..])
+                            .partition(message.partition());
                     if let Some(key) = message.key() {
                         record = record.key(key);
                     }

@@ -22,6 +22,8 @@
 //!   `at_least_once`, `exactly_once`, `restore`, `input_health` and `handles` beside it.
 //! - [`demo`]: the pipeline on an embedded (mock) Kafka, fed by the generator.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`ingest`]: Clerk's webhooks into the input topic (`sessionflow ingest`); `signature`
+//!   checks the Standard Webhooks (Svix) signatures.
 //! - [`metrics`]: every metric name and label value, described once; the export.
 
 pub mod app;
@@ -32,6 +34,7 @@ pub mod demo;
 pub mod engine;
 pub mod generate;
 pub mod http;
+pub mod ingest;
 pub mod kafka;
 pub mod metrics;
 pub mod model;
