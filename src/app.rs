@@ -21,7 +21,7 @@ pub mod outbox;
 pub mod restore;
 mod startup;
 
-pub(crate) use self::handles::now_ms;
+pub use self::handles::now_ms;
 pub use self::handles::{Handles, Heartbeat, PipelineStatus};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

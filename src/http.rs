@@ -9,6 +9,8 @@
 
 mod connections;
 
+pub use self::connections::ConnectionLimits;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,22 +26,34 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::Service;
 
-use self::connections::{ConnectionLimits, Connections};
+use self::connections::Connections;
 use crate::app::{Handles, Heartbeat};
 use tokio_util::sync::CancellationToken;
 
-/// Largest request head (request line and headers) read; larger ones are refused.
-const MAX_REQUEST_BYTES: usize = 16 * 1024;
-/// A client must send its request head within this.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// A connection (keep-alive included) is closed after this.
-const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
-/// Open connections: in all, per client address, and how long one may sit idle. Prometheus
-/// and the kubelet each use one or two connections at a time.
-const LIMITS: ConnectionLimits = ConnectionLimits {
-    total: 64,
-    per_client: 16,
-    idle_timeout: Duration::from_secs(15),
+/// What one listener lets a client make it hold.
+#[derive(Copy, Clone, Debug)]
+pub struct ListenerLimits {
+    /// Largest read buffer (the request head must fit); larger heads are refused.
+    pub max_buf_bytes: usize,
+    /// A client must send its request head within this.
+    pub header_timeout: Duration,
+    /// A connection (keep-alive included) is closed after this.
+    pub connection_lifetime: Duration,
+    /// Open connections: in all, per client address, and how long one may sit idle.
+    pub connections: ConnectionLimits,
+}
+
+/// The operations listener: Prometheus and the kubelet each use one or two connections at a
+/// time.
+const LIMITS: ListenerLimits = ListenerLimits {
+    max_buf_bytes: 16 * 1024,
+    header_timeout: Duration::from_secs(5),
+    connection_lifetime: Duration::from_secs(60),
+    connections: ConnectionLimits {
+        total: 64,
+        per_client: 16,
+        idle_timeout: Duration::from_secs(15),
+    },
 };
 
 #[derive(Clone)]
@@ -68,12 +82,23 @@ pub async fn serve(
         liveness_timeout,
     });
     tracing::info!(%listen, "Serving /metrics, /healthz and /readyz.");
-    let connections = Arc::new(Connections::new(LIMITS));
+    Ok(serve_router(listener, app, LIMITS, shutdown))
+}
+
+/// Serves `app` on `listener` within `limits` until `shutdown` (then accepts no more; the
+/// connections already open finish their requests).
+pub fn serve_router(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: ListenerLimits,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let connections = Arc::new(Connections::new(limits.connections));
     tokio::spawn(close_idle_connections(
         connections.clone(),
         shutdown.clone(),
     ));
-    Ok(tokio::spawn(async move {
+    tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
@@ -94,12 +119,13 @@ pub async fn serve(
                         app.clone(),
                         connections.clone(),
                         admitted,
+                        limits,
                     ));
                 }
                 Err(_) => tracing::debug!(%peer, "HTTP connection refused: every slot busy."),
             }
         }
-    }))
+    })
 }
 
 /// Serves one connection until it ends, outlives its lifetime, or is displaced.
@@ -108,6 +134,7 @@ async fn serve_connection(
     app: Router,
     connections: Arc<Connections>,
     admitted: connections::Admitted,
+    limits: ListenerLimits,
 ) {
     let id = admitted.id;
     let service = hyper::service::service_fn({
@@ -125,13 +152,13 @@ async fn serve_connection(
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .max_buf_size(MAX_REQUEST_BYTES)
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_buf_bytes)
         .serve_connection(TokioIo::new(stream), service);
     tokio::select! {
         _ = connection => {}
         () = admitted.close.cancelled() => {}
-        () = tokio::time::sleep(CONNECTION_LIFETIME) => {}
+        () = tokio::time::sleep(limits.connection_lifetime) => {}
     }
     connections.remove(id);
 }
@@ -298,11 +325,11 @@ mod tests {
         // A request head beyond the bound is refused, not buffered.
         let huge = format!(
             "GET /metrics HTTP/1.1\r\nX-Filler: {}\r\n\r\n",
-            "a".repeat(4 * MAX_REQUEST_BYTES)
+            "a".repeat(4 * LIMITS.max_buf_bytes)
         );
         let line = status(&huge);
         assert!(!line.contains("200"), "oversized head answered: {line}");
-        // A client that never finishes its head is disconnected (after HEADER_TIMEOUT).
+        // A client that never finishes its head is disconnected (after the header timeout).
         let (response, closed) = exchange(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n");
         assert!(closed, "the server closed the idle connection");
         assert!(!response.contains("200"), "{response}");

@@ -1,5 +1,512 @@
 //! `sessionflow ingest`: Clerk's webhooks (Svix, the Standard Webhooks scheme) into the input
-//! topic. A request is verified before anything else is read from it, and answered 200 only
-//! once the broker acknowledged its write.
+//! topic. A request is verified before its body is parsed or written, and answered 200 only
+//! once the broker acknowledged its write (idempotent producer, `acks=all`); 503 with
+//! `Retry-After` when the broker is away or the queue is full, never later than
+//! `ingest.request_timeout_ms`, so that Svix retries what was not written.
 
 pub mod signature;
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use rdkafka::client::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use self::signature::{Refusal, SignedHeaders, Verifier};
+use crate::config::{Config, ConfigError};
+use crate::http::ConnectionLimits;
+use crate::http::ListenerLimits;
+use crate::kafka::{base_config, client_error, lock, set_default};
+use crate::metrics as m;
+
+/// Where Clerk (Svix) posts.
+pub const WEBHOOK_PATH: &str = "/webhooks/clerk";
+
+/// Svix delivers from many addresses, an ingress from one: the per-client cap is the total.
+fn listener_limits(config: &crate::config::Ingest) -> ListenerLimits {
+    let connections = (config.max_concurrent_requests * 2).max(64);
+    ListenerLimits {
+        // A request head must fit; the body is read apart, bounded by max_body_bytes.
+        max_buf_bytes: 64 * 1024,
+        header_timeout: Duration::from_secs(5),
+        connection_lifetime: Duration::from_secs(300),
+        connections: ConnectionLimits {
+            total: connections,
+            per_client: connections,
+            idle_timeout: Duration::from_secs(30),
+        },
+    }
+}
+
+/// What happened to one request: the `outcome` label of `sessionflow_ingest_requests_total`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    Duplicate,
+    Refused,
+    TooLarge,
+    UnsupportedMediaType,
+    BadRequest,
+    Timeout,
+    Unavailable,
+    Busy,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 9] = [
+        Outcome::Accepted,
+        Outcome::Duplicate,
+        Outcome::Refused,
+        Outcome::TooLarge,
+        Outcome::UnsupportedMediaType,
+        Outcome::BadRequest,
+        Outcome::Timeout,
+        Outcome::Unavailable,
+        Outcome::Busy,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Refused => "refused",
+            Outcome::TooLarge => "too_large",
+            Outcome::UnsupportedMediaType => "unsupported_media_type",
+            Outcome::BadRequest => "bad_request",
+            Outcome::Timeout => "timeout",
+            Outcome::Unavailable => "unavailable",
+            Outcome::Busy => "busy",
+        }
+    }
+
+    /// The response: a short fixed body, never an echo of the request.
+    fn response(self) -> Response {
+        let (status, body) = match self {
+            Outcome::Accepted | Outcome::Duplicate => (StatusCode::OK, "ok\n"),
+            Outcome::Refused => (StatusCode::UNAUTHORIZED, "invalid signature\n"),
+            Outcome::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n"),
+            Outcome::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "expected application/json\n",
+            ),
+            Outcome::BadRequest => (StatusCode::BAD_REQUEST, "not a Clerk webhook event\n"),
+            Outcome::Timeout => (StatusCode::REQUEST_TIMEOUT, "body not received in time\n"),
+            Outcome::Unavailable | Outcome::Busy => {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, "5")],
+                    "not written; retry\n",
+                )
+                    .into_response()
+            }
+        };
+        (status, body).into_response()
+    }
+}
+
+/// The ingest producer's context: librdkafka's log and statistics, as the pipeline's.
+pub struct IngestContext;
+
+impl ClientContext for IngestContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        crate::kafka::forward_log(level, facility, message);
+    }
+
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        crate::kafka::stats::export(crate::kafka::stats::ClientRole::Producer, &statistics, None);
+    }
+}
+
+/// Webhook ids written lately, oldest first out.
+struct RecentIds {
+    ids: HashSet<String>,
+    order: VecDeque<String>,
+    capacity: usize,
+}
+
+impl RecentIds {
+    fn new(capacity: usize) -> Self {
+        RecentIds {
+            ids: HashSet::new(),
+            order: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+
+    fn insert(&mut self, id: &str) {
+        if self.capacity == 0 || !self.ids.insert(id.to_owned()) {
+            return;
+        }
+        self.order.push_back(id.to_owned());
+        while self.order.len() > self.capacity {
+            if let Some(oldest) = self.order.pop_front() {
+                self.ids.remove(&oldest);
+            }
+        }
+    }
+}
+
+struct Ingest {
+    verifier: Verifier,
+    producer: FutureProducer<IngestContext>,
+    topic: String,
+    max_body_bytes: usize,
+    request_timeout: Duration,
+    permits: Arc<Semaphore>,
+    recent: Mutex<RecentIds>,
+    broker_reachable: Arc<AtomicBool>,
+    metrics: PrometheusHandle,
+}
+
+/// The part of a Clerk webhook event that places it: its type, and the session's id.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    data: Option<EnvelopeData<'a>>,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeData<'a> {
+    #[serde(borrow)]
+    id: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// A header by its Svix name or its unbranded Standard Webhooks name.
+fn signed_header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get(format!("svix-{name}"))
+        .or_else(|| headers.get(format!("webhook-{name}")))
+        .and_then(|v| v.to_str().ok())
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn count(outcome: Outcome) -> Response {
+    metrics::counter!(m::INGEST_REQUESTS_TOTAL, "outcome" => outcome.as_str()).increment(1);
+    outcome.response()
+}
+
+/// Decrements the in-flight gauge however the request ends.
+struct InFlight;
+
+impl InFlight {
+    fn start() -> Self {
+        metrics::gauge!(m::INGEST_REQUESTS_IN_FLIGHT).increment(1.0);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!(m::INGEST_REQUESTS_IN_FLIGHT).decrement(1.0);
+    }
+}
+
+async fn receive(State(ingest): State<Arc<Ingest>>, request: Request) -> Response {
+    let Ok(_permit) = ingest.permits.clone().try_acquire_owned() else {
+        return count(Outcome::Busy);
+    };
+    let _in_flight = InFlight::start();
+    let deadline = Instant::now() + ingest.request_timeout;
+    let (parts, body) = request.into_parts();
+    let (Some(id), Some(timestamp), Some(signatures)) = (
+        signed_header(&parts.headers, "id"),
+        signed_header(&parts.headers, "timestamp"),
+        signed_header(&parts.headers, "signature"),
+    ) else {
+        return refuse(Refusal::MissingHeaders);
+    };
+    if !is_json(&parts.headers) {
+        return count(Outcome::UnsupportedMediaType);
+    }
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > ingest.max_body_bytes) {
+        return count(Outcome::TooLarge);
+    }
+    let body = match tokio::time::timeout_at(
+        deadline.into(),
+        axum::body::to_bytes(body, ingest.max_body_bytes),
+    )
+    .await
+    {
+        Err(_) => return count(Outcome::Timeout),
+        Ok(Err(_)) => return count(Outcome::TooLarge),
+        Ok(Ok(body)) => body,
+    };
+    let signed = SignedHeaders {
+        id,
+        timestamp,
+        signatures,
+    };
+    if let Err(refusal) = ingest
+        .verifier
+        .verify(signed, &body, crate::app::now_ms() / 1000)
+    {
+        return refuse(refusal);
+    }
+    if lock(&ingest.recent).contains(id) {
+        return count(Outcome::Duplicate);
+    }
+    let Ok(envelope) = serde_json::from_slice::<Envelope<'_>>(&body) else {
+        // Signed by Clerk but not an event: the sender is trusted, the payload broken.
+        tracing::warn!(
+            webhook_id = id,
+            bytes = body.len(),
+            "A signed webhook is not a Clerk event (JSON with a type); refused with 400."
+        );
+        return count(Outcome::BadRequest);
+    };
+    let session_id = envelope.data.as_ref().and_then(|d| d.id.as_deref());
+    let key = match (envelope.kind.starts_with("session."), session_id) {
+        (true, Some(session)) => session,
+        (true, None) => {
+            tracing::warn!(webhook_id = id, kind = %envelope.kind, "A signed session webhook has no data.id; refused with 400.");
+            return count(Outcome::BadRequest);
+        }
+        // Not a session event: its own id keeps redeliveries together.
+        (false, _) => id,
+    };
+    write(&ingest, id, timestamp, &envelope.kind, key, &body, deadline).await
+}
+
+fn refuse(refusal: Refusal) -> Response {
+    metrics::counter!(m::INGEST_REFUSALS_TOTAL, "reason" => refusal.as_str()).increment(1);
+    count(Outcome::Refused)
+}
+
+/// Writes the body unchanged and waits for the broker's acknowledgement, until `deadline`.
+async fn write(
+    ingest: &Ingest,
+    id: &str,
+    timestamp: &str,
+    kind: &str,
+    key: &str,
+    body: &Bytes,
+    deadline: Instant,
+) -> Response {
+    let headers = OwnedHeaders::new_with_capacity(3)
+        .insert(Header {
+            key: "svix-id",
+            value: Some(id),
+        })
+        .insert(Header {
+            key: "svix-timestamp",
+            value: Some(timestamp),
+        })
+        .insert(Header {
+            key: "type",
+            value: Some(kind),
+        });
+    let record = FutureRecord::to(&ingest.topic)
+        .payload(&body[..])
+        .key(key)
+        .headers(headers);
+    let started = Instant::now();
+    let delivery = match ingest.producer.send_result(record) {
+        Ok(delivery) => delivery,
+        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+            return count(Outcome::Unavailable)
+        }
+        Err((error, _)) => {
+            tracing::warn!(%error, "A webhook could not be queued for writing.");
+            return count(Outcome::Unavailable);
+        }
+    };
+    match tokio::time::timeout_at(deadline.into(), delivery).await {
+        Ok(Ok(Ok(_))) => {
+            metrics::histogram!(m::INGEST_WRITE_SECONDS).record(started.elapsed().as_secs_f64());
+            lock(&ingest.recent).insert(id);
+            count(Outcome::Accepted)
+        }
+        Ok(Ok(Err((error, _)))) => {
+            tracing::warn!(%error, "A webhook's write failed; answered 503 (Svix retries).");
+            count(Outcome::Unavailable)
+        }
+        // Cancelled (the producer went away) or past the deadline: not known to be written.
+        Ok(Err(_)) | Err(_) => count(Outcome::Unavailable),
+    }
+}
+
+async fn render(State(ingest): State<Arc<Ingest>>) -> String {
+    m::collect_process_metrics();
+    ingest.metrics.render()
+}
+
+async fn readyz(State(ingest): State<Arc<Ingest>>) -> (StatusCode, &'static str) {
+    if ingest.broker_reachable.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "broker not reachable\n")
+    }
+}
+
+/// Every 2 s, whether the broker answers a metadata request for the topic (`/readyz`).
+fn watch_broker(ingest: Arc<Ingest>, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            let probe = ingest.clone();
+            let reachable = tokio::task::spawn_blocking(move || {
+                probe
+                    .producer
+                    .client()
+                    .fetch_metadata(Some(&probe.topic), Duration::from_secs(2))
+                    .is_ok()
+            })
+            .await
+            .unwrap_or(false);
+            ingest.broker_reachable.store(reachable, Ordering::Relaxed);
+        }
+    });
+}
+
+fn producer(config: &Config) -> anyhow::Result<FutureProducer<IngestContext>> {
+    let mut client = base_config(&config.kafka_producer);
+    for (key, value) in [
+        ("enable.idempotence", "true"),
+        ("acks", "all"),
+        ("compression.type", "lz4"),
+        ("linger.ms", "2"),
+        ("statistics.interval.ms", "1000"),
+    ] {
+        set_default(&mut client, key, value);
+    }
+    // A write not acknowledged within the request bound is not waited for: its request has
+    // been answered 503 by then.
+    set_default(
+        &mut client,
+        "message.timeout.ms",
+        &config.ingest.request_timeout.as_millis().to_string(),
+    );
+    Ok(client
+        .create_with_context(IngestContext)
+        .map_err(|e| client_error("ingest producer", e))?)
+}
+
+/// Serves `POST /webhooks/clerk` (and `/metrics`, `/healthz`, `/readyz`) until `shutdown`,
+/// then finishes the requests in flight and flushes the producer.
+pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if config.ingest.secrets.is_empty() {
+        return Err(ConfigError::Invalid {
+            key: "ingest.secrets",
+            problem: "is empty: set SESSIONFLOW__INGEST__SECRETS or ingest.secrets_file to the endpoint's signing secret (whsec_…)".into(),
+        }
+        .into());
+    }
+    let verifier =
+        Verifier::new(&config.ingest.secrets, config.ingest.tolerance_s).map_err(|e| {
+            ConfigError::Invalid {
+                key: "ingest.secrets",
+                problem: e.to_string(),
+            }
+        })?;
+    let metrics = m::install(Duration::from_secs(10))?;
+    for outcome in Outcome::ALL {
+        metrics::counter!(m::INGEST_REQUESTS_TOTAL, "outcome" => outcome.as_str()).increment(0);
+    }
+    for refusal in Refusal::ALL {
+        metrics::counter!(m::INGEST_REFUSALS_TOTAL, "reason" => refusal.as_str()).increment(0);
+    }
+    metrics::gauge!(m::INGEST_REQUESTS_IN_FLIGHT).set(0.0);
+    let listen = config.ingest.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (ingest.listen): {e}"))?;
+    let permits = Arc::new(Semaphore::new(config.ingest.max_concurrent_requests));
+    let ingest = Arc::new(Ingest {
+        verifier,
+        producer: producer(&config)?,
+        topic: config.topics.input.clone(),
+        max_body_bytes: config.ingest.max_body_bytes,
+        request_timeout: config.ingest.request_timeout,
+        permits: permits.clone(),
+        recent: Mutex::new(RecentIds::new(config.ingest.dedup_window)),
+        broker_reachable: Arc::new(AtomicBool::new(false)),
+        metrics,
+    });
+    watch_broker(ingest.clone(), shutdown.clone());
+    let app = Router::new()
+        .route(WEBHOOK_PATH, post(receive))
+        .route("/metrics", get(render))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(ingest.clone());
+    tracing::info!(%listen, topic = %config.topics.input, "Receiving Clerk webhooks on {WEBHOOK_PATH}.");
+    let server = crate::http::serve_router(
+        listener,
+        app,
+        listener_limits(&config.ingest),
+        shutdown.clone(),
+    );
+    shutdown.cancelled().await;
+    let _ = server.await;
+    // Accepting no more; the requests in flight end within the request bound.
+    let all = u32::try_from(config.ingest.max_concurrent_requests).unwrap_or(u32::MAX);
+    let finished = tokio::time::timeout(
+        config.ingest.request_timeout + Duration::from_secs(1),
+        permits.acquire_many(all),
+    )
+    .await;
+    if finished.is_err() {
+        tracing::warn!("Requests still in flight at the end of the shutdown bound.");
+    }
+    let flushing = ingest.clone();
+    let _ =
+        tokio::task::spawn_blocking(move || flushing.producer.flush(Duration::from_secs(5))).await;
+    tracing::info!("Stopped receiving webhooks.");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_ids_forget_the_oldest_beyond_their_capacity() {
+        let mut recent = RecentIds::new(2);
+        recent.insert("a");
+        recent.insert("b");
+        recent.insert("a");
+        assert!(recent.contains("a") && recent.contains("b"));
+        recent.insert("c");
+        assert!(!recent.contains("a"));
+        assert!(recent.contains("b") && recent.contains("c"));
+        let mut off = RecentIds::new(0);
+        off.insert("a");
+        assert!(!off.contains("a"));
+    }
+}

@@ -37,6 +37,8 @@ enum Command {
     Run(RunArgs),
     /// Run the real pipeline on an embedded Kafka (no external services) fed by the generator.
     Demo(DemoArgs),
+    /// Receive Clerk's webhooks (Svix-signed) and write them to the input topic.
+    Ingest(IngestArgs),
     /// Print the JSON Schema of an output (docs/consuming.md); without NAME, list them.
     Schema(SchemaArgs),
 }
@@ -81,6 +83,19 @@ struct RunArgs {
     #[arg(long)]
     http_listen: Option<String>,
     /// Any key, dotted: --set lifecycle.idle_timeout_ms=0 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct IngestArgs {
+    /// Configuration file (TOML); the `[ingest]` section and `topics.input`, `brokers`, `[kafka]`.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to receive webhooks on (the `ingest.listen` key).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Any key, dotted: --set ingest.tolerance_s=300 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
 }
@@ -143,6 +158,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => run_generate(args),
         Command::Run(args) => run_live(args),
         Command::Demo(args) => run_demo(args),
+        Command::Ingest(args) => run_ingest(args),
         Command::Schema(args) => print_schema(args),
     };
     match result {
@@ -267,25 +283,56 @@ fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_live(args: RunArgs) -> anyhow::Result<()> {
+/// The configuration from a file, flags that name a key, and `--set KEY=VALUE` pairs.
+fn load_config(
+    file: Option<&std::path::Path>,
+    flags: impl IntoIterator<Item = (&'static str, Option<String>)>,
+    sets: &[String],
+) -> anyhow::Result<sessionflow::config::Config> {
     let mut overrides: Vec<(String, String)> = Vec::new();
-    for (key, value) in [
-        ("brokers", args.brokers),
-        ("group_id", args.group_id),
-        ("topics.input", args.input_topic),
-        ("http.listen", args.http_listen),
-    ] {
+    for (key, value) in flags {
         if let Some(value) = value {
             overrides.push((key.into(), value));
         }
     }
-    for pair in &args.set {
+    for pair in sets {
         let (key, value) = pair
             .split_once('=')
             .with_context(|| format!("--set {pair:?}: expected KEY=VALUE"))?;
         overrides.push((key.trim().into(), value.trim().into()));
     }
-    let config = sessionflow::config::load(args.config.as_deref(), &overrides)?;
+    Ok(sessionflow::config::load(file, &overrides)?)
+}
+
+fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
+    let config = load_config(
+        args.config.as_deref(),
+        [("ingest.listen", args.listen)],
+        &args.set,
+    )?;
+    init_tracing(config.log_format);
+    let runtime = runtime()?;
+    let request_timeout = config.ingest.request_timeout;
+    let result = runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        spawn_signal_handler(shutdown.clone(), request_timeout);
+        sessionflow::ingest::serve(config, shutdown).await
+    });
+    stop_runtime(runtime);
+    result
+}
+
+fn run_live(args: RunArgs) -> anyhow::Result<()> {
+    let config = load_config(
+        args.config.as_deref(),
+        [
+            ("brokers", args.brokers),
+            ("group_id", args.group_id),
+            ("topics.input", args.input_topic),
+            ("http.listen", args.http_listen),
+        ],
+        &args.set,
+    )?;
     init_tracing(config.log_format);
     let runtime = runtime()?;
     let drain_timeout = config.drain_timeout;

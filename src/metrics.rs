@@ -77,6 +77,15 @@ pub const KAFKA_REBALANCES_TOTAL: &str = "sessionflow_kafka_rebalances_total";
 /// `outcome` (`committed`, `failed`), from librdkafka's commit callback.
 pub const KAFKA_COMMITS_TOTAL: &str = "sessionflow_kafka_commits_total";
 
+/// `sessionflow ingest`: webhook requests by `outcome` (see `ingest::Outcome`).
+pub const INGEST_REQUESTS_TOTAL: &str = "sessionflow_ingest_requests_total";
+/// `sessionflow ingest`: requests refused with 401, by `reason`.
+pub const INGEST_REFUSALS_TOTAL: &str = "sessionflow_ingest_refusals_total";
+/// `sessionflow ingest`: a webhook's write, from send to the broker's acknowledgement.
+pub const INGEST_WRITE_SECONDS: &str = "sessionflow_ingest_write_seconds";
+/// `sessionflow ingest`: requests being handled.
+pub const INGEST_REQUESTS_IN_FLIGHT: &str = "sessionflow_ingest_requests_in_flight";
+
 /// `action` label values of [`STATE_CORRUPT_RECORDS_TOTAL`].
 pub const ACTION_STOPPED: &str = "stopped";
 pub const ACTION_SKIPPED: &str = "skipped";
@@ -91,7 +100,7 @@ pub const OUTCOME_ABORTED: &str = "aborted";
 pub const OUTCOME_FAILED: &str = "failed";
 
 /// Every metric name, for checks (dashboards, alerts, docs) against the code.
-pub const ALL: [&str; 36] = [
+pub const ALL: [&str; 40] = [
     RECORDS_TOTAL,
     TRANSITIONS_TOTAL,
     ANOMALIES_TOTAL,
@@ -128,6 +137,10 @@ pub const ALL: [&str; 36] = [
     KAFKA_FETCH_QUEUE_MESSAGES,
     KAFKA_REBALANCES_TOTAL,
     KAFKA_COMMITS_TOTAL,
+    INGEST_REQUESTS_TOTAL,
+    INGEST_REFUSALS_TOTAL,
+    INGEST_WRITE_SECONDS,
+    INGEST_REQUESTS_IN_FLIGHT,
 ];
 
 /// Installs the global Prometheus recorder and describes every metric. Per-partition gauges
@@ -160,6 +173,12 @@ pub fn install(idle: Duration) -> anyhow::Result<PrometheusHandle> {
             &[
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                 1.0, 2.5,
+            ],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(INGEST_WRITE_SECONDS.into()),
+            &[
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ],
         )?
         .set_buckets_for_metric(
@@ -403,6 +422,26 @@ fn describe() {
         KAFKA_COMMITS_TOTAL,
         Unit::Count,
         "Offset commits of the input consumer (automatic and explicit), by outcome (committed, failed)."
+    );
+    describe_counter!(
+        INGEST_REQUESTS_TOTAL,
+        Unit::Count,
+        "sessionflow ingest: webhook requests by outcome (accepted, duplicate, refused, too_large, unsupported_media_type, bad_request, timeout, unavailable, busy)."
+    );
+    describe_counter!(
+        INGEST_REFUSALS_TOTAL,
+        Unit::Count,
+        "sessionflow ingest: requests refused with 401, by reason."
+    );
+    describe_histogram!(
+        INGEST_WRITE_SECONDS,
+        Unit::Seconds,
+        "sessionflow ingest: a webhook's write, from send to the broker's acknowledgement."
+    );
+    describe_gauge!(
+        INGEST_REQUESTS_IN_FLIGHT,
+        Unit::Count,
+        "sessionflow ingest: webhook requests being handled."
     );
     describe_counter!(
         TRANSACTIONS_TOTAL,

@@ -58,7 +58,7 @@ pub struct PipelineStatus {
 }
 
 /// Milliseconds since the epoch by the wall clock.
-pub(crate) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

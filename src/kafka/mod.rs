@@ -107,7 +107,7 @@ impl rdkafka::client::ClientContext for LogContext {
 impl rdkafka::consumer::ConsumerContext for LogContext {}
 
 /// Sets `key` unless the `[kafka]` table already did (the operator's word wins).
-pub(crate) fn set_default(config: &mut ClientConfig, key: &str, value: &str) {
+pub fn set_default(config: &mut ClientConfig, key: &str, value: &str) {
     if config.get(key).is_none() {
         config.set(key, value);
     }

@@ -1,0 +1,341 @@
+//! `sessionflow ingest` against a real Apache Kafka broker, over TCP with a plain HTTP client:
+//! signed webhooks land in the input topic byte for byte with their key and headers; forged,
+//! tampered, stale, unsigned, oversized and mistyped requests are refused and nothing of them
+//! is written; a redelivery is answered without a second write; a slow client is dropped at
+//! the head deadline; SIGTERM stops it cleanly.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use sessionflow::ingest::signature::signature_header;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+struct Ingest {
+    running: Running,
+}
+
+impl Ingest {
+    fn start(bootstrap: &str, topic: &str, dir: &std::path::Path) -> Ingest {
+        let port = free_port();
+        let log = dir.join(format!("{}.log", unique("ingest")));
+        let child = Command::new(BIN)
+            .args(["ingest", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--set", &format!("brokers={bootstrap}")])
+            .args(["--set", &format!("topics.input={topic}")])
+            .args(["--set", "ingest.max_body_bytes=65536"])
+            .env(
+                "SESSIONFLOW__INGEST__SECRETS",
+                format!("whsec_b2xkLXNlY3JldA== {SECRET}"),
+            )
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let ingest = Ingest {
+            running: Running { child, port, log },
+        };
+        wait_for_run(
+            &ingest.running,
+            "/readyz 200 (broker reachable)",
+            Duration::from_secs(60),
+            || http_get(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.0 200")),
+        );
+        ingest
+    }
+
+    /// Sends raw request bytes; the status code and the response.
+    fn exchange(&self, request: &[u8]) -> (u16, String) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.running.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        stream.write_all(request).unwrap();
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, response)
+    }
+
+    fn post(&self, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
+        let mut request = format!(
+            "POST /webhooks/clerk HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        let mut bytes = request.into_bytes();
+        bytes.extend_from_slice(body);
+        self.exchange(&bytes)
+    }
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn session_event(kind: &str, session: &str, n: u32) -> Vec<u8> {
+    format!(
+        r#"{{"data":{{"object":"session","id":"{session}","status":"active","user_id":"user_1","client_id":"client_1","updated_at":{},"created_at":1764000000000,"expire_at":1764600000000,"abandon_at":1766000000000}},"object":"event","type":"{kind}","timestamp":{}}}"#,
+        1_764_000_000_000u64 + u64::from(n),
+        1_764_000_000_000u64 + u64::from(n)
+    )
+    .into_bytes()
+}
+
+/// Request headers, by name.
+type Headers = Vec<(&'static str, String)>;
+
+/// Svix's headers for `body` signed with `secret` at `timestamp`.
+fn signed(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Headers {
+    vec![
+        ("Content-Type", "application/json".into()),
+        ("svix-id", id.into()),
+        ("svix-timestamp", timestamp.to_string()),
+        (
+            "svix-signature",
+            signature_header(secret, id, timestamp, body).unwrap(),
+        ),
+    ]
+}
+
+fn total_records(bootstrap: &str, topic: &str) -> usize {
+    read_all(bootstrap, topic).values().map(Vec::len).sum()
+}
+
+#[test]
+fn signed_webhooks_are_written_unchanged_and_everything_else_is_refused() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("ingest-in");
+    create_topics(&bootstrap, &[&topic], 4);
+    let mut ingest = Ingest::start(&bootstrap, &topic, dir.path());
+
+    // Signed: 200 only once written; the topic holds exactly the posted bytes.
+    let created = session_event("session.created", "sess_ingest_a", 1);
+    let (status, response) = ingest.post(&signed(SECRET, "msg_a1", now_s(), &created), &created);
+    assert_eq!(status, 200, "{response}");
+    // The unbranded Standard Webhooks header names, and a non-session event keyed by its id.
+    let user =
+        br#"{"data":{"object":"user","id":"user_1"},"object":"event","type":"user.updated"}"#;
+    let unbranded: Vec<(&str, String)> = signed(SECRET, "msg_u1", now_s(), user)
+        .into_iter()
+        .map(|(name, value)| {
+            (
+                name.strip_prefix("svix-").map_or(name, |_| match name {
+                    "svix-id" => "webhook-id",
+                    "svix-timestamp" => "webhook-timestamp",
+                    _ => "webhook-signature",
+                }),
+                value,
+            )
+        })
+        .collect();
+    assert_eq!(ingest.post(&unbranded, user).0, 200);
+    // A redelivery of msg_a1: answered 200, not written again.
+    let (status, _) = ingest.post(&signed(SECRET, "msg_a1", now_s(), &created), &created);
+    assert_eq!(status, 200);
+
+    // Refused, and nothing written: tampered body, wrong secret, stale and future timestamps,
+    // missing or malformed headers, another id's signature.
+    let ended = session_event("session.ended", "sess_ingest_a", 2);
+    let mut tampered = ended.clone();
+    let at = tampered.len() - 3;
+    tampered[at] = b'9';
+    let refused: Vec<(Headers, Vec<u8>)> = vec![
+        (signed(SECRET, "msg_t", now_s(), &ended), tampered),
+        (
+            signed(
+                "whsec_c2VjcmV0LW9mLWFub3RoZXItYXBw",
+                "msg_w",
+                now_s(),
+                &ended,
+            ),
+            ended.clone(),
+        ),
+        (
+            signed(SECRET, "msg_old", now_s() - 301, &ended),
+            ended.clone(),
+        ),
+        (
+            signed(SECRET, "msg_new", now_s() + 301, &ended),
+            ended.clone(),
+        ),
+        (
+            signed(SECRET, "msg_m", now_s(), &ended)[..3].to_vec(),
+            ended.clone(),
+        ),
+        (
+            {
+                let mut headers = signed(SECRET, "msg_x", now_s(), &ended);
+                headers[3].1 = "v1,not-base64!".into();
+                headers
+            },
+            ended.clone(),
+        ),
+        (
+            {
+                let mut headers = signed(SECRET, "msg_other", now_s(), &ended);
+                headers[1].1 = "msg_y".into();
+                headers
+            },
+            ended.clone(),
+        ),
+    ];
+    for (i, (headers, body)) in refused.iter().enumerate() {
+        let (status, response) = ingest.post(headers, body);
+        assert_eq!(status, 401, "case {i}: {response}");
+        assert!(
+            !response.contains("sess_ingest"),
+            "no echo of the input: {response}"
+        );
+    }
+    // Oversized (65 536 bytes allowed here), wrong content type, signed but not an event.
+    let big = vec![b' '; 70_000];
+    assert_eq!(
+        ingest
+            .post(&signed(SECRET, "msg_big", now_s(), &big), &big)
+            .0,
+        413
+    );
+    let mut text = signed(SECRET, "msg_txt", now_s(), &ended);
+    text[0].1 = "text/plain".into();
+    assert_eq!(ingest.post(&text, &ended).0, 415);
+    let broken = b"{\"type\":";
+    assert_eq!(
+        ingest
+            .post(&signed(SECRET, "msg_b", now_s(), broken), broken)
+            .0,
+        400
+    );
+
+    // A client that never finishes its request head is dropped at the head deadline (5 s).
+    let mut slow = TcpStream::connect(("127.0.0.1", ingest.running.port)).unwrap();
+    slow.write_all(b"POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "dropped after {:?}",
+        started.elapsed()
+    );
+
+    // What the broker holds: the two accepted bodies, byte for byte, keyed and with headers.
+    let records: Vec<Record> = read_all(&bootstrap, &topic)
+        .into_values()
+        .flatten()
+        .collect();
+    assert_eq!(records.len(), 2, "only the accepted requests, once each");
+    let session = records
+        .iter()
+        .find(|r| r.headers.get("svix-id").map(String::as_str) == Some("msg_a1"))
+        .unwrap();
+    assert_eq!(session.value.as_deref(), Some(&created[..]));
+    assert_eq!(session.key.as_deref(), Some(&b"sess_ingest_a"[..]));
+    assert_eq!(session.headers["type"], "session.created");
+    assert!(session.headers["svix-timestamp"].parse::<i64>().is_ok());
+    let user_record = records
+        .iter()
+        .find(|r| r.headers.get("svix-id").map(String::as_str) == Some("msg_u1"))
+        .unwrap();
+    assert_eq!(user_record.value.as_deref(), Some(&user[..]));
+    assert_eq!(user_record.key.as_deref(), Some(&b"msg_u1"[..]));
+
+    let metrics = ingest.running.metrics().unwrap();
+    let outcome = |o: &str| {
+        metric_sum(
+            &metrics,
+            "sessionflow_ingest_requests_total",
+            &[&format!("outcome=\"{o}\"")],
+        )
+    };
+    assert_eq!(outcome("accepted"), 2.0, "{metrics}");
+    assert_eq!(outcome("duplicate"), 1.0);
+    assert_eq!(outcome("refused"), 7.0);
+    assert_eq!(outcome("too_large"), 1.0);
+    assert_eq!(outcome("unsupported_media_type"), 1.0);
+    assert_eq!(outcome("bad_request"), 1.0);
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "sessionflow_ingest_refusals_total",
+            &["reason=\"bad_signature\""]
+        ),
+        3.0
+    );
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "sessionflow_ingest_refusals_total",
+            &["reason=\"timestamp_too_old\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "sessionflow_ingest_refusals_total",
+            &["reason=\"timestamp_too_new\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "sessionflow_ingest_refusals_total",
+            &["reason=\"missing_headers\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "sessionflow_ingest_refusals_total",
+            &["reason=\"malformed_signature\""]
+        ),
+        1.0
+    );
+    assert!(metric_sum(&metrics, "sessionflow_ingest_write_seconds_count", &[]) >= 2.0);
+    // Secrets never in /metrics or the log.
+    let log = ingest.running.log_text();
+    for shown in [&metrics, &log] {
+        assert!(
+            !shown.contains("MfKQ9r8G") && !shown.contains("b2xkLXNlY3JldA"),
+            "a secret is shown"
+        );
+    }
+    assert_eq!(total_records(&bootstrap, &topic), 2);
+    let status = ingest.running.terminate();
+    assert!(status.success(), "{status:?}: {log}");
+}
+
+#[test]
+fn without_a_secret_ingest_refuses_to_start_with_a_configuration_error() {
+    let out = Command::new(BIN)
+        .args(["ingest", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .env_remove("SESSIONFLOW__INGEST__SECRETS")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ingest.secrets"), "{stderr}");
+}
