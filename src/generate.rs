@@ -7,6 +7,8 @@
 //! Each session's events are scripted when it starts and delivered through a heap ordered by
 //! delivery time (event time plus a delivery delay), which is what reorders them.
 
+pub mod webhooks;
+
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 

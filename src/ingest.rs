@@ -417,6 +417,42 @@ fn producer(config: &Config) -> anyhow::Result<FutureProducer<IngestContext>> {
         .map_err(|e| client_error("ingest producer", e))?)
 }
 
+/// The input topic must exist before a webhook is accepted (a write to a missing topic would
+/// fail every request with the same error).
+async fn check_topic(
+    producer: &FutureProducer<IngestContext>,
+    config: &Config,
+) -> anyhow::Result<()> {
+    let topic = config.topics.input.clone();
+    let client = producer.clone();
+    let brokers = config
+        .kafka
+        .get("bootstrap.servers")
+        .cloned()
+        .unwrap_or_default();
+    let metadata = tokio::task::spawn_blocking(move || {
+        client
+            .client()
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+    })
+    .await?
+    .map_err(|source| crate::kafka::KafkaSetupError::Metadata {
+        brokers,
+        source: Box::new(source),
+        detail: None,
+    })?;
+    let found = metadata
+        .topics()
+        .first()
+        .is_some_and(|t| t.error().is_none() && !t.partitions().is_empty());
+    if !found {
+        return Err(
+            crate::kafka::KafkaSetupError::MissingTopic(config.topics.input.clone()).into(),
+        );
+    }
+    Ok(())
+}
+
 /// Serves `POST /webhooks/clerk` (and `/metrics`, `/healthz`, `/readyz`) until `shutdown`,
 /// then finishes the requests in flight and flushes the producer.
 pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -447,9 +483,11 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (ingest.listen): {e}"))?;
     let permits = Arc::new(Semaphore::new(config.ingest.max_concurrent_requests));
+    let producer = producer(&config)?;
+    check_topic(&producer, &config).await?;
     let ingest = Arc::new(Ingest {
         verifier,
-        producer: producer(&config)?,
+        producer,
         topic: config.topics.input.clone(),
         max_body_bytes: config.ingest.max_body_bytes,
         request_timeout: config.ingest.request_timeout,

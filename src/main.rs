@@ -126,6 +126,16 @@ struct GenerateArgs {
     /// Compression of the records sent to Kafka: none, gzip, snappy, lz4 or zstd.
     #[arg(long, default_value = "lz4")]
     compression: String,
+    /// Post the generated webhook events, Svix-signed, to this URL
+    /// (http://host:port/webhooks/clerk: `sessionflow ingest`) instead.
+    #[arg(long, requires = "secret", conflicts_with = "brokers")]
+    webhook: Option<String>,
+    /// The signing secret (whsec_…) for --webhook.
+    #[arg(long)]
+    secret: Option<String>,
+    /// Keep-alive connections posting at once (with --webhook).
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
 }
 
 #[derive(clap::Args)]
@@ -251,6 +261,27 @@ fn print_schema(args: SchemaArgs) -> anyhow::Result<()> {
 }
 
 fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
+    if let (Some(url), Some(secret)) = (&args.webhook, &args.secret) {
+        let target =
+            sessionflow::generate::webhooks::WebhookTarget::parse(url, secret, args.connections)?;
+        let options = GenerateOptions::new(args.sessions, args.seed);
+        let posted = sessionflow::generate::webhooks::post(
+            options,
+            args.records.unwrap_or(u64::MAX),
+            &target,
+            args.rate,
+        )?;
+        eprintln!(
+            "sessionflow generate: {} webhooks answered 200, {} refused, {} retried after 503",
+            posted.accepted, posted.failed, posted.retried
+        );
+        anyhow::ensure!(
+            posted.failed == 0,
+            "{} webhooks were refused",
+            posted.failed
+        );
+        return Ok(());
+    }
     if let (Some(brokers), Some(topic)) = (&args.brokers, &args.topic) {
         let options = GenerateOptions::new(args.sessions, args.seed);
         let limit = args.records.unwrap_or(u64::MAX);

@@ -21,6 +21,10 @@ struct Ingest {
 }
 
 impl Ingest {
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/webhooks/clerk", self.running.port)
+    }
+
     fn start(bootstrap: &str, topic: &str, dir: &std::path::Path) -> Ingest {
         let port = free_port();
         let log = dir.join(format!("{}.log", unique("ingest")));
@@ -326,6 +330,76 @@ fn signed_webhooks_are_written_unchanged_and_everything_else_is_refused() {
     assert_eq!(total_records(&bootstrap, &topic), 2);
     let status = ingest.running.terminate();
     assert!(status.success(), "{status:?}: {log}");
+}
+
+/// The generator's webhooks over 50 keep-alive connections: every event answered 200 is in
+/// the topic (redeliveries once), and `sessionflow run` over the topic derives what `replay`
+/// derives from the same bodies.
+#[test]
+fn two_thousand_webhooks_over_fifty_connections_are_all_written_and_derive_as_replay_does() {
+    let Some(scenario) = Scenario::new("ingest-load", 4) else {
+        return;
+    };
+    let mut ingest = Ingest::start(&scenario.bootstrap, &scenario.input, scenario.dir.path());
+    let out = Command::new(BIN)
+        .args([
+            "generate",
+            "--sessions",
+            "5000",
+            "--seed",
+            "5",
+            "--records",
+            "2000",
+        ])
+        .args([
+            "--webhook",
+            &ingest.url(),
+            "--secret",
+            SECRET,
+            "--connections",
+            "50",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("2000 webhooks answered 200"), "{stderr}");
+    let metrics = ingest.running.metrics().unwrap();
+    let outcome = |o: &str| {
+        metric_sum(
+            &metrics,
+            "sessionflow_ingest_requests_total",
+            &[&format!("outcome=\"{o}\"")],
+        ) as usize
+    };
+    assert_eq!(
+        outcome("accepted") + outcome("duplicate"),
+        2000,
+        "{metrics}"
+    );
+    assert_eq!(outcome("refused"), 0);
+    let input = read_all(&scenario.bootstrap, &scenario.input);
+    let written: usize = input.values().map(Vec::len).sum();
+    assert_eq!(
+        written,
+        outcome("accepted"),
+        "every acknowledged webhook is in the topic, once"
+    );
+    assert!(ingest.running.terminate().success());
+
+    scenario.run_to_end(&[]);
+    let expected = expected_from_replay(&input, &scenario.input, scenario.dir.path(), &[]);
+    let transitions = read_all(
+        &scenario.bootstrap,
+        &format!("{}.transitions", scenario.prefix),
+    );
+    let mut total = 0;
+    for p in 0..scenario.partitions {
+        let got = transitions.get(&p).map(|r| values(r)).unwrap_or_default();
+        assert_eq!(got, expected.transitions[&p], "partition {p}");
+        total += got.len();
+    }
+    assert!(total > 500, "a real workload: {total} transitions");
 }
 
 #[test]

@@ -1,0 +1,253 @@
+//! `sessionflow generate --webhook URL --secret S`: the generator's Clerk webhook events (the
+//! records Clerk sends as webhooks: session and user events), signed as Svix signs them and
+//! posted over keep-alive HTTP/1.1 connections, as a load for `sessionflow ingest`. A
+//! redelivered event keeps its id (Svix's retries do); a 503 is retried, as Svix would.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+
+use super::{GenerateOptions, Generator};
+use crate::ingest::signature::signature_header;
+use crate::kafka::lock;
+
+/// Where and how to post.
+#[derive(Clone, Debug)]
+pub struct WebhookTarget {
+    /// `host:port`
+    pub address: String,
+    pub path: String,
+    pub secret: String,
+    /// Keep-alive connections posting at once.
+    pub connections: usize,
+}
+
+impl WebhookTarget {
+    /// From `http://host:port/path` (plain HTTP: TLS belongs to the ingress in front).
+    pub fn parse(url: &str, secret: &str, connections: usize) -> anyhow::Result<Self> {
+        let rest = url
+            .strip_prefix("http://")
+            .with_context(|| format!("--webhook {url:?}: expected http://host:port/path"))?;
+        let (address, path) = match rest.find('/') {
+            Some(at) => (&rest[..at], &rest[at..]),
+            None => (rest, "/webhooks/clerk"),
+        };
+        anyhow::ensure!(address.contains(':'), "--webhook {url:?}: give the port");
+        signature_header(secret, "probe", 0, b"")
+            .map_err(|_| anyhow::anyhow!("--secret is not whsec_ followed by base64"))?;
+        Ok(WebhookTarget {
+            address: address.to_owned(),
+            path: path.to_owned(),
+            secret: secret.to_owned(),
+            connections: connections.max(1),
+        })
+    }
+}
+
+/// What the posting got back.
+#[derive(Debug, Default)]
+pub struct Posted {
+    /// Events answered 200.
+    pub accepted: u64,
+    /// Answers other than 200 and 503 (each event is then given up).
+    pub failed: u64,
+    /// 503s, each retried.
+    pub retried: u64,
+}
+
+/// A webhook event of the generator: session and user events start `{"data":{` (a list
+/// response starts `{"data":[`).
+fn is_webhook(record: &[u8]) -> bool {
+    record.starts_with(b"{\"data\":{")
+}
+
+/// The event's Svix id: the same for the same event, as Svix's redeliveries keep it.
+fn event_id(body: &[u8]) -> String {
+    let digest = Sha256::digest(body);
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("msg_{hex}")
+}
+
+/// Posts the generator's webhook events (at most `limit`) at `rate` per second if given.
+pub fn post(
+    options: GenerateOptions,
+    limit: u64,
+    target: &WebhookTarget,
+    rate: Option<u64>,
+) -> anyhow::Result<Posted> {
+    let generator = Mutex::new(Generator::new(options));
+    let taken = AtomicU64::new(0);
+    let (accepted, failed, retried) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+    let started = Instant::now();
+    let next_event = || -> Option<(u64, Vec<u8>)> {
+        let mut generator = lock(&generator);
+        let (mut record, mut key) = (Vec::new(), Vec::new());
+        loop {
+            let n = taken.load(Ordering::Relaxed);
+            if n >= limit || !generator.next_record(&mut record, &mut key) {
+                return None;
+            }
+            if is_webhook(&record) {
+                taken.store(n + 1, Ordering::Relaxed);
+                return Some((n, record));
+            }
+        }
+    };
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let workers: Vec<_> = (0..target.connections)
+            .map(|_| {
+                scope.spawn(|| -> anyhow::Result<()> {
+                    let mut connection: Option<Connection> = None;
+                    while let Some((n, body)) = next_event() {
+                        if let Some(rate) = rate.filter(|&r| r > 0) {
+                            let due = started + Duration::from_secs_f64(n as f64 / rate as f64);
+                            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                                std::thread::sleep(wait);
+                            }
+                        }
+                        let id = event_id(&body);
+                        loop {
+                            let status = send(&mut connection, target, &id, &body)?;
+                            match status {
+                                200 => {
+                                    accepted.fetch_add(1, Ordering::Relaxed);
+                                    break;
+                                }
+                                503 => {
+                                    retried.fetch_add(1, Ordering::Relaxed);
+                                    std::thread::sleep(Duration::from_millis(200));
+                                }
+                                _ => {
+                                    failed.fetch_add(1, Ordering::Relaxed);
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        let mut last_report = Instant::now();
+        while workers.iter().any(|w| !w.is_finished()) {
+            std::thread::sleep(Duration::from_millis(50));
+            if last_report.elapsed() >= Duration::from_secs(1) {
+                last_report = Instant::now();
+                let done = accepted.load(Ordering::Relaxed);
+                eprintln!(
+                    "generate: {done} webhooks answered 200, {} retried after 503, {} refused, {:.0}/s",
+                    retried.load(Ordering::Relaxed),
+                    failed.load(Ordering::Relaxed),
+                    done as f64 / started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        for worker in workers {
+            worker
+                .join()
+                .map_err(|_| anyhow::anyhow!("a posting thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    Ok(Posted {
+        accepted: accepted.into_inner(),
+        failed: failed.into_inner(),
+        retried: retried.into_inner(),
+    })
+}
+
+/// One keep-alive connection.
+struct Connection {
+    writer: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+/// Posts one event, reconnecting once if the kept connection was closed; its status code.
+fn send(
+    connection: &mut Option<Connection>,
+    target: &WebhookTarget,
+    id: &str,
+    body: &[u8],
+) -> anyhow::Result<u16> {
+    let timestamp = crate::app::now_ms() / 1000;
+    let signature = signature_header(&target.secret, id, timestamp, body)
+        .map_err(|_| anyhow::anyhow!("--secret is not whsec_ followed by base64"))?;
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nsvix-id: {id}\r\nsvix-timestamp: {timestamp}\r\nsvix-signature: {signature}\r\n\r\n",
+        target.path,
+        target.address,
+        body.len()
+    );
+    for attempt in 0..2 {
+        if connection.is_none() {
+            let stream = TcpStream::connect(&target.address)
+                .with_context(|| format!("cannot connect to {}", target.address))?;
+            stream.set_nodelay(true)?;
+            stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+            *connection = Some(Connection {
+                reader: BufReader::new(stream.try_clone()?),
+                writer: stream,
+            });
+        }
+        let Some(open) = connection.as_mut() else {
+            continue;
+        };
+        let exchanged = open
+            .writer
+            .write_all(head.as_bytes())
+            .and_then(|()| open.writer.write_all(body))
+            .and_then(|()| read_response(&mut open.reader));
+        match exchanged {
+            Ok((status, keep_alive)) => {
+                if !keep_alive {
+                    *connection = None;
+                }
+                return Ok(status);
+            }
+            // The server closed a kept connection (its idle or lifetime bound): once more.
+            Err(error) => {
+                *connection = None;
+                if attempt == 1 {
+                    return Err(error).context("posting a webhook");
+                }
+                tracing::debug!(%error, "Webhook connection closed; reconnecting.");
+            }
+        }
+    }
+    anyhow::bail!("posting a webhook: no connection")
+}
+
+/// The status code of one response, its body read, and whether the connection stays open.
+fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<(u16, bool)> {
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no status line"))?;
+    let (mut length, mut keep_alive) = (0usize, true);
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            } else if name.eq_ignore_ascii_case("connection") {
+                keep_alive = !value.trim().eq_ignore_ascii_case("close");
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok((status, keep_alive))
+}
