@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::proxy::{proxy_addresses, FaultProxy};
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -26,6 +28,10 @@ impl Ingest {
     }
 
     fn start(bootstrap: &str, topic: &str, dir: &std::path::Path) -> Ingest {
+        Ingest::start_with(bootstrap, topic, dir, &[])
+    }
+
+    fn start_with(bootstrap: &str, topic: &str, dir: &std::path::Path, sets: &[&str]) -> Ingest {
         let port = free_port();
         let log = dir.join(format!("{}.log", unique("ingest")));
         let child = Command::new(BIN)
@@ -33,6 +39,7 @@ impl Ingest {
             .args(["--set", &format!("brokers={bootstrap}")])
             .args(["--set", &format!("topics.input={topic}")])
             .args(["--set", "ingest.max_body_bytes=65536"])
+            .args(sets.iter().flat_map(|set| ["--set", set]))
             .env(
                 "SESSIONFLOW__INGEST__SECRETS",
                 format!("whsec_b2xkLXNlY3JldA== {SECRET}"),
@@ -400,6 +407,125 @@ fn two_thousand_webhooks_over_fifty_connections_are_all_written_and_derive_as_re
         total += got.len();
     }
     assert!(total > 500, "a real workload: {total} transitions");
+}
+
+/// The broker goes away (the fault proxy refuses and cuts its connections) while webhooks
+/// arrive: ingest answers 503 (the generator retries, as Svix does), and once the broker is
+/// back every event that was answered 200 is in the topic.
+#[test]
+fn a_broker_away_mid_load_means_503s_and_no_acknowledged_webhook_is_lost() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let (listen, upstream) = proxy_addresses().expect("scripts/kafka-dev.sh run exports the proxy");
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("ingest-away");
+    create_topics(&bootstrap, &[&topic], 4);
+    let proxy = FaultProxy::start(&listen, &upstream);
+    let mut ingest = Ingest::start_with(
+        &proxy.listen,
+        &topic,
+        dir.path(),
+        &["ingest.request_timeout_ms=2000"],
+    );
+    const EVENTS: usize = 3000;
+    let generator_log = dir.path().join("generate.log");
+    let mut generator = Command::new(BIN)
+        .args([
+            "generate",
+            "--sessions",
+            "8000",
+            "--seed",
+            "9",
+            "--records",
+            &EVENTS.to_string(),
+        ])
+        .args([
+            "--webhook",
+            &ingest.url(),
+            "--secret",
+            SECRET,
+            "--connections",
+            "20",
+            "--rate",
+            "500",
+        ])
+        .stderr(std::fs::File::create(&generator_log).unwrap())
+        .spawn()
+        .unwrap();
+    let outcome = |o: &str| {
+        let metrics = ingest.running.metrics().unwrap_or_default();
+        metric_sum(
+            &metrics,
+            "sessionflow_ingest_requests_total",
+            &[&format!("outcome=\"{o}\"")],
+        )
+    };
+    wait_for_run(
+        &ingest.running,
+        "500 webhooks accepted",
+        Duration::from_secs(120),
+        || outcome("accepted") >= 500.0,
+    );
+    proxy.go_down();
+    wait_for_run(
+        &ingest.running,
+        "503s while the broker is away",
+        Duration::from_secs(120),
+        || outcome("unavailable") >= 10.0,
+    );
+    proxy.resume();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(status) = generator.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the generator did not finish: {}",
+            std::fs::read_to_string(&generator_log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let generated = std::fs::read_to_string(&generator_log).unwrap_or_default();
+    assert!(status.success(), "{generated}");
+    assert!(
+        generated.contains(&format!("{EVENTS} webhooks answered 200")),
+        "{generated}"
+    );
+
+    // The events posted (each answered 200 in the end): the generator's first EVENTS webhook
+    // events; redeliveries are the same event.
+    let mut events = std::collections::HashSet::new();
+    let mut stream =
+        sessionflow::generate::Generator::new(sessionflow::generate::GenerateOptions::new(8000, 9));
+    let (mut record, mut key) = (Vec::new(), Vec::new());
+    let mut posted = 0;
+    while posted < EVENTS && stream.next_record(&mut record, &mut key) {
+        if record.starts_with(b"{\"data\":{") {
+            events.insert(record.clone());
+            posted += 1;
+        }
+    }
+    let written: Vec<Record> = read_all(&bootstrap, &topic)
+        .into_values()
+        .flatten()
+        .collect();
+    let kept: std::collections::HashSet<Vec<u8>> =
+        written.iter().filter_map(|r| r.value.clone()).collect();
+    assert_eq!(
+        kept, events,
+        "every acknowledged webhook is in the topic, and nothing else"
+    );
+    let unavailable = outcome("unavailable");
+    eprintln!(
+        "broker away: {unavailable} answered 503, {} records written for {} distinct events",
+        written.len(),
+        events.len()
+    );
+    assert!(
+        ingest.running.terminate().success(),
+        "{}",
+        ingest.running.log_text()
+    );
 }
 
 #[test]
