@@ -27,7 +27,7 @@ jsonschema.validate(compose, schema)
 services = compose["services"]
 built = [name for name, s in services.items() if "build" in s]
 assert built == ["sessionflow"], f"only sessionflow builds the image, not {built}"
-for name in ("kafka", "sessionflow"):
+for name in ("kafka", "sessionflow", "ingest"):
     assert "healthcheck" in services[name], f"{name} has no healthcheck"
 print(f"check-deploy: {sys.argv[2]} is valid against the Compose Specification "
       f"({len(services)} services)")
