@@ -272,8 +272,13 @@ fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
             args.rate,
         )?;
         eprintln!(
-            "sessionflow generate: {} webhooks answered 200, {} refused, {} retried after 503",
-            posted.accepted, posted.failed, posted.retried
+            "sessionflow generate: {} webhooks answered 200, {} refused, {} retried after 503; {:.0}/s, latency p50 {:.2} ms, p99 {:.2} ms",
+            posted.accepted,
+            posted.failed,
+            posted.retried,
+            posted.accepted as f64 / posted.seconds.max(1e-9),
+            posted.p50_ms,
+            posted.p99_ms
         );
         anyhow::ensure!(
             posted.failed == 0,

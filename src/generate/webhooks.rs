@@ -58,6 +58,12 @@ pub struct Posted {
     pub failed: u64,
     /// 503s, each retried.
     pub retried: u64,
+    /// Seconds from the first post to the last answer.
+    pub seconds: f64,
+    /// Request to response of the events answered 200 (their last attempt), 50th and 99th
+    /// percentile, in milliseconds.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
 }
 
 /// A webhook event of the generator: session and user events start `{"data":{` (a list
@@ -83,6 +89,7 @@ pub fn post(
     let generator = Mutex::new(Generator::new(options));
     let taken = AtomicU64::new(0);
     let (accepted, failed, retried) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+    let latencies_us: Mutex<Vec<u64>> = Mutex::new(Vec::new());
     let started = Instant::now();
     let next_event = || -> Option<(u64, Vec<u8>)> {
         let mut generator = lock(&generator);
@@ -112,10 +119,13 @@ pub fn post(
                         }
                         let id = event_id(&body);
                         loop {
+                            let sent_at = Instant::now();
                             let status = send(&mut connection, target, &id, &body)?;
                             match status {
                                 200 => {
                                     accepted.fetch_add(1, Ordering::Relaxed);
+                                    let us = sent_at.elapsed().as_micros() as u64;
+                                    lock(&latencies_us).push(us);
                                     break;
                                 }
                                 503 => {
@@ -154,10 +164,21 @@ pub fn post(
         }
         Ok(())
     })?;
+    let seconds = started.elapsed().as_secs_f64();
+    let mut latencies = latencies_us.into_inner().unwrap_or_else(|e| e.into_inner());
+    latencies.sort_unstable();
+    let percentile = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |&us| us as f64 / 1000.0)
+    };
     Ok(Posted {
         accepted: accepted.into_inner(),
         failed: failed.into_inner(),
         retried: retried.into_inner(),
+        seconds,
+        p50_ms: percentile(0.5),
+        p99_ms: percentile(0.99),
     })
 }
 
