@@ -99,8 +99,9 @@ pub const OUTCOME_ABORTED: &str = "aborted";
 /// `outcome` label value of [`KAFKA_COMMITS_TOTAL`] beside [`OUTCOME_COMMITTED`].
 pub const OUTCOME_FAILED: &str = "failed";
 
-/// Every metric name, for checks (dashboards, alerts, docs) against the code.
-pub const ALL: [&str; 40] = [
+/// Every metric name of the pipeline (`run`, `demo`), for checks (dashboards, alerts, docs)
+/// against the code; `ingest`'s own are in [`INGEST`].
+pub const ALL: [&str; 36] = [
     RECORDS_TOTAL,
     TRANSITIONS_TOTAL,
     ANOMALIES_TOTAL,
@@ -137,11 +138,20 @@ pub const ALL: [&str; 40] = [
     KAFKA_FETCH_QUEUE_MESSAGES,
     KAFKA_REBALANCES_TOTAL,
     KAFKA_COMMITS_TOTAL,
+];
+
+/// The metrics only `sessionflow ingest` exports (beside the librdkafka and process series).
+pub const INGEST: [&str; 4] = [
     INGEST_REQUESTS_TOTAL,
     INGEST_REFUSALS_TOTAL,
     INGEST_WRITE_SECONDS,
     INGEST_REQUESTS_IN_FLIGHT,
 ];
+
+/// Whether `name` is a metric sessionflow exports (`run` or `ingest`).
+pub fn is_declared(name: &str) -> bool {
+    ALL.contains(&name) || INGEST.contains(&name)
+}
 
 /// Installs the global Prometheus recorder and describes every metric. Per-partition gauges
 /// that stop being updated (a revoked partition) disappear after `idle`.
