@@ -394,7 +394,10 @@ mod tests {
             .unwrap();
         // librdkafka may hand its log lines over on the next poll of the main queue.
         for _ in 0..10 {
-            if lock(&consumer.context().0).iter().any(|l| l.contains("will be ignored")) {
+            if lock(&consumer.context().0)
+                .iter()
+                .any(|l| l.contains("will be ignored"))
+            {
                 break;
             }
             let _ = consumer.poll(Duration::from_millis(100));
