@@ -174,6 +174,7 @@ struct Ingest {
     recent: Mutex<RecentIds>,
     broker_reachable: Arc<AtomicBool>,
     metrics: PrometheusHandle,
+    requests: RequestMetrics,
 }
 
 /// The part of a Clerk webhook event that places it: its type, and the session's id.
@@ -191,13 +192,17 @@ struct EnvelopeData<'a> {
     id: Option<std::borrow::Cow<'a, str>>,
 }
 
-/// A header by its Svix name or its unbranded Standard Webhooks name.
-fn signed_header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+/// A signed header by its Svix name or its unbranded Standard Webhooks name.
+fn signed_header<'h>(headers: &'h HeaderMap, [svix, unbranded]: [&str; 2]) -> Option<&'h str> {
     headers
-        .get(format!("svix-{name}"))
-        .or_else(|| headers.get(format!("webhook-{name}")))
+        .get(svix)
+        .or_else(|| headers.get(unbranded))
         .and_then(|v| v.to_str().ok())
 }
+
+const ID_HEADERS: [&str; 2] = ["svix-id", "webhook-id"];
+const TIMESTAMP_HEADERS: [&str; 2] = ["svix-timestamp", "webhook-timestamp"];
+const SIGNATURE_HEADERS: [&str; 2] = ["svix-signature", "webhook-signature"];
 
 fn is_json(headers: &HeaderMap) -> bool {
     headers
@@ -207,43 +212,78 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
 }
 
-fn count(outcome: Outcome) -> Response {
-    metrics::counter!(m::INGEST_REQUESTS_TOTAL, "outcome" => outcome.as_str()).increment(1);
-    outcome.response()
+/// The per-request series, registered once: a lookup by name and labels per request would
+/// cost more than the signature check.
+struct RequestMetrics {
+    by_outcome: [metrics::Counter; Outcome::ALL.len()],
+    in_flight: metrics::Gauge,
+    write_seconds: metrics::Histogram,
 }
 
-/// Decrements the in-flight gauge however the request ends.
-struct InFlight;
-
-impl InFlight {
-    fn start() -> Self {
-        metrics::gauge!(m::INGEST_REQUESTS_IN_FLIGHT).increment(1.0);
-        InFlight
+impl RequestMetrics {
+    fn register() -> Self {
+        for refusal in Refusal::ALL {
+            metrics::counter!(m::INGEST_REFUSALS_TOTAL, "reason" => refusal.as_str()).increment(0);
+        }
+        let in_flight = metrics::gauge!(m::INGEST_REQUESTS_IN_FLIGHT);
+        in_flight.set(0.0);
+        RequestMetrics {
+            by_outcome: Outcome::ALL.map(|outcome| {
+                let counter =
+                    metrics::counter!(m::INGEST_REQUESTS_TOTAL, "outcome" => outcome.as_str());
+                counter.increment(0);
+                counter
+            }),
+            in_flight,
+            write_seconds: metrics::histogram!(m::INGEST_WRITE_SECONDS),
+        }
     }
 }
 
-impl Drop for InFlight {
+impl Ingest {
+    fn count(&self, outcome: Outcome) -> Response {
+        self.requests.by_outcome[outcome as usize].increment(1);
+        outcome.response()
+    }
+
+    fn refuse(&self, refusal: Refusal) -> Response {
+        metrics::counter!(m::INGEST_REFUSALS_TOTAL, "reason" => refusal.as_str()).increment(1);
+        self.count(Outcome::Refused)
+    }
+}
+
+/// Decrements the in-flight gauge however the request ends.
+struct InFlight<'a>(&'a metrics::Gauge);
+
+impl<'a> InFlight<'a> {
+    fn start(gauge: &'a metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        metrics::gauge!(m::INGEST_REQUESTS_IN_FLIGHT).decrement(1.0);
+        self.0.decrement(1.0);
     }
 }
 
 async fn receive(State(ingest): State<Arc<Ingest>>, request: Request) -> Response {
     let Ok(_permit) = ingest.permits.clone().try_acquire_owned() else {
-        return count(Outcome::Busy);
+        return ingest.count(Outcome::Busy);
     };
-    let _in_flight = InFlight::start();
+    let _in_flight = InFlight::start(&ingest.requests.in_flight);
     let deadline = Instant::now() + ingest.request_timeout;
     let (parts, body) = request.into_parts();
     let (Some(id), Some(timestamp), Some(signatures)) = (
-        signed_header(&parts.headers, "id"),
-        signed_header(&parts.headers, "timestamp"),
-        signed_header(&parts.headers, "signature"),
+        signed_header(&parts.headers, ID_HEADERS),
+        signed_header(&parts.headers, TIMESTAMP_HEADERS),
+        signed_header(&parts.headers, SIGNATURE_HEADERS),
     ) else {
-        return refuse(Refusal::MissingHeaders);
+        return ingest.refuse(Refusal::MissingHeaders);
     };
     if !is_json(&parts.headers) {
-        return count(Outcome::UnsupportedMediaType);
+        return ingest.count(Outcome::UnsupportedMediaType);
     }
     let declared = parts
         .headers
@@ -251,7 +291,7 @@ async fn receive(State(ingest): State<Arc<Ingest>>, request: Request) -> Respons
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > ingest.max_body_bytes) {
-        return count(Outcome::TooLarge);
+        return ingest.count(Outcome::TooLarge);
     }
     let body = match tokio::time::timeout_at(
         deadline.into(),
@@ -259,8 +299,8 @@ async fn receive(State(ingest): State<Arc<Ingest>>, request: Request) -> Respons
     )
     .await
     {
-        Err(_) => return count(Outcome::Timeout),
-        Ok(Err(_)) => return count(Outcome::TooLarge),
+        Err(_) => return ingest.count(Outcome::Timeout),
+        Ok(Err(_)) => return ingest.count(Outcome::TooLarge),
         Ok(Ok(body)) => body,
     };
     let signed = SignedHeaders {
@@ -272,10 +312,10 @@ async fn receive(State(ingest): State<Arc<Ingest>>, request: Request) -> Respons
         .verifier
         .verify(signed, &body, crate::app::now_ms() / 1000)
     {
-        return refuse(refusal);
+        return ingest.refuse(refusal);
     }
     if lock(&ingest.recent).contains(id) {
-        return count(Outcome::Duplicate);
+        return ingest.count(Outcome::Duplicate);
     }
     let Ok(envelope) = serde_json::from_slice::<Envelope<'_>>(&body) else {
         // Signed by Clerk but not an event: the sender is trusted, the payload broken.
@@ -284,24 +324,19 @@ async fn receive(State(ingest): State<Arc<Ingest>>, request: Request) -> Respons
             bytes = body.len(),
             "A signed webhook is not a Clerk event (JSON with a type); refused with 400."
         );
-        return count(Outcome::BadRequest);
+        return ingest.count(Outcome::BadRequest);
     };
     let session_id = envelope.data.as_ref().and_then(|d| d.id.as_deref());
     let key = match (envelope.kind.starts_with("session."), session_id) {
         (true, Some(session)) => session,
         (true, None) => {
             tracing::warn!(webhook_id = id, kind = %envelope.kind, "A signed session webhook has no data.id; refused with 400.");
-            return count(Outcome::BadRequest);
+            return ingest.count(Outcome::BadRequest);
         }
         // Not a session event: its own id keeps redeliveries together.
         (false, _) => id,
     };
     write(&ingest, id, timestamp, &envelope.kind, key, &body, deadline).await
-}
-
-fn refuse(refusal: Refusal) -> Response {
-    metrics::counter!(m::INGEST_REFUSALS_TOTAL, "reason" => refusal.as_str()).increment(1);
-    count(Outcome::Refused)
 }
 
 /// Writes the body unchanged and waits for the broker's acknowledgement, until `deadline`.
@@ -335,25 +370,28 @@ async fn write(
     let delivery = match ingest.producer.send_result(record) {
         Ok(delivery) => delivery,
         Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-            return count(Outcome::Unavailable)
+            return ingest.count(Outcome::Unavailable)
         }
         Err((error, _)) => {
             tracing::warn!(%error, "A webhook could not be queued for writing.");
-            return count(Outcome::Unavailable);
+            return ingest.count(Outcome::Unavailable);
         }
     };
     match tokio::time::timeout_at(deadline.into(), delivery).await {
         Ok(Ok(Ok(_))) => {
-            metrics::histogram!(m::INGEST_WRITE_SECONDS).record(started.elapsed().as_secs_f64());
+            ingest
+                .requests
+                .write_seconds
+                .record(started.elapsed().as_secs_f64());
             lock(&ingest.recent).insert(id);
-            count(Outcome::Accepted)
+            ingest.count(Outcome::Accepted)
         }
         Ok(Ok(Err((error, _)))) => {
             tracing::warn!(%error, "A webhook's write failed; answered 503 (Svix retries).");
-            count(Outcome::Unavailable)
+            ingest.count(Outcome::Unavailable)
         }
         // Cancelled (the producer went away) or past the deadline: not known to be written.
-        Ok(Err(_)) | Err(_) => count(Outcome::Unavailable),
+        Ok(Err(_)) | Err(_) => ingest.count(Outcome::Unavailable),
     }
 }
 
@@ -400,7 +438,9 @@ fn producer(config: &Config) -> anyhow::Result<FutureProducer<IngestContext>> {
         ("enable.idempotence", "true"),
         ("acks", "all"),
         ("compression.type", "lz4"),
-        ("linger.ms", "2"),
+        // 5 ms: fewer, larger produce requests for the broker; a request waits at most
+        // that much longer (docs/benchmarks.md, session 9).
+        ("linger.ms", "5"),
         ("statistics.interval.ms", "1000"),
     ] {
         set_default(&mut client, key, value);
@@ -471,13 +511,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             }
         })?;
     let metrics = m::install(Duration::from_secs(10))?;
-    for outcome in Outcome::ALL {
-        metrics::counter!(m::INGEST_REQUESTS_TOTAL, "outcome" => outcome.as_str()).increment(0);
-    }
-    for refusal in Refusal::ALL {
-        metrics::counter!(m::INGEST_REFUSALS_TOTAL, "reason" => refusal.as_str()).increment(0);
-    }
-    metrics::gauge!(m::INGEST_REQUESTS_IN_FLIGHT).set(0.0);
+    let requests = RequestMetrics::register();
     let listen = config.ingest.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -495,6 +529,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         recent: Mutex::new(RecentIds::new(config.ingest.dedup_window)),
         broker_reachable: Arc::new(AtomicBool::new(false)),
         metrics,
+        requests,
     });
     watch_broker(ingest.clone(), shutdown.clone());
     let app = Router::new()
@@ -532,6 +567,14 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outcomes_are_listed_in_declaration_order() {
+        // RequestMetrics indexes its counters by `outcome as usize`.
+        for (index, outcome) in Outcome::ALL.into_iter().enumerate() {
+            assert_eq!(outcome as usize, index, "{outcome:?}");
+        }
+    }
 
     #[test]
     fn recent_ids_forget_the_oldest_beyond_their_capacity() {
