@@ -67,6 +67,10 @@ fn dashboard_panels_use_only_declared_metrics() {
         "sessionflow_dead_letters_total",
         "sessionflow_anomalies_total",
         "sessionflow_event_lag_seconds",
+        "sessionflow_ingest_requests_total",
+        "sessionflow_ingest_refusals_total",
+        "sessionflow_ingest_write_seconds",
+        "sessionflow_ingest_requests_in_flight",
     ] {
         assert!(used.contains(needed), "the dashboard shows {needed}");
     }

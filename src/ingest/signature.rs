@@ -113,20 +113,14 @@ impl Verifier {
         if timestamp > now_s + self.tolerance_s {
             return Err(Refusal::TimestampTooNew);
         }
-        let mut offered = Vec::new();
-        for entry in headers.signatures.split_ascii_whitespace() {
-            let Some((version, encoded)) = entry.split_once(',') else {
-                return Err(Refusal::MalformedSignature);
-            };
-            // Other versions (asymmetric `v1a`) may sit beside ours: skipped, not refused.
-            if version == "v1" {
-                offered.push(
-                    STANDARD
-                        .decode(encoded)
-                        .map_err(|_| Refusal::MalformedSignature)?,
-                );
-            }
-        }
+        // Other versions (asymmetric `v1a`) and entries that do not decode may sit beside a
+        // good one: skipped, as the Standard Webhooks libraries do; none usable is malformed.
+        let offered: Vec<Vec<u8>> = headers
+            .signatures
+            .split_ascii_whitespace()
+            .filter_map(|entry| entry.strip_prefix("v1,"))
+            .filter_map(|encoded| STANDARD.decode(encoded).ok())
+            .collect();
         if offered.is_empty() {
             return Err(Refusal::MalformedSignature);
         }
@@ -251,6 +245,65 @@ mod tests {
                 "{malformed:?}"
             );
         }
+    }
+
+    /// The cases of the Standard Webhooks reference libraries' own tests
+    /// (standard-webhooks/libraries/javascript/src/webhook.test.ts), on our verifier.
+    #[test]
+    fn the_standard_webhooks_library_cases() {
+        let bare_secret = SECRET.strip_prefix("whsec_").unwrap();
+        // Empty key raises an error.
+        assert!(Verifier::new(&[""], 300).is_err());
+        // With and without the `whsec_` prefix.
+        for secret in [SECRET, bare_secret] {
+            let verifier = Verifier::new(&[secret], 300).unwrap();
+            assert_eq!(verifier.verify(headers(SIGNATURE), BODY, TIMESTAMP), Ok(()));
+            assert_eq!(
+                signature_header(secret, ID, TIMESTAMP, BODY).unwrap(),
+                SIGNATURE
+            );
+        }
+        let verifier = Verifier::new(&[SECRET], 300).unwrap();
+        // Invalid timestamp.
+        let hello = SignedHeaders {
+            timestamp: "hello",
+            ..headers(SIGNATURE)
+        };
+        assert_eq!(
+            verifier.verify(hello, BODY, TIMESTAMP),
+            Err(Refusal::MalformedTimestamp)
+        );
+        // Invalid, partial and empty signatures.
+        for refused in ["v1,dawfeoifkpqwoekfpqoekf", &SIGNATURE[..8], "v1,"] {
+            assert!(
+                verifier.verify(headers(refused), BODY, TIMESTAMP).is_err(),
+                "{refused:?}"
+            );
+        }
+        // Old and new timestamps: the tolerance (5 minutes) plus a second.
+        assert_eq!(
+            verifier.verify(headers(SIGNATURE), BODY, TIMESTAMP + 301),
+            Err(Refusal::TimestampTooOld)
+        );
+        assert_eq!(
+            verifier.verify(headers(SIGNATURE), BODY, TIMESTAMP - 301),
+            Err(Refusal::TimestampTooNew)
+        );
+        // Several signatures, one of them valid, among another version's.
+        let several = [
+            "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc=",
+            "v2,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc=",
+            SIGNATURE,
+            "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc=",
+        ]
+        .join(" ");
+        assert_eq!(verifier.verify(headers(&several), BODY, TIMESTAMP), Ok(()));
+        // An entry that does not decode does not hide a good one beside it.
+        let beside_garbage = format!("v1,%%% nonsense {SIGNATURE}");
+        assert_eq!(
+            verifier.verify(headers(&beside_garbage), BODY, TIMESTAMP),
+            Ok(())
+        );
     }
 
     #[test]
