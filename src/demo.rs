@@ -1,6 +1,8 @@
 //! `sessionflow demo`: the real pipeline (same code path as `run`) on librdkafka's in-process
-//! mock cluster, fed by the generator at a steady rate, with a status line a second and a
-//! summary at the end. Needs nothing but this binary.
+//! mock cluster, fed by the generator at a steady rate — its webhook events signed and posted
+//! through `sessionflow ingest` (the same code path as the `ingest` command), the rest written
+//! straight to the input topic — with a status line a second and a summary at the end. Needs
+//! nothing but this binary.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -8,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use tokio_util::sync::CancellationToken;
@@ -15,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::Handles;
 use crate::config::{self, Config};
 use crate::engine::{DEFAULT_ALLOWED_LATENESS_MS, DEFAULT_TERMINAL_RETENTION_MS};
+use crate::generate::webhooks::{Poster, WebhookTarget};
 use crate::generate::{self, Compression, GenerateOptions};
 use crate::kafka::lock;
 use crate::model::Cause;
@@ -26,21 +30,45 @@ const INPUT: &str = "clerk.sessions";
 const PARTITIONS: i32 = 4;
 /// The embedded cluster's `message.max.bytes` (librdkafka's mock cluster: Kafka's default).
 const MOCK_MAX_MESSAGE_BYTES: usize = 1_048_588;
+/// The demo's webhook signing secret (base64 of "sessionflow-demo-signing-key"): printed in
+/// the banner, so that a user can post signed webhooks of their own.
+pub const DEMO_SECRET: &str = "whsec_c2Vzc2lvbmZsb3ctZGVtby1zaWduaW5nLWtleQ==";
+/// Keep-alive connections the demo's webhooks are posted over.
+const WEBHOOK_CONNECTIONS: usize = 16;
 
-/// The embedded cluster and the generator feeding it.
+/// Where the demo listens.
+#[derive(Clone, Debug)]
+pub struct DemoListen {
+    /// `/metrics`, `/healthz`, `/readyz` of the pipeline (and ingest's series beside them).
+    pub http: String,
+    /// `sessionflow ingest`'s `POST /webhooks/clerk`.
+    pub ingest: String,
+}
+
+/// The embedded cluster, ingest, and the generator feeding both.
 pub struct Demo {
     pub config: Config,
     cluster: MockCluster<'static, DefaultProducerContext>,
     stop: Arc<AtomicBool>,
-    generator: Option<JoinHandle<()>>,
+    generator: Option<JoinHandle<Option<Arc<generate::webhooks::PosterCounts>>>>,
+    ingest: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    ingest_shutdown: CancellationToken,
 }
 
 impl Demo {
-    /// Starts the mock cluster, creates the topics and starts the generator.
-    pub fn start(rate: u64, http_listen: &str) -> anyhow::Result<Demo> {
+    /// Starts the mock cluster, creates the topics, starts ingest (its series on `metrics`)
+    /// and the generator.
+    pub async fn start(
+        rate: u64,
+        listen: &DemoListen,
+        metrics: PrometheusHandle,
+    ) -> anyhow::Result<Demo> {
+        let http_listen = listen.http.as_str();
         // An address in use is an error before anything is printed or started.
         std::net::TcpListener::bind(http_listen)
             .with_context(|| format!("cannot listen on {http_listen} (--http-listen)"))?;
+        std::net::TcpListener::bind(&listen.ingest)
+            .with_context(|| format!("cannot listen on {} (--ingest-listen)", listen.ingest))?;
         let cluster = MockCluster::new(1).context("starting the embedded Kafka")?;
         let bootstrap = cluster.bootstrap_servers();
         let defaults = config::RawConfig::default();
@@ -71,6 +99,9 @@ impl Demo {
                 ("brokers".into(), bootstrap.clone()),
                 ("group_id".into(), DEMO_GROUP.into()),
                 ("http.listen".into(), http_listen.into()),
+                ("topics.input".into(), INPUT.into()),
+                ("ingest.listen".into(), listen.ingest.clone()),
+                ("ingest.secrets".into(), DEMO_SECRET.into()),
                 (
                     "lifecycle.allowed_lateness_ms".into(),
                     compression
@@ -91,6 +122,19 @@ impl Demo {
         )?;
         // Created above with the cluster's defaults; the mock answers no DescribeConfigs.
         config.topics.dead_letters_max_message_bytes = Some(MOCK_MAX_MESSAGE_BYTES);
+        let ingest_shutdown = CancellationToken::new();
+        let ingest = tokio::spawn(crate::ingest::serve_with_metrics(
+            config.clone(),
+            metrics,
+            ingest_shutdown.clone(),
+        ));
+        let mut ingest = ingest;
+        wait_for_ingest(&listen.ingest, &mut ingest).await?;
+        let webhooks = WebhookTarget::parse(
+            &format!("http://{}{}", listen.ingest, crate::ingest::WEBHOOK_PATH),
+            DEMO_SECRET,
+            WEBHOOK_CONNECTIONS,
+        )?;
         let stop = Arc::new(AtomicBool::new(false));
         let generator = {
             let stop = stop.clone();
@@ -99,9 +143,14 @@ impl Demo {
                     compression: Some(compression),
                     ..script
                 };
-                if let Err(error) = generate::send_until(options, &bootstrap, INPUT, rate, &stop) {
+                // Until ingest listens, its posts are retried (as Svix retries).
+                let poster = Poster::start(webhooks, stop.clone());
+                let sent =
+                    generate::send_until(options, &bootstrap, INPUT, rate, &stop, Some(&poster));
+                if let Err(error) = sent {
                     eprintln!("demo: generator stopped: {error:#}");
                 }
+                Some(poster.finish())
             })
         };
         println!(
@@ -115,7 +164,13 @@ impl Demo {
             86_400.0 / compression.factor
         );
         println!(
-            "  metrics: http://{http_listen}/metrics   readiness: http://{http_listen}/readyz"
+            "  Clerk webhooks: the generator's session and user events are signed and posted to \
+             sessionflow ingest at http://{}{} (secret {DEMO_SECRET}), the rest written to {INPUT}",
+            listen.ingest,
+            crate::ingest::WEBHOOK_PATH,
+        );
+        println!(
+            "  metrics (pipeline and ingest): http://{http_listen}/metrics   readiness: http://{http_listen}/readyz"
         );
         println!(
             "  read the output while it runs: kcat -C -b {} -t clerk.session.transitions",
@@ -126,16 +181,77 @@ impl Demo {
             cluster,
             stop,
             generator: Some(generator),
+            ingest: Some(ingest),
+            ingest_shutdown,
         })
     }
 
-    /// Stops the generator, then the cluster.
-    pub fn stop(mut self) {
+    /// Stops the generator (its webhooks queued are posted), then ingest, then the cluster;
+    /// prints what the webhooks met.
+    pub async fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        let mut webhooks = None;
         if let Some(generator) = self.generator.take() {
-            let _ = generator.join();
+            webhooks = tokio::task::spawn_blocking(move || generator.join().ok().flatten())
+                .await
+                .ok()
+                .flatten();
+        }
+        self.ingest_shutdown.cancel();
+        if let Some(ingest) = self.ingest.take() {
+            match ingest.await {
+                Ok(Err(error)) => eprintln!("demo: ingest stopped: {error:#}"),
+                Err(error) => eprintln!("demo: ingest ended abnormally: {error}"),
+                Ok(Ok(())) => {}
+            }
+        }
+        if let Some(counts) = webhooks {
+            println!(
+                "webhooks: {} answered 200 by sessionflow ingest, {} retried after 503, {} given up",
+                counts.accepted.load(Ordering::Relaxed),
+                counts.retried.load(Ordering::Relaxed),
+                counts.failed.load(Ordering::Relaxed),
+            );
         }
         drop(self.cluster);
+    }
+}
+
+/// Waits (30 s at most) until the embedded ingest answers `/readyz` with 200; its own error if
+/// it ended (a port taken, the topic missing).
+async fn wait_for_ingest(
+    address: &str,
+    ingest: &mut tokio::task::JoinHandle<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if ingest.is_finished() {
+            return match ingest.await {
+                Ok(Err(error)) => Err(error.context("starting the embedded sessionflow ingest")),
+                _ => Err(anyhow::anyhow!(
+                    "the embedded sessionflow ingest ended at start"
+                )),
+            };
+        }
+        let probe = async {
+            let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+            let request =
+                format!("GET /readyz HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.ok()?;
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).await.ok()?;
+            Some(answer.starts_with(b"HTTP/1.1 200"))
+        };
+        let ready = tokio::time::timeout(Duration::from_secs(2), probe).await;
+        if matches!(ready, Ok(Some(true))) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the embedded sessionflow ingest was not ready within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

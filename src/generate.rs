@@ -450,18 +450,21 @@ pub fn clerk_id(buf: &mut String, prefix: &str, n: u64) {
     }
 }
 
-/// Sends generated records at `rate` records per second until `stop` (the embedded demo).
+/// Sends generated records at `rate` records per second until `stop` (the embedded demo);
+/// the webhook events through `webhooks` if given, the rest straight to `topic`.
 pub fn send_until(
     options: GenerateOptions,
     brokers: &str,
     topic: &str,
     rate: u64,
     stop: &std::sync::atomic::AtomicBool,
+    webhooks: Option<&webhooks::Poster>,
 ) -> anyhow::Result<u64> {
     let sink = Sink {
         brokers,
         topic,
         compression: "lz4",
+        webhooks,
     };
     send(options, u64::MAX, &sink, Some(rate), Some(stop), false)
 }
@@ -480,6 +483,7 @@ pub fn send_to_kafka(
         brokers,
         topic,
         compression,
+        webhooks: None,
     };
     send(options, limit, &sink, rate, None, true)
 }
@@ -490,6 +494,8 @@ struct Sink<'a> {
     topic: &'a str,
     /// The producer's `compression.type`.
     compression: &'a str,
+    /// Where webhook events go instead, if anywhere.
+    webhooks: Option<&'a webhooks::Poster>,
 }
 
 fn send(
@@ -527,6 +533,14 @@ fn send(
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }
+        }
+        if let Some(poster) = sink_to.webhooks.filter(|_| webhooks::is_webhook(&record)) {
+            anyhow::ensure!(
+                poster.post(record.clone()),
+                "every webhook posting thread has ended"
+            );
+            sent += 1;
+            continue;
         }
         sink::send_blocking(
             &producer,

@@ -127,7 +127,7 @@ impl ClientContext for IngestContext {
     }
 
     fn stats(&self, statistics: rdkafka::statistics::Statistics) {
-        crate::kafka::stats::export(crate::kafka::stats::ClientRole::Producer, &statistics, None);
+        crate::kafka::stats::export(crate::kafka::stats::ClientRole::Ingest, &statistics, None);
     }
 }
 
@@ -496,6 +496,17 @@ async fn check_topic(
 /// Serves `POST /webhooks/clerk` (and `/metrics`, `/healthz`, `/readyz`) until `shutdown`,
 /// then finishes the requests in flight and flushes the producer.
 pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let metrics = m::install(Duration::from_secs(10))?;
+    serve_with_metrics(config, metrics, shutdown).await
+}
+
+/// [`serve`] in a process whose metrics recorder is installed already (`sessionflow demo`,
+/// where one `/metrics` shows the pipeline and ingest).
+pub async fn serve_with_metrics(
+    config: Config,
+    metrics: PrometheusHandle,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     if config.ingest.secrets.is_empty() {
         return Err(ConfigError::Invalid {
             key: "ingest.secrets",
@@ -510,7 +521,6 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                 problem: e.to_string(),
             }
         })?;
-    let metrics = m::install(Duration::from_secs(10))?;
     let requests = RequestMetrics::register();
     let listen = config.ingest.listen;
     let listener = tokio::net::TcpListener::bind(listen)

@@ -69,6 +69,9 @@ struct DemoArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "127.0.0.1:9464")]
     http_listen: String,
+    /// Address of the embedded `sessionflow ingest` (POST /webhooks/clerk).
+    #[arg(long, default_value = "127.0.0.1:9470")]
+    ingest_listen: String,
 }
 
 #[derive(clap::Args)]
@@ -381,7 +384,14 @@ fn run_live(args: RunArgs) -> anyhow::Result<()> {
     let result = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         spawn_signal_handler(shutdown.clone(), drain_timeout);
-        serve_and_run(config, shutdown, sessionflow::app::Handles::default()).await
+        let metrics = sessionflow::metrics::install(Duration::from_secs(10))?;
+        serve_and_run(
+            config,
+            shutdown,
+            sessionflow::app::Handles::default(),
+            metrics,
+        )
+        .await
     });
     stop_runtime(runtime);
     result
@@ -398,8 +408,8 @@ async fn serve_and_run(
     config: sessionflow::config::Config,
     shutdown: CancellationToken,
     handles: sessionflow::app::Handles,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
 ) -> anyhow::Result<()> {
-    let metrics = sessionflow::metrics::install(Duration::from_secs(10))?;
     let http = sessionflow::http::serve(
         config.http_listen,
         metrics,
@@ -419,7 +429,12 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     let runtime = runtime()?;
     let result = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
-        let demo = sessionflow::demo::Demo::start(args.rate, &args.http_listen)?;
+        let listen = sessionflow::demo::DemoListen {
+            http: args.http_listen,
+            ingest: args.ingest_listen,
+        };
+        let metrics = sessionflow::metrics::install(Duration::from_secs(10))?;
+        let demo = sessionflow::demo::Demo::start(args.rate, &listen, metrics.clone()).await?;
         spawn_signal_handler(shutdown.clone(), demo.config.drain_timeout);
         let handles = sessionflow::app::Handles::default();
         let status = tokio::spawn(sessionflow::demo::print_status(
@@ -427,10 +442,16 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
             shutdown.clone(),
             args.duration.map(Duration::from_secs),
         ));
-        let result = serve_and_run(demo.config.clone(), shutdown.clone(), handles.clone()).await;
+        let result = serve_and_run(
+            demo.config.clone(),
+            shutdown.clone(),
+            handles.clone(),
+            metrics,
+        )
+        .await;
         shutdown.cancel();
         let _ = status.await;
-        demo.stop();
+        demo.stop().await;
         // A run that failed says why instead (sessionflow: error: …), not an empty summary.
         if result.is_ok() {
             sessionflow::demo::print_summary(&handles);

@@ -1,6 +1,7 @@
 //! `sessionflow demo --duration 10` needs nothing but the binary (librdkafka's in-process mock
-//! cluster) and runs the real pipeline: its summary shows records processed, transitions of
-//! every cause and dead letters.
+//! cluster) and runs the real pipeline, fed in part through the embedded `sessionflow ingest`:
+//! its summary shows records processed, transitions of every cause and dead letters, and every
+//! webhook answered 200.
 
 use std::process::Command;
 
@@ -20,11 +21,14 @@ fn number_after(text: &str, label: &str) -> u64 {
 
 #[test]
 fn the_demo_runs_the_pipeline_on_an_embedded_kafka() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, ingest_port) = (free_port(), free_port());
     let out = Command::new(env!("CARGO_BIN_EXE_sessionflow"))
         .args([
             "demo",
@@ -32,6 +36,8 @@ fn the_demo_runs_the_pipeline_on_an_embedded_kafka() {
             "10",
             "--http-listen",
             &format!("127.0.0.1:{port}"),
+            "--ingest-listen",
+            &format!("127.0.0.1:{ingest_port}"),
         ])
         .output()
         .unwrap();
@@ -74,6 +80,17 @@ fn the_demo_runs_the_pipeline_on_an_embedded_kafka() {
         })
         .count();
     assert!(status_lines >= 8, "one status line a second: {stdout}");
+    // The whole loop: the generator's webhooks went through ingest, every one answered 200.
+    assert!(
+        stdout.contains(&format!("http://127.0.0.1:{ingest_port}/webhooks/clerk")),
+        "{stdout}"
+    );
+    let webhooks = stdout
+        .lines()
+        .find(|l| l.starts_with("webhooks:"))
+        .expect("a webhooks line");
+    assert!(number_after(webhooks, "webhooks:") > 100, "{webhooks}");
+    assert_eq!(number_after(webhooks, "503,"), 0, "{webhooks}");
 }
 
 /// An address in use is an error before anything starts: no banner, no all-zero summary.
@@ -81,21 +98,33 @@ fn the_demo_runs_the_pipeline_on_an_embedded_kafka() {
 fn a_port_in_use_fails_before_the_banner() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap().to_string();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sessionflow"))
-        .args(["demo", "--duration", "5", "--http-listen", &address])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
-    assert!(
-        stdout.is_empty(),
-        "nothing printed before the error: {stdout}"
-    );
-    assert!(
-        stderr.contains("cannot listen on") && stderr.contains(&address),
-        "{stderr}"
-    );
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    for (flag, other) in [
+        ("--http-listen", "--ingest-listen"),
+        ("--ingest-listen", "--http-listen"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sessionflow"))
+            .args(["demo", "--duration", "5", flag, &address, other, &free])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(1), "{flag}: {stdout}{stderr}");
+        assert!(
+            stdout.is_empty(),
+            "{flag}: nothing printed before the error: {stdout}"
+        );
+        assert!(
+            stderr.contains("cannot listen on")
+                && stderr.contains(&address)
+                && stderr.contains(flag),
+            "{stderr}"
+        );
+    }
 }

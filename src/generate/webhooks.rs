@@ -5,8 +5,10 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -68,7 +70,7 @@ pub struct Posted {
 
 /// A webhook event of the generator: session and user events start `{"data":{` (a list
 /// response starts `{"data":[`).
-fn is_webhook(record: &[u8]) -> bool {
+pub fn is_webhook(record: &[u8]) -> bool {
     record.starts_with(b"{\"data\":{")
 }
 
@@ -180,6 +182,101 @@ pub fn post(
         p50_ms: percentile(0.5),
         p99_ms: percentile(0.99),
     })
+}
+
+/// Counts of a [`Poster`]'s events.
+#[derive(Debug, Default)]
+pub struct PosterCounts {
+    /// Answered 200.
+    pub accepted: AtomicU64,
+    /// Given up: another answer than 200 or 503, or a 503 or an unreachable server once
+    /// stopping.
+    pub failed: AtomicU64,
+    /// Attempts answered 503 (or not answered), each tried again.
+    pub retried: AtomicU64,
+}
+
+/// Posts the events handed to it in the background over a few keep-alive connections, as
+/// Svix delivers: concurrently, a 503 or an unreachable server retried until it answers 200
+/// (or the poster is stopping). `sessionflow demo` routes the generator's webhooks through it
+/// to the embedded `sessionflow ingest`.
+pub struct Poster {
+    queue: Option<SyncSender<Vec<u8>>>,
+    workers: Vec<JoinHandle<()>>,
+    counts: Arc<PosterCounts>,
+}
+
+impl Poster {
+    /// Starts `target.connections` posting threads; `stop` makes them give up retrying.
+    pub fn start(target: WebhookTarget, stop: Arc<AtomicBool>) -> Poster {
+        // Bounded: a server slower than the generator slows the generator down.
+        let (queue, events) = sync_channel::<Vec<u8>>(target.connections * 64);
+        let events = Arc::new(Mutex::new(events));
+        let counts = Arc::new(PosterCounts::default());
+        let target = Arc::new(target);
+        let workers = (0..target.connections)
+            .map(|_| {
+                let (events, counts) = (events.clone(), counts.clone());
+                let (target, stop) = (target.clone(), stop.clone());
+                std::thread::spawn(move || post_queued(&events, &target, &counts, &stop))
+            })
+            .collect();
+        Poster {
+            queue: Some(queue),
+            workers,
+            counts,
+        }
+    }
+
+    /// Hands an event over, waiting while the queue is full; false once every posting
+    /// thread has ended.
+    pub fn post(&self, body: Vec<u8>) -> bool {
+        self.queue.as_ref().is_some_and(|q| q.send(body).is_ok())
+    }
+
+    pub fn counts(&self) -> &PosterCounts {
+        &self.counts
+    }
+
+    /// Posts what is queued (giving up retries once stopping), then ends the threads.
+    pub fn finish(mut self) -> Arc<PosterCounts> {
+        drop(self.queue.take());
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+        self.counts.clone()
+    }
+}
+
+fn post_queued(
+    events: &Mutex<Receiver<Vec<u8>>>,
+    target: &WebhookTarget,
+    counts: &PosterCounts,
+    stop: &AtomicBool,
+) {
+    let mut connection: Option<Connection> = None;
+    loop {
+        let Ok(body) = lock(events).recv() else {
+            return;
+        };
+        let id = event_id(&body);
+        loop {
+            match send(&mut connection, target, &id, &body) {
+                Ok(200) => {
+                    counts.accepted.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Ok(503) | Err(_) if !stop.load(Ordering::Relaxed) => {
+                    counts.retried.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Ok(_) | Err(_) => {
+                    counts.failed.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// One keep-alive connection.

@@ -12,6 +12,8 @@ pub enum ClientRole {
     Consumer,
     /// The output producer.
     Producer,
+    /// `sessionflow ingest`'s producer (beside the pipeline's in `sessionflow demo`).
+    Ingest,
 }
 
 impl ClientRole {
@@ -19,6 +21,7 @@ impl ClientRole {
         match self {
             ClientRole::Consumer => "consumer",
             ClientRole::Producer => "producer",
+            ClientRole::Ingest => "ingest",
         }
     }
 }
@@ -43,9 +46,11 @@ pub fn export(role: ClientRole, statistics: &Statistics, input: Option<InputScop
         export_broker(client, broker);
     }
     match (role, input) {
-        (ClientRole::Producer, _) => {
-            metrics::gauge!(m::KAFKA_PRODUCER_QUEUE_MESSAGES).set(statistics.msg_cnt as f64);
-            metrics::gauge!(m::KAFKA_PRODUCER_QUEUE_BYTES).set(statistics.msg_size as f64);
+        (ClientRole::Producer | ClientRole::Ingest, _) => {
+            metrics::gauge!(m::KAFKA_PRODUCER_QUEUE_MESSAGES, "client" => client)
+                .set(statistics.msg_cnt as f64);
+            metrics::gauge!(m::KAFKA_PRODUCER_QUEUE_BYTES, "client" => client)
+                .set(statistics.msg_size as f64);
         }
         (ClientRole::Consumer, Some(input)) => {
             if let Some(topic) = statistics.topics.get(input.topic) {
@@ -205,5 +210,26 @@ mod tests {
         );
         assert!(!text.contains(r#"partition="1""#), "{text}");
         assert!(!text.contains("producer_queue"), "{text}");
+    }
+
+    #[test]
+    fn each_producer_reports_its_own_queue() {
+        let statistics: Statistics = serde_json::from_str(REPORT).unwrap();
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            export(ClientRole::Producer, &statistics, None);
+            export(ClientRole::Ingest, &statistics, None);
+        });
+        let text = handle.render();
+        for client in ["producer", "ingest"] {
+            for line in [
+                format!(r#"sessionflow_kafka_producer_queue_messages{{client="{client}"}} 0"#),
+                format!(r#"sessionflow_kafka_producer_queue_bytes{{client="{client}"}} 0"#),
+                format!(r#"sessionflow_kafka_broker_up{{client="{client}",broker="1"}} 1"#),
+            ] {
+                assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+            }
+        }
     }
 }
