@@ -19,6 +19,9 @@ use crate::engine::{
 };
 use crate::parse::{Limits, DEFAULT_MAX_DEPTH, DEFAULT_MAX_RECORD_BYTES};
 
+mod ingest;
+pub use ingest::{Ingest, IngestTls, RawIngest};
+
 /// SPEC section 3: a caught-up partition idle this long advances its watermark (live only).
 pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 30_000;
 
@@ -202,32 +205,6 @@ pub struct RawHttp {
     pub listen: String,
 }
 
-/// `sessionflow ingest`: the webhook receiver.
-#[derive(Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawIngest {
-    pub listen: String,
-    /// Space-separated `whsec_…` secrets; better from SESSIONFLOW__INGEST__SECRETS or a file.
-    pub secrets: String,
-    /// A file of secrets, one per line (a mounted Kubernetes secret).
-    pub secrets_file: String,
-    pub tolerance_s: u64,
-    pub max_body_bytes: u64,
-    pub max_concurrent_requests: u64,
-    pub request_timeout_ms: u64,
-    pub dedup_window: u64,
-}
-
-impl std::fmt::Debug for RawIngest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RawIngest")
-            .field("listen", &self.listen)
-            .field("secrets", &"<redacted>")
-            .field("secrets_file", &self.secrets_file)
-            .finish_non_exhaustive()
-    }
-}
-
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
@@ -285,16 +262,7 @@ impl Default for RawConfig {
             http: RawHttp {
                 listen: "127.0.0.1:9464".into(),
             },
-            ingest: RawIngest {
-                listen: "127.0.0.1:9470".into(),
-                secrets: String::new(),
-                secrets_file: String::new(),
-                tolerance_s: 300,
-                max_body_bytes: 1_048_576,
-                max_concurrent_requests: 512,
-                request_timeout_ms: 10_000,
-                dedup_window: 100_000,
-            },
+            ingest: RawIngest::default(),
             log: RawLog {
                 format: "text".into(),
             },
@@ -377,70 +345,6 @@ pub struct Config {
     pub kafka_consumer: BTreeMap<String, String>,
     /// Properties for the producers: `[kafka]`, then `[kafka.producer]`.
     pub kafka_producer: BTreeMap<String, String>,
-}
-
-/// `sessionflow ingest` (the `[ingest]` section), validated.
-#[derive(Clone)]
-pub struct Ingest {
-    pub listen: SocketAddr,
-    /// `whsec_…` secrets, from `ingest.secrets` and `ingest.secrets_file` (empty: ingest
-    /// refuses to start). Never logged or shown.
-    pub secrets: Vec<String>,
-    pub tolerance_s: i64,
-    pub max_body_bytes: usize,
-    pub max_concurrent_requests: usize,
-    /// The longest a request waits (its body, then its write's acknowledgement).
-    pub request_timeout: Duration,
-    /// Webhook ids remembered after their write, to answer a redelivery without writing.
-    pub dedup_window: usize,
-}
-
-impl std::fmt::Debug for Ingest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ingest")
-            .field("listen", &self.listen)
-            .field("secrets", &format!("<{} redacted>", self.secrets.len()))
-            .field("tolerance_s", &self.tolerance_s)
-            .field("max_body_bytes", &self.max_body_bytes)
-            .field("max_concurrent_requests", &self.max_concurrent_requests)
-            .field("request_timeout", &self.request_timeout)
-            .field("dedup_window", &self.dedup_window)
-            .finish()
-    }
-}
-
-impl RawIngest {
-    fn validate(self) -> Result<Ingest, ConfigError> {
-        let listen = self.listen.parse().map_err(|_| ConfigError::Invalid {
-            key: "ingest.listen",
-            problem: format!("{:?} is not an address:port", self.listen),
-        })?;
-        let mut secrets: Vec<String> = self.secrets.split_whitespace().map(str::to_owned).collect();
-        if !self.secrets_file.trim().is_empty() {
-            let path = self.secrets_file.trim();
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::Load(format!(
-                    "invalid configuration (key `ingest.secrets_file`): cannot read {path}: {e}"
-                ))
-            })?;
-            secrets.extend(text.split_whitespace().map(str::to_owned));
-        }
-        Ok(Ingest {
-            listen,
-            secrets,
-            tolerance_s: i64::try_from(self.tolerance_s).unwrap_or(i64::MAX),
-            max_body_bytes: positive("ingest.max_body_bytes", self.max_body_bytes)? as usize,
-            max_concurrent_requests: positive(
-                "ingest.max_concurrent_requests",
-                self.max_concurrent_requests,
-            )? as usize,
-            request_timeout: Duration::from_millis(positive(
-                "ingest.request_timeout_ms",
-                self.request_timeout_ms,
-            )?),
-            dedup_window: self.dedup_window as usize,
-        })
-    }
 }
 
 /// Loads the layers: defaults, then `file` if given, then the environment, then `overrides`

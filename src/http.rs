@@ -93,6 +93,18 @@ pub fn serve_router(
     limits: ListenerLimits,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    serve_router_tls(listener, app, limits, None, shutdown)
+}
+
+/// [`serve_router`], over TLS when `tls` is given: the handshake must end within the head
+/// deadline (`limits.header_timeout`), or the connection is dropped.
+pub fn serve_router_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: ListenerLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     let connections = Arc::new(Connections::new(limits.connections));
     tokio::spawn(close_idle_connections(
         connections.clone(),
@@ -114,13 +126,41 @@ pub fn serve_router(
             };
             match connections.admit(peer.ip(), Instant::now()) {
                 Ok(admitted) => {
-                    tokio::spawn(serve_connection(
-                        stream,
-                        app.clone(),
-                        connections.clone(),
-                        admitted,
-                        limits,
-                    ));
+                    let (app, connections) = (app.clone(), connections.clone());
+                    match tls.clone() {
+                        None => {
+                            tokio::spawn(serve_connection(
+                                stream,
+                                app,
+                                connections,
+                                admitted,
+                                limits,
+                            ));
+                        }
+                        Some(acceptor) => {
+                            tokio::spawn(async move {
+                                let handshake = tokio::time::timeout(
+                                    limits.header_timeout,
+                                    acceptor.accept(stream),
+                                )
+                                .await;
+                                match handshake {
+                                    Ok(Ok(stream)) => {
+                                        serve_connection(stream, app, connections, admitted, limits)
+                                            .await
+                                    }
+                                    Ok(Err(error)) => {
+                                        tracing::debug!(%peer, %error, "TLS handshake failed.");
+                                        connections.remove(admitted.id);
+                                    }
+                                    Err(_) => {
+                                        tracing::debug!(%peer, "TLS handshake not done in time.");
+                                        connections.remove(admitted.id);
+                                    }
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(_) => tracing::debug!(%peer, "HTTP connection refused: every slot busy."),
             }
@@ -129,13 +169,15 @@ pub fn serve_router(
 }
 
 /// Serves one connection until it ends, outlives its lifetime, or is displaced.
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
+async fn serve_connection<S>(
+    stream: S,
     app: Router,
     connections: Arc<Connections>,
     admitted: connections::Admitted,
     limits: ListenerLimits,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let id = admitted.id;
     let service = hyper::service::service_fn({
         let connections = connections.clone();

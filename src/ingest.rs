@@ -5,6 +5,7 @@
 //! `ingest.request_timeout_ms`, so that Svix retries what was not written.
 
 pub mod signature;
+pub mod tls;
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -522,6 +523,7 @@ pub async fn serve_with_metrics(
             }
         })?;
     let requests = RequestMetrics::register();
+    let tls = config.ingest.tls.as_ref().map(tls::acceptor).transpose()?;
     let listen = config.ingest.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -548,11 +550,13 @@ pub async fn serve_with_metrics(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(ingest.clone());
-    tracing::info!(%listen, topic = %config.topics.input, "Receiving Clerk webhooks on {WEBHOOK_PATH}.");
-    let server = crate::http::serve_router(
+    let scheme = if tls.is_some() { "HTTPS" } else { "HTTP" };
+    tracing::info!(%listen, topic = %config.topics.input, "Receiving Clerk webhooks on {WEBHOOK_PATH} ({scheme}).");
+    let server = crate::http::serve_router_tls(
         listener,
         app,
         listener_limits(&config.ingest),
+        tls,
         shutdown.clone(),
     );
     shutdown.cancelled().await;

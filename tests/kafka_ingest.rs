@@ -32,6 +32,18 @@ impl Ingest {
     }
 
     fn start_with(bootstrap: &str, topic: &str, dir: &std::path::Path, sets: &[&str]) -> Ingest {
+        let ingest = Ingest::spawn(bootstrap, topic, dir, sets);
+        let port = ingest.running.port;
+        wait_for_run(
+            &ingest.running,
+            "/readyz 200 (broker reachable)",
+            Duration::from_secs(60),
+            || http_get(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.0 200")),
+        );
+        ingest
+    }
+
+    fn spawn(bootstrap: &str, topic: &str, dir: &std::path::Path, sets: &[&str]) -> Ingest {
         let port = free_port();
         let log = dir.join(format!("{}.log", unique("ingest")));
         let child = Command::new(BIN)
@@ -49,16 +61,9 @@ impl Ingest {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let ingest = Ingest {
+        Ingest {
             running: Running { child, port, log },
-        };
-        wait_for_run(
-            &ingest.running,
-            "/readyz 200 (broker reachable)",
-            Duration::from_secs(60),
-            || http_get(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.0 200")),
-        );
-        ingest
+        }
     }
 
     /// Sends raw request bytes; the status code and the response.
@@ -528,6 +533,109 @@ fn a_broker_away_mid_load_means_503s_and_no_acknowledged_webhook_is_lost() {
     );
 }
 
+fn tls_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls")
+}
+
+/// A client trusting only the test CA (tests/data/tls/ca.pem).
+fn tls_client() -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(tls_dir().join("ca.pem")).unwrap()
+    {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// Sends raw request bytes over TLS (server name localhost); the response, if a handshake
+/// and an answer happened.
+fn https_exchange(port: u16, request: &[u8]) -> Option<String> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let connection = rustls::ClientConnection::new(tls_client(), name).ok()?;
+    let mut tls = rustls::StreamOwned::new(connection, tcp);
+    tls.write_all(request).ok()?;
+    let mut response = Vec::new();
+    // Bytes read before an end without close_notify are kept.
+    let _ = tls.read_to_end(&mut response);
+    (!response.is_empty()).then(|| String::from_utf8_lossy(&response).into_owned())
+}
+
+#[test]
+fn over_tls_signed_webhooks_are_written_and_plain_or_silent_clients_are_not_served() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("ingest-tls");
+    create_topics(&bootstrap, &[&topic], 4);
+    let cert = format!(
+        "ingest.tls_cert_file={}",
+        tls_dir().join("server.pem").display()
+    );
+    let key = format!(
+        "ingest.tls_key_file={}",
+        tls_dir().join("server.key").display()
+    );
+    let ingest = Ingest::spawn(&bootstrap, &topic, dir.path(), &[&cert, &key]);
+    let port = ingest.running.port;
+    let get_readyz = b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    wait_for_run(
+        &ingest.running,
+        "/readyz 200 over HTTPS",
+        Duration::from_secs(60),
+        || https_exchange(port, get_readyz).is_some_and(|r| r.starts_with("HTTP/1.1 200")),
+    );
+
+    let body = session_event("session.created", "sess_tls", 1);
+    let mut request = format!(
+        "POST /webhooks/clerk HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in signed(SECRET, "msg_tls", now_s(), &body) {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(&body);
+    let response = https_exchange(port, &bytes).expect("an answer over TLS");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    // Plain HTTP to the TLS port: no HTTP answer, nothing handled.
+    let (status, response) = ingest.post(&signed(SECRET, "msg_plain", now_s(), &body), &body);
+    assert_ne!(status, 200, "{response}");
+    assert!(!response.starts_with("HTTP/"), "{response}");
+
+    // A client that connects and never starts its handshake is dropped at the head deadline.
+    let mut silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let started = Instant::now();
+    let mut nothing = Vec::new();
+    let _ = silent.read_to_end(&mut nothing);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "dropped after {:?}",
+        started.elapsed()
+    );
+
+    let records: Vec<Record> = read_all(&bootstrap, &topic)
+        .into_values()
+        .flatten()
+        .collect();
+    assert_eq!(records.len(), 1, "the one webhook posted over TLS");
+    assert_eq!(records[0].value.as_deref(), Some(&body[..]));
+    assert_eq!(records[0].key.as_deref(), Some(&b"sess_tls"[..]));
+}
+
 #[test]
 fn without_a_secret_ingest_refuses_to_start_with_a_configuration_error() {
     let out = Command::new(BIN)
@@ -538,4 +646,30 @@ fn without_a_secret_ingest_refuses_to_start_with_a_configuration_error() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("ingest.secrets"), "{stderr}");
+
+    // A TLS certificate without its key, or a key file that is not there: the key named.
+    let cert = format!(
+        "ingest.tls_cert_file={}",
+        tls_dir().join("server.pem").display()
+    );
+    for (sets, named) in [
+        (vec![cert.clone()], "ingest.tls_key_file"),
+        (
+            vec![
+                cert,
+                "ingest.tls_key_file=/nonexistent/server.key".to_owned(),
+            ],
+            "ingest.tls_key_file",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .args(["ingest", "--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(sets.iter().flat_map(|set| ["--set", set.as_str()]))
+            .env("SESSIONFLOW__INGEST__SECRETS", SECRET)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{sets:?}: {stderr}");
+        assert!(stderr.contains(named), "{sets:?}: {stderr}");
+    }
 }
