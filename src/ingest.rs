@@ -132,6 +132,39 @@ impl ClientContext for IngestContext {
     }
 }
 
+/// Lets one warning of a kind through per interval, and counts the ones held back: a broker
+/// away fails every request alike, and one line per request would bury the log.
+struct WarnLimiter {
+    interval_ms: i64,
+    last_ms: std::sync::atomic::AtomicI64,
+    held_back: std::sync::atomic::AtomicU64,
+}
+
+impl WarnLimiter {
+    fn new(interval: Duration) -> Self {
+        WarnLimiter {
+            interval_ms: interval.as_millis() as i64,
+            last_ms: std::sync::atomic::AtomicI64::new(i64::MIN / 2),
+            held_back: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(warnings held back since the last one let through)` if this one may be logged.
+    fn allow(&self, now_ms: i64) -> Option<u64> {
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if now_ms - last >= self.interval_ms
+            && self
+                .last_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.held_back.swap(0, Ordering::Relaxed));
+        }
+        self.held_back.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
 /// Webhook ids written lately, oldest first out.
 struct RecentIds {
     ids: HashSet<String>,
@@ -176,6 +209,10 @@ struct Ingest {
     broker_reachable: Arc<AtomicBool>,
     metrics: PrometheusHandle,
     requests: RequestMetrics,
+    /// Broken signed payloads (400).
+    broken_warnings: WarnLimiter,
+    /// Writes not queued or failed (503).
+    write_warnings: WarnLimiter,
 }
 
 /// The part of a Clerk webhook event that places it: its type, and the session's id.
@@ -320,18 +357,23 @@ async fn receive(State(ingest): State<Arc<Ingest>>, request: Request) -> Respons
     }
     let Ok(envelope) = serde_json::from_slice::<Envelope<'_>>(&body) else {
         // Signed by Clerk but not an event: the sender is trusted, the payload broken.
-        tracing::warn!(
-            webhook_id = id,
-            bytes = body.len(),
-            "A signed webhook is not a Clerk event (JSON with a type); refused with 400."
-        );
+        if let Some(held_back) = ingest.broken_warnings.allow(crate::app::now_ms()) {
+            tracing::warn!(
+                webhook_id = id,
+                bytes = body.len(),
+                held_back,
+                "A signed webhook is not a Clerk event (JSON with a type); refused with 400."
+            );
+        }
         return ingest.count(Outcome::BadRequest);
     };
     let session_id = envelope.data.as_ref().and_then(|d| d.id.as_deref());
     let key = match (envelope.kind.starts_with("session."), session_id) {
         (true, Some(session)) => session,
         (true, None) => {
-            tracing::warn!(webhook_id = id, kind = %envelope.kind, "A signed session webhook has no data.id; refused with 400.");
+            if let Some(held_back) = ingest.broken_warnings.allow(crate::app::now_ms()) {
+                tracing::warn!(webhook_id = id, kind = %envelope.kind, held_back, "A signed session webhook has no data.id; refused with 400.");
+            }
             return ingest.count(Outcome::BadRequest);
         }
         // Not a session event: its own id keeps redeliveries together.
@@ -374,7 +416,9 @@ async fn write(
             return ingest.count(Outcome::Unavailable)
         }
         Err((error, _)) => {
-            tracing::warn!(%error, "A webhook could not be queued for writing.");
+            if let Some(held_back) = ingest.write_warnings.allow(crate::app::now_ms()) {
+                tracing::warn!(%error, held_back, "A webhook could not be queued for writing; answered 503 (Svix retries).");
+            }
             return ingest.count(Outcome::Unavailable);
         }
     };
@@ -388,7 +432,9 @@ async fn write(
             ingest.count(Outcome::Accepted)
         }
         Ok(Ok(Err((error, _)))) => {
-            tracing::warn!(%error, "A webhook's write failed; answered 503 (Svix retries).");
+            if let Some(held_back) = ingest.write_warnings.allow(crate::app::now_ms()) {
+                tracing::warn!(%error, held_back, "A webhook's write failed; answered 503 (Svix retries).");
+            }
             ingest.count(Outcome::Unavailable)
         }
         // Cancelled (the producer went away) or past the deadline: not known to be written.
@@ -397,6 +443,7 @@ async fn write(
 }
 
 async fn render(State(ingest): State<Arc<Ingest>>) -> String {
+    m::set_build_info();
     m::collect_process_metrics();
     ingest.metrics.render()
 }
@@ -487,8 +534,12 @@ async fn check_topic(
         .first()
         .is_some_and(|t| t.error().is_none() && !t.partitions().is_empty());
     if !found {
-        return Err(
-            crate::kafka::KafkaSetupError::MissingTopic(config.topics.input.clone()).into(),
+        // Not created here: its partition count is the pipeline's to choose (`run` creates
+        // it with topics.create_topics).
+        anyhow::bail!(
+            "topic {:?} (topics.input) does not exist: create it, or start `sessionflow run` \
+             with topics.create_topics = true first",
+            config.topics.input
         );
     }
     Ok(())
@@ -497,7 +548,7 @@ async fn check_topic(
 /// Serves `POST /webhooks/clerk` (and `/metrics`, `/healthz`, `/readyz`) until `shutdown`,
 /// then finishes the requests in flight and flushes the producer.
 pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let metrics = m::install(Duration::from_secs(10))?;
+    let metrics = m::install_for_ingest(Duration::from_secs(10))?;
     serve_with_metrics(config, metrics, shutdown).await
 }
 
@@ -542,6 +593,8 @@ pub async fn serve_with_metrics(
         broker_reachable: Arc::new(AtomicBool::new(false)),
         metrics,
         requests,
+        broken_warnings: WarnLimiter::new(Duration::from_secs(10)),
+        write_warnings: WarnLimiter::new(Duration::from_secs(10)),
     });
     watch_broker(ingest.clone(), shutdown.clone());
     let app = Router::new()
@@ -588,6 +641,17 @@ mod tests {
         for (index, outcome) in Outcome::ALL.into_iter().enumerate() {
             assert_eq!(outcome as usize, index, "{outcome:?}");
         }
+    }
+
+    #[test]
+    fn one_warning_per_interval_and_the_rest_counted() {
+        let limiter = WarnLimiter::new(Duration::from_secs(10));
+        assert_eq!(limiter.allow(1_000), Some(0));
+        assert_eq!(limiter.allow(1_001), None);
+        assert_eq!(limiter.allow(10_999), None);
+        assert_eq!(limiter.allow(11_000), Some(2));
+        assert_eq!(limiter.allow(11_001), None);
+        assert_eq!(limiter.allow(30_000), Some(1));
     }
 
     #[test]

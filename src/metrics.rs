@@ -153,9 +153,22 @@ pub fn is_declared(name: &str) -> bool {
     ALL.contains(&name) || INGEST.contains(&name)
 }
 
-/// Installs the global Prometheus recorder and describes every metric. Per-partition gauges
-/// that stop being updated (a revoked partition) disappear after `idle`.
+/// Installs the global Prometheus recorder for the pipeline (`run`, `demo`): every metric
+/// described, the pipeline's series created at zero. Per-partition gauges that stop being
+/// updated (a revoked partition) disappear after `idle`.
 pub fn install(idle: Duration) -> anyhow::Result<PrometheusHandle> {
+    let handle = install_recorder(idle)?;
+    register();
+    Ok(handle)
+}
+
+/// Installs the global Prometheus recorder for `sessionflow ingest`: its own series only (it
+/// registers them itself), none of the pipeline's.
+pub fn install_for_ingest(idle: Duration) -> anyhow::Result<PrometheusHandle> {
+    install_recorder(idle)
+}
+
+fn install_recorder(idle: Duration) -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .idle_timeout(metrics_util::MetricKindMask::GAUGE, Some(idle))
         .set_buckets_for_metric(
@@ -197,7 +210,6 @@ pub fn install(idle: Duration) -> anyhow::Result<PrometheusHandle> {
         )?
         .install_recorder()?;
     describe();
-    register();
     set_build_info();
     process_collector().describe();
     collect_process_metrics();
@@ -217,8 +229,9 @@ pub fn collect_process_metrics() {
 }
 
 /// Sets the build-info gauge. The recorder drops gauges not set for `idle`, so the pipeline
-/// sets it again with every export (a scrape must always find it).
-fn set_build_info() {
+/// sets it again with every export, and ingest with every scrape (a scrape must always find
+/// it).
+pub fn set_build_info() {
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 

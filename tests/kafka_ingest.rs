@@ -331,6 +331,13 @@ fn signed_webhooks_are_written_unchanged_and_everything_else_is_refused() {
         1.0
     );
     assert!(metric_sum(&metrics, "sessionflow_ingest_write_seconds_count", &[]) >= 2.0);
+    // Its own series and the build info; none of the pipeline's.
+    assert!(metrics.contains("sessionflow_build_info{"), "{metrics}");
+    assert!(
+        !metrics.contains("sessionflow_records_total")
+            && !metrics.contains("sessionflow_transitions_total"),
+        "{metrics}"
+    );
     // Secrets never in /metrics or the log.
     let log = ingest.running.log_text();
     for shown in [&metrics, &log] {
