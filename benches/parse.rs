@@ -13,7 +13,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use sessionflow::generate::{GenerateOptions, Generator};
-use sessionflow::parse::Parser;
+use sessionflow::parse::{Parser, StageOne};
 
 /// Records per iteration, for every function alike (the replay batch size).
 const N: usize = 64;
@@ -364,9 +364,10 @@ fn group(c: &mut Criterion, name: &str, records: Vec<Vec<u8>>) {
     );
     // Which of the parser's two paths the records took (docs/benchmarks.md quotes it).
     eprintln!(
-        "{name}: {} records, {:?}",
+        "{name}: {} records, {:?}, stage one {:?}",
         records.len(),
-        parser.path_stats()
+        parser.path_stats(),
+        parser.stage_one()
     );
 
     let mut g = c.benchmark_group(name);
@@ -380,6 +381,19 @@ fn group(c: &mut Criterion, name: &str, records: Vec<Vec<u8>>) {
     g.bench_function(BenchmarkId::from_parameter("sonic_rs"), |b| {
         b.iter(|| black_box(sonic_rs_parse(black_box(&records))))
     });
+    // The scan with each narrower stage-one kernel this CPU runs (`sessionflow` above runs
+    // the widest), to show what the kernel is worth within the same run.
+    let widest = parser.stage_one();
+    for kernel in StageOne::available() {
+        if kernel == widest || kernel == StageOne::Portable {
+            continue;
+        }
+        let mut forced = Parser::default().with_stage_one(kernel);
+        let id = format!("sessionflow_{kernel:?}").to_lowercase();
+        g.bench_function(BenchmarkId::from_parameter(id), |b| {
+            b.iter(|| black_box(sessionflow_parse(&mut forced, black_box(&records))))
+        });
+    }
     if let Some(mut floor) = TapeOnly::new(&records) {
         g.bench_function(BenchmarkId::from_parameter("simd_json_tape_only"), |b| {
             b.iter(|| black_box(floor.run()))

@@ -27,6 +27,7 @@ use self::classify::{classify, read_session, Body};
 pub use self::classify::{MAX_ID_BYTES, MAX_STATUS_BYTES};
 pub use self::error::{ErrorKind, JsonType, ParseError, Place, Problem};
 use self::fields::{Doc, Field, Keys};
+pub use self::ondemand::StageOne;
 
 /// Default largest record accepted, in bytes (larger ones are `too_large`).
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
@@ -138,6 +139,8 @@ pub struct Parser {
     scratch: Vec<u8>,
     /// The on-demand scan's quote bitmap of the current record.
     quotes: Vec<u64>,
+    /// The scan's stage-one kernel: the widest this CPU runs.
+    stage_one: StageOne,
     paths: PathStats,
 }
 
@@ -170,8 +173,26 @@ impl Parser {
             tape: Tape(Vec::new()),
             scratch: Vec::new(),
             quotes: Vec::new(),
+            stage_one: StageOne::detect(),
             paths: PathStats::default(),
         }
+    }
+
+    /// The same parser with its scan's stage one forced to `kernel`, which must be one of
+    /// [`StageOne::available`] (for the tests that run every kernel).
+    #[doc(hidden)]
+    pub fn with_stage_one(mut self, kernel: StageOne) -> Self {
+        assert!(
+            StageOne::available().contains(&kernel),
+            "{kernel:?} does not run on this CPU"
+        );
+        self.stage_one = kernel;
+        self
+    }
+
+    /// The scan's stage-one kernel.
+    pub fn stage_one(&self) -> StageOne {
+        self.stage_one
     }
 
     pub fn limits(&self) -> Limits {
@@ -215,7 +236,15 @@ impl Parser {
         }
         let mut keys = ondemand::ScannedKeys::default();
         let scanned = scan
-            .then(|| ondemand::scan(raw, self.scan_depth, &mut self.quotes, &mut keys))
+            .then(|| {
+                ondemand::scan(
+                    raw,
+                    self.scan_depth,
+                    self.stage_one,
+                    &mut self.quotes,
+                    &mut keys,
+                )
+            })
             .flatten();
         if let Some(text) = scanned {
             self.paths.scan += 1;

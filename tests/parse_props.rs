@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 use sessionflow::generate::{GenerateOptions, Generator};
-use sessionflow::parse::{ErrorKind, Limits, ParseError, Parsed, Parser};
+use sessionflow::parse::{ErrorKind, Limits, ParseError, Parsed, Parser, StageOne};
 
 /// Cases per property; CI runs the default (100 000 for the single-record properties).
 fn cases(default: u32) -> u32 {
@@ -303,6 +303,25 @@ proptest! {
     }
 }
 
+/// The on-demand scan under every stage-one kernel this CPU runs (portable, SSE2, AVX2,
+/// AVX-512BW) gives what simd-json's tape gives for `bytes`.
+fn every_kernel_agrees_with_the_tape(limits: Limits, bytes: &[u8]) -> Result<(), TestCaseError> {
+    let tape = Parser::new(limits).parse_tape(bytes, render);
+    for kernel in StageOne::available() {
+        let fast = Parser::new(limits)
+            .with_stage_one(kernel)
+            .parse(bytes, render);
+        prop_assert_eq!(
+            &fast,
+            &tape,
+            "{:?}: {}",
+            kernel,
+            String::from_utf8_lossy(bytes)
+        );
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(50_000), failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -310,44 +329,29 @@ proptest! {
     /// reason, or error kind and reason) for any input.
     #[test]
     fn scan_and_tape_agree_on_any_json(value in json_value()) {
-        let mut parser = Parser::default();
-        let fast = parser.parse(value.as_bytes(), render);
-        let tape = parser.parse_tape(value.as_bytes(), render);
-        prop_assert_eq!(fast, tape, "{}", value);
+        every_kernel_agrees_with_the_tape(Limits::default(), value.as_bytes())?;
     }
 
     /// With a low `max_depth` the scan must leave deep records to the tape's limit.
     #[test]
     fn scan_and_tape_agree_under_any_depth_limit(value in json_value(), max_depth in 1usize..8) {
         let limits = Limits { max_depth, ..Limits::default() };
-        let mut parser = Parser::new(limits);
-        let fast = parser.parse(value.as_bytes(), render);
-        let tape = parser.parse_tape(value.as_bytes(), render);
-        prop_assert_eq!(fast, tape, "{}", value);
+        every_kernel_agrees_with_the_tape(limits, value.as_bytes())?;
     }
 
     #[test]
     fn scan_and_tape_agree_on_sessions_with_any_field_value(bytes in session_with_field()) {
-        let mut parser = Parser::default();
-        let fast = parser.parse(&bytes, render);
-        let tape = parser.parse_tape(&bytes, render);
-        prop_assert_eq!(fast, tape, "{}", String::from_utf8_lossy(&bytes));
+        every_kernel_agrees_with_the_tape(Limits::default(), &bytes)?;
     }
 
     #[test]
     fn scan_and_tape_agree_on_mutated_fixtures_and_fragments(bytes in prop_oneof![mutated(), batch_record()]) {
-        let mut parser = Parser::default();
-        let fast = parser.parse(&bytes, render);
-        let tape = parser.parse_tape(&bytes, render);
-        prop_assert_eq!(fast, tape, "{}", String::from_utf8_lossy(&bytes));
+        every_kernel_agrees_with_the_tape(Limits::default(), &bytes)?;
     }
 
     #[test]
-    fn scan_and_tape_agree_on_random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
-        let mut parser = Parser::default();
-        let fast = parser.parse(&bytes, render);
-        let tape = parser.parse_tape(&bytes, render);
-        prop_assert_eq!(fast, tape);
+    fn scan_and_tape_agree_on_random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        every_kernel_agrees_with_the_tape(Limits::default(), &bytes)?;
     }
 }
 

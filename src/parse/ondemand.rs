@@ -18,11 +18,67 @@ use std::borrow::Cow;
 
 use super::{Field, Keys};
 
-/// Bitmaps of one 64-byte block: bit `i` is set when byte `i` is a quote, a backslash, or
-/// a control character (below 0x20).
+/// Which stage-one kernel marks quotes, backslashes and control characters: the widest the
+/// CPU has, found at run time (the binary targets any x86-64), or one forced by tests so
+/// that each path runs under the property tests.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum StageOne {
+    /// Byte by byte: any CPU.
+    Portable,
+    /// Four 16-byte compares per block: every x86-64.
+    Sse2,
+    /// Two 32-byte compares per block.
+    Avx2,
+    /// One 64-byte compare per block, straight into bitmaps (AVX-512BW).
+    Avx512,
+}
+
+impl StageOne {
+    /// The widest kernel this CPU runs.
+    pub fn detect() -> StageOne {
+        Self::available()
+            .last()
+            .copied()
+            .unwrap_or(StageOne::Portable)
+    }
+
+    /// Every kernel this CPU runs, narrowest first.
+    pub fn available() -> Vec<StageOne> {
+        let mut kernels = vec![StageOne::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            kernels.push(StageOne::Sse2);
+            if std::arch::is_x86_feature_detected!("avx2") {
+                kernels.push(StageOne::Avx2);
+            }
+            if std::arch::is_x86_feature_detected!("avx512bw") {
+                kernels.push(StageOne::Avx512);
+            }
+        }
+        kernels
+    }
+
+    /// Bitmaps of one 64-byte block: bit `i` is set when byte `i` is a quote, a backslash,
+    /// or a control character (below 0x20).
+    #[inline]
+    fn block_masks(self, block: &[u8; 64]) -> (u64, u64, u64) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            StageOne::Sse2 => block_masks_sse2(block),
+            // SAFETY: `available()` lists these kernels only when the CPU has the feature,
+            // and a parser only ever holds a kernel from that list.
+            #[cfg(target_arch = "x86_64")]
+            StageOne::Avx2 => unsafe { block_masks_avx2(block) },
+            #[cfg(target_arch = "x86_64")]
+            StageOne::Avx512 => unsafe { block_masks_avx512(block) },
+            _ => block_masks_portable(block),
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[inline]
-fn block_masks(block: &[u8; 64]) -> (u64, u64, u64) {
+fn block_masks_sse2(block: &[u8; 64]) -> (u64, u64, u64) {
     use safe_arch::{
         cmp_eq_mask_i8_m128i, load_unaligned_m128i, min_u8_m128i, move_mask_i8_m128i,
         set_splat_i8_m128i,
@@ -45,10 +101,62 @@ fn block_masks(block: &[u8; 64]) -> (u64, u64, u64) {
     (quotes, backslashes, controls)
 }
 
-/// The portable version of the above.
-#[cfg(not(target_arch = "x86_64"))]
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn block_masks_avx2(block: &[u8; 64]) -> (u64, u64, u64) {
+    use std::arch::x86_64::{
+        __m256i, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_min_epu8, _mm256_movemask_epi8,
+        _mm256_set1_epi8,
+    };
+    // SAFETY: two unaligned 32-byte loads inside the 64-byte array.
+    let (low, high) = unsafe {
+        (
+            _mm256_loadu_si256(block.as_ptr().cast::<__m256i>()),
+            _mm256_loadu_si256(block.as_ptr().add(32).cast::<__m256i>()),
+        )
+    };
+    let bits = |low_mask: i32, high_mask: i32| {
+        u64::from(low_mask as u32) | (u64::from(high_mask as u32) << 32)
+    };
+    let equal = |byte: u8| {
+        let splat = _mm256_set1_epi8(byte as i8);
+        bits(
+            _mm256_movemask_epi8(_mm256_cmpeq_epi8(low, splat)),
+            _mm256_movemask_epi8(_mm256_cmpeq_epi8(high, splat)),
+        )
+    };
+    let below_space = _mm256_set1_epi8(0x1f);
+    // min(b, 0x1f) == b exactly when b <= 0x1f (unsigned).
+    let controls = bits(
+        _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(low, below_space), low)),
+        _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(high, below_space), high)),
+    );
+    (equal(b'"'), equal(b'\\'), controls)
+}
+
+/// # Safety
+/// The CPU must have AVX-512BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512bw")]
+unsafe fn block_masks_avx512(block: &[u8; 64]) -> (u64, u64, u64) {
+    use std::arch::x86_64::{
+        __m512i, _mm512_cmpeq_epi8_mask, _mm512_cmple_epu8_mask, _mm512_loadu_si512,
+        _mm512_set1_epi8,
+    };
+    // SAFETY: one unaligned 64-byte load of the 64-byte array.
+    let v = unsafe { _mm512_loadu_si512(block.as_ptr().cast::<__m512i>()) };
+    (
+        _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'"' as i8)),
+        _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'\\' as i8)),
+        _mm512_cmple_epu8_mask(v, _mm512_set1_epi8(0x1f)),
+    )
+}
+
+/// The byte-by-byte kernel: the reference the others are tested against.
 #[inline]
-fn block_masks(block: &[u8; 64]) -> (u64, u64, u64) {
+fn block_masks_portable(block: &[u8; 64]) -> (u64, u64, u64) {
     let (mut quotes, mut backslashes, mut controls) = (0u64, 0u64, 0u64);
     for (i, &b) in block.iter().enumerate() {
         quotes |= u64::from(b == b'"') << i;
@@ -110,7 +218,7 @@ fn eight_digits(word: u64, count: usize) -> i64 {
 
 /// Stage one: the quote bitmap of `raw` into `quotes`; false when the record has a
 /// backslash, a control character inside a string, or an unterminated string.
-fn index_quotes(raw: &[u8], quotes: &mut Vec<u64>) -> bool {
+fn index_quotes(raw: &[u8], quotes: &mut Vec<u64>, kernel: StageOne) -> bool {
     quotes.clear();
     // All ones while a string runs on from the previous block.
     let mut carry = 0u64;
@@ -123,7 +231,7 @@ fn index_quotes(raw: &[u8], quotes: &mut Vec<u64>) -> bool {
                 &padded
             }
         };
-        let (quote_bits, backslash_bits, control_bits) = block_masks(block);
+        let (quote_bits, backslash_bits, control_bits) = kernel.block_masks(block);
         let inside = prefix_xor(quote_bits) ^ carry;
         if backslash_bits != 0 || control_bits & inside != 0 {
             return false;
@@ -163,12 +271,13 @@ pub(super) struct Text<'t> {
 pub(super) fn scan<'t>(
     raw: &'t [u8],
     max_depth: usize,
+    kernel: StageOne,
     quotes: &'t mut Vec<u64>,
     keys: &'t mut ScannedKeys<'t>,
 ) -> Option<Text<'t>> {
     // Valid UTF-8 as a whole, so every slice between two ASCII quotes is a `str`.
     let text = simdutf8::basic::from_utf8(raw).ok()?;
-    if !index_quotes(raw, quotes) {
+    if !index_quotes(raw, quotes, kernel) {
         return None;
     }
     let scanner = Scanner {
@@ -538,19 +647,55 @@ mod tests {
 
     #[test]
     fn stage_one_rejects_what_makes_strings_hard() {
-        let mut quotes = Vec::new();
-        assert!(index_quotes(br#"{"a":"b","c":1}"#, &mut quotes));
-        let expected = [1, 3, 5, 7, 9, 11]
-            .iter()
-            .fold(0u64, |bits, i| bits | (1 << i));
-        assert_eq!(quotes, vec![expected]);
-        assert!(!index_quotes(br#"{"a":"b\"c"}"#, &mut quotes));
-        assert!(!index_quotes(b"{\"a\":\"b\tc\"}", &mut quotes));
-        assert!(index_quotes(b"{\t\"a\":\n1}", &mut quotes));
-        assert!(!index_quotes(br#"{"a":"unterminated}"#, &mut quotes));
-        // A string that runs across the 64-byte blocks.
-        let long = format!("{{\"k\":\"{}\"}}", "x".repeat(150));
-        assert!(index_quotes(long.as_bytes(), &mut quotes));
-        assert_eq!(quotes.iter().map(|q| q.count_ones()).sum::<u32>(), 4);
+        for kernel in StageOne::available() {
+            let mut quotes = Vec::new();
+            let mut index = |raw: &[u8]| index_quotes(raw, &mut quotes, kernel);
+            assert!(index(br#"{"a":"b","c":1}"#), "{kernel:?}");
+            assert!(!index(br#"{"a":"b\"c"}"#), "{kernel:?}");
+            assert!(!index(b"{\"a\":\"b\tc\"}"), "{kernel:?}");
+            assert!(index(b"{\t\"a\":\n1}"), "{kernel:?}");
+            assert!(!index(br#"{"a":"unterminated}"#), "{kernel:?}");
+            // A string that runs across the 64-byte blocks.
+            let long = format!("{{\"k\":\"{}\"}}", "x".repeat(150));
+            assert!(index(long.as_bytes()), "{kernel:?}");
+            assert_eq!(
+                quotes.iter().map(|q| q.count_ones()).sum::<u32>(),
+                4,
+                "{kernel:?}"
+            );
+            assert!(index_quotes(br#"{"a":"b","c":1}"#, &mut quotes, kernel));
+            let expected = [1, 3, 5, 7, 9, 11]
+                .iter()
+                .fold(0u64, |bits, i| bits | (1 << i));
+            assert_eq!(quotes, vec![expected], "{kernel:?}");
+        }
+    }
+
+    /// Every kernel the CPU runs marks exactly what the byte-by-byte one marks, on random
+    /// blocks dense in the bytes that matter (quote, backslash, 0x1f/0x20, 0x7f/0x80, 0xff).
+    #[test]
+    fn every_stage_one_kernel_agrees_with_the_portable_one() {
+        let kernels = StageOne::available();
+        assert_eq!(kernels[0], StageOne::Portable);
+        let edges = [b'"', b'\\', 0x00, 0x1f, 0x20, 0x7f, 0x80, 0xff, b'a'];
+        let mut rng = fastrand::Rng::with_seed(7);
+        for round in 0..20_000 {
+            let mut block = [0u8; 64];
+            for b in &mut block {
+                *b = if round % 2 == 0 {
+                    edges[rng.usize(..edges.len())]
+                } else {
+                    rng.u8(..)
+                };
+            }
+            let expected = block_masks_portable(&block);
+            for &kernel in &kernels[1..] {
+                assert_eq!(
+                    kernel.block_masks(&block),
+                    expected,
+                    "{kernel:?} on {block:?}"
+                );
+            }
+        }
     }
 }
