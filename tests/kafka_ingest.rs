@@ -130,6 +130,29 @@ fn signed(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Headers {
     ]
 }
 
+/// Every record of `topic`, partition by partition.
+fn all_records(bootstrap: &str, topic: &str) -> Vec<Record> {
+    read_all(bootstrap, topic).into_values().flatten().collect()
+}
+
+/// A client that sends `first` and then nothing more is dropped by the server at its head
+/// (or handshake) deadline of 5 s: the connection ends well before the client's own 30 s.
+fn assert_dropped_by_the_deadline(port: u16, first: &[u8]) {
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client.write_all(first).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = client.read_to_end(&mut rest);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "dropped after {:?}",
+        started.elapsed()
+    );
+}
+
 fn total_records(bootstrap: &str, topic: &str) -> usize {
     read_all(bootstrap, topic).values().map(Vec::len).sum()
 }
@@ -241,25 +264,13 @@ fn signed_webhooks_are_written_unchanged_and_everything_else_is_refused() {
     );
 
     // A client that never finishes its request head is dropped at the head deadline (5 s).
-    let mut slow = TcpStream::connect(("127.0.0.1", ingest.running.port)).unwrap();
-    slow.write_all(b"POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\n")
-        .unwrap();
-    slow.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let started = Instant::now();
-    let mut rest = Vec::new();
-    let _ = slow.read_to_end(&mut rest);
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "dropped after {:?}",
-        started.elapsed()
+    assert_dropped_by_the_deadline(
+        ingest.running.port,
+        b"POST /webhooks/clerk HTTP/1.1\r\nHost: x\r\n",
     );
 
     // What the broker holds: the two accepted bodies, byte for byte, keyed and with headers.
-    let records: Vec<Record> = read_all(&bootstrap, &topic)
-        .into_values()
-        .flatten()
-        .collect();
+    let records = all_records(&bootstrap, &topic);
     assert_eq!(records.len(), 2, "only the accepted requests, once each");
     let session = records
         .iter()
@@ -596,23 +607,9 @@ fn over_tls_signed_webhooks_are_written_and_plain_or_silent_clients_are_not_serv
     assert!(!response.starts_with("HTTP/"), "{response}");
 
     // A client that connects and never starts its handshake is dropped at the head deadline.
-    let mut silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    silent
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let started = Instant::now();
-    let mut nothing = Vec::new();
-    let _ = silent.read_to_end(&mut nothing);
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "dropped after {:?}",
-        started.elapsed()
-    );
+    assert_dropped_by_the_deadline(port, b"");
 
-    let records: Vec<Record> = read_all(&bootstrap, &topic)
-        .into_values()
-        .flatten()
-        .collect();
+    let records = all_records(&bootstrap, &topic);
     assert_eq!(records.len(), 1, "the one webhook posted over TLS");
     assert_eq!(records[0].value.as_deref(), Some(&body[..]));
     assert_eq!(records[0].key.as_deref(), Some(&b"sess_tls"[..]));

@@ -263,16 +263,9 @@ mod tests {
                 SIGNATURE
             );
         }
+        // Their invalid, old and new timestamps are the cases of
+        // `tampering_another_secret_id_or_time_is_refused`.
         let verifier = Verifier::new(&[SECRET], 300).unwrap();
-        // Invalid timestamp.
-        let hello = SignedHeaders {
-            timestamp: "hello",
-            ..headers(SIGNATURE)
-        };
-        assert_eq!(
-            verifier.verify(hello, BODY, TIMESTAMP),
-            Err(Refusal::MalformedTimestamp)
-        );
         // Invalid, partial and empty signatures.
         for refused in ["v1,dawfeoifkpqwoekfpqoekf", &SIGNATURE[..8], "v1,"] {
             assert!(
@@ -280,15 +273,6 @@ mod tests {
                 "{refused:?}"
             );
         }
-        // Old and new timestamps: the tolerance (5 minutes) plus a second.
-        assert_eq!(
-            verifier.verify(headers(SIGNATURE), BODY, TIMESTAMP + 301),
-            Err(Refusal::TimestampTooOld)
-        );
-        assert_eq!(
-            verifier.verify(headers(SIGNATURE), BODY, TIMESTAMP - 301),
-            Err(Refusal::TimestampTooNew)
-        );
         // Several signatures, one of them valid, among another version's.
         let several = [
             "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc=",
