@@ -50,7 +50,7 @@ pub struct Demo {
     pub config: Config,
     cluster: MockCluster<'static, DefaultProducerContext>,
     stop: Arc<AtomicBool>,
-    generator: Option<JoinHandle<Option<Arc<generate::webhooks::PosterCounts>>>>,
+    generator: Option<JoinHandle<Arc<generate::webhooks::DeliveryCounts>>>,
     ingest: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     ingest_shutdown: CancellationToken,
 }
@@ -123,12 +123,11 @@ impl Demo {
         // Created above with the cluster's defaults; the mock answers no DescribeConfigs.
         config.topics.dead_letters_max_message_bytes = Some(MOCK_MAX_MESSAGE_BYTES);
         let ingest_shutdown = CancellationToken::new();
-        let ingest = tokio::spawn(crate::ingest::serve_with_metrics(
+        let mut ingest = tokio::spawn(crate::ingest::serve_with_metrics(
             config.clone(),
             metrics,
             ingest_shutdown.clone(),
         ));
-        let mut ingest = ingest;
         wait_for_ingest(&listen.ingest, &mut ingest).await?;
         let webhooks = WebhookTarget::parse(
             &format!("http://{}{}", listen.ingest, crate::ingest::WEBHOOK_PATH),
@@ -150,7 +149,7 @@ impl Demo {
                 if let Err(error) = sent {
                     eprintln!("demo: generator stopped: {error:#}");
                 }
-                Some(poster.finish())
+                poster.finish()
             })
         };
         println!(
@@ -192,7 +191,7 @@ impl Demo {
         self.stop.store(true, Ordering::Relaxed);
         let mut webhooks = None;
         if let Some(generator) = self.generator.take() {
-            webhooks = tokio::task::spawn_blocking(move || generator.join().ok().flatten())
+            webhooks = tokio::task::spawn_blocking(move || generator.join().ok())
                 .await
                 .ok()
                 .flatten();

@@ -90,7 +90,7 @@ pub fn post(
 ) -> anyhow::Result<Posted> {
     let generator = Mutex::new(Generator::new(options));
     let taken = AtomicU64::new(0);
-    let (accepted, failed, retried) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+    let counts = DeliveryCounts::default();
     let latencies_us: Mutex<Vec<u64>> = Mutex::new(Vec::new());
     let started = Instant::now();
     let next_event = || -> Option<(u64, Vec<u8>)> {
@@ -119,26 +119,9 @@ pub fn post(
                                 std::thread::sleep(wait);
                             }
                         }
-                        let id = event_id(&body);
-                        loop {
-                            let sent_at = Instant::now();
-                            let status = send(&mut connection, target, &id, &body)?;
-                            match status {
-                                200 => {
-                                    accepted.fetch_add(1, Ordering::Relaxed);
-                                    let us = sent_at.elapsed().as_micros() as u64;
-                                    lock(&latencies_us).push(us);
-                                    break;
-                                }
-                                503 => {
-                                    retried.fetch_add(1, Ordering::Relaxed);
-                                    std::thread::sleep(Duration::from_millis(200));
-                                }
-                                _ => {
-                                    failed.fetch_add(1, Ordering::Relaxed);
-                                    break;
-                                }
-                            }
+                        let answered = deliver(&mut connection, target, &body, &counts, None)?;
+                        if let Some(latency) = answered {
+                            lock(&latencies_us).push(latency.as_micros() as u64);
                         }
                     }
                     Ok(())
@@ -150,11 +133,11 @@ pub fn post(
             std::thread::sleep(Duration::from_millis(50));
             if last_report.elapsed() >= Duration::from_secs(1) {
                 last_report = Instant::now();
-                let done = accepted.load(Ordering::Relaxed);
+                let done = counts.accepted.load(Ordering::Relaxed);
                 eprintln!(
                     "generate: {done} webhooks answered 200, {} retried after 503, {} refused, {:.0}/s",
-                    retried.load(Ordering::Relaxed),
-                    failed.load(Ordering::Relaxed),
+                    counts.retried.load(Ordering::Relaxed),
+                    counts.failed.load(Ordering::Relaxed),
                     done as f64 / started.elapsed().as_secs_f64()
                 );
             }
@@ -175,25 +158,58 @@ pub fn post(
             .map_or(0.0, |&us| us as f64 / 1000.0)
     };
     Ok(Posted {
-        accepted: accepted.into_inner(),
-        failed: failed.into_inner(),
-        retried: retried.into_inner(),
+        accepted: counts.accepted.into_inner(),
+        failed: counts.failed.into_inner(),
+        retried: counts.retried.into_inner(),
         seconds,
         p50_ms: percentile(0.5),
         p99_ms: percentile(0.99),
     })
 }
 
-/// Counts of a [`Poster`]'s events.
+/// What the deliveries of events met (see [`deliver`]).
 #[derive(Debug, Default)]
-pub struct PosterCounts {
+pub struct DeliveryCounts {
     /// Answered 200.
     pub accepted: AtomicU64,
     /// Given up: another answer than 200 or 503, or a 503 or an unreachable server once
     /// stopping.
     pub failed: AtomicU64,
-    /// Attempts answered 503 (or not answered), each tried again.
+    /// Attempts answered 503 (or, for the poster, not answered), each tried again.
     pub retried: AtomicU64,
+}
+
+/// Delivers one event as Svix does: a 503 is tried again after 200 ms. With `stop` (the
+/// demo's poster) an unreachable server is tried again too, and retrying ends once `stop` is
+/// set; without it (the load generator) retrying goes on while the answer is 503, and a
+/// failed connection is an error. The request-to-answer time of the attempt answered 200.
+fn deliver(
+    connection: &mut Option<Connection>,
+    target: &WebhookTarget,
+    body: &[u8],
+    counts: &DeliveryCounts,
+    stop: Option<&AtomicBool>,
+) -> anyhow::Result<Option<Duration>> {
+    let id = event_id(body);
+    loop {
+        let sent_at = Instant::now();
+        let retry = match (send(connection, target, &id, body), stop) {
+            (Ok(200), _) => {
+                counts.accepted.fetch_add(1, Ordering::Relaxed);
+                return Ok(Some(sent_at.elapsed()));
+            }
+            (Err(error), None) => return Err(error),
+            (Ok(503), None) => true,
+            (Ok(503) | Err(_), Some(stop)) => !stop.load(Ordering::Relaxed),
+            (Ok(_), _) => false,
+        };
+        if !retry {
+            counts.failed.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        }
+        counts.retried.fetch_add(1, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Posts the events handed to it in the background over a few keep-alive connections, as
@@ -203,7 +219,7 @@ pub struct PosterCounts {
 pub struct Poster {
     queue: Option<SyncSender<Vec<u8>>>,
     workers: Vec<JoinHandle<()>>,
-    counts: Arc<PosterCounts>,
+    counts: Arc<DeliveryCounts>,
 }
 
 impl Poster {
@@ -212,7 +228,7 @@ impl Poster {
         // Bounded: a server slower than the generator slows the generator down.
         let (queue, events) = sync_channel::<Vec<u8>>(target.connections * 64);
         let events = Arc::new(Mutex::new(events));
-        let counts = Arc::new(PosterCounts::default());
+        let counts = Arc::new(DeliveryCounts::default());
         let target = Arc::new(target);
         let workers = (0..target.connections)
             .map(|_| {
@@ -234,12 +250,8 @@ impl Poster {
         self.queue.as_ref().is_some_and(|q| q.send(body).is_ok())
     }
 
-    pub fn counts(&self) -> &PosterCounts {
-        &self.counts
-    }
-
     /// Posts what is queued (giving up retries once stopping), then ends the threads.
-    pub fn finish(mut self) -> Arc<PosterCounts> {
+    pub fn finish(mut self) -> Arc<DeliveryCounts> {
         drop(self.queue.take());
         for worker in self.workers.drain(..) {
             let _ = worker.join();
@@ -251,31 +263,13 @@ impl Poster {
 fn post_queued(
     events: &Mutex<Receiver<Vec<u8>>>,
     target: &WebhookTarget,
-    counts: &PosterCounts,
+    counts: &DeliveryCounts,
     stop: &AtomicBool,
 ) {
     let mut connection: Option<Connection> = None;
-    loop {
-        let Ok(body) = lock(events).recv() else {
-            return;
-        };
-        let id = event_id(&body);
-        loop {
-            match send(&mut connection, target, &id, &body) {
-                Ok(200) => {
-                    counts.accepted.fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
-                Ok(503) | Err(_) if !stop.load(Ordering::Relaxed) => {
-                    counts.retried.fetch_add(1, Ordering::Relaxed);
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                Ok(_) | Err(_) => {
-                    counts.failed.fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
-            }
-        }
+    while let Ok(body) = lock(events).recv() {
+        // With `stop`, every outcome is counted and none is an error.
+        let _ = deliver(&mut connection, target, &body, counts, Some(stop));
     }
 }
 
