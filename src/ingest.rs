@@ -576,8 +576,7 @@ pub async fn serve_with_metrics(
     let requests = RequestMetrics::register();
     let tls = config.ingest.tls.as_ref().map(tls::acceptor).transpose()?;
     let listen = config.ingest.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
+    let listener = crate::http::bind(listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (ingest.listen): {e}"))?;
     let permits = Arc::new(Semaphore::new(config.ingest.max_concurrent_requests));
     let producer = producer(&config)?;
