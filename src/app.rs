@@ -16,6 +16,7 @@ pub mod at_least_once;
 pub mod exactly_once;
 mod handles;
 pub mod input_health;
+mod lanes;
 mod latency;
 pub mod outbox;
 pub mod restore;
@@ -39,8 +40,9 @@ use tokio_util::sync::CancellationToken;
 use self::at_least_once::AtLeastOnce;
 use self::exactly_once::{AfterBatch, ExactlyOnce, TRANSACTION_CALL_TIMEOUT};
 use self::input_health::InputHealth;
+use self::lanes::{BatchClock, Lanes};
 use self::latency::PendingLatency;
-use self::outbox::{Outbox, Routes};
+use self::outbox::Routes;
 use self::restore::RestoreOutcome;
 use crate::apply;
 use crate::changelog;
@@ -50,8 +52,6 @@ use crate::kafka::lock;
 use crate::kafka::sink::{self, DeliveryState, OutgoingRef, OutputContext};
 use crate::kafka::source::{self, InputContext};
 use crate::metrics::{self as m, CounterExport};
-use crate::model::Source;
-use crate::parse::{ParseError, Parser};
 use crate::stats::Stats;
 
 /// How often gauges, counters, idle partitions and retries are looked at.
@@ -135,11 +135,11 @@ impl PartitionState {
 struct Pipeline {
     clients: Clients,
     mode: Mode,
-    parser: Parser,
     partitions: HashMap<i32, PartitionState>,
     stats: Stats,
     counters: CounterExport,
-    outbox: Outbox,
+    /// The processing lanes (`pipeline.workers`), with the outboxes the batch step fills.
+    lanes: Lanes,
     handles: Handles,
     /// Partitions whose changelog holds a corrupt record (`state.on_corrupt = "stop"`):
     /// paused, not processed, and the instance not ready while any is.
@@ -355,21 +355,29 @@ impl Pipeline {
         self.update_readiness();
     }
 
-    /// The batch step: parses and applies each record, queues the progress records of the
-    /// partitions it touched, then sends what it caused.
+    /// The batch step: parses and applies each record (spread over the lanes), with the
+    /// progress records of the partitions it touched, then sends what it caused.
     async fn process(&mut self, batch: &[BorrowedMessage<'_>]) {
         if batch.is_empty() {
             return;
         }
-        self.outbox.clear();
         let wall_clock = now_ms();
         let received = Instant::now();
+        self.lanes.apply_batch(
+            batch,
+            &mut self.partitions,
+            &mut self.stats,
+            &self.clients.routes.input_topic,
+            BatchClock {
+                wall_clock,
+                received,
+            },
+        );
         // The next offset to read of each partition of the batch.
         let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
         // The oldest record timestamp of each partition of the batch.
         let mut oldest: BTreeMap<i32, i64> = BTreeMap::new();
         for message in batch {
-            self.apply_message(message, wall_clock, received);
             let next = next_offsets.entry(message.partition()).or_default();
             *next = (*next).max(message.offset() + 1);
             if let Some(at) = message.timestamp().to_millis() {
@@ -380,12 +388,6 @@ impl Pipeline {
         for (&p, &next) in &next_offsets {
             if let Some(&at) = oldest.get(&p) {
                 self.latency.note_batch(p, next, at);
-            }
-        }
-        for p in next_offsets.keys() {
-            if let Some(state) = self.partitions.get_mut(p) {
-                let progress = state.progress();
-                self.outbox.queue_progress(*p, progress, &mut state.written);
             }
         }
         // Event lag, sampled once per batch per partition: wall clock minus the newest event
@@ -400,64 +402,16 @@ impl Pipeline {
         metrics::histogram!(m::BATCH_DURATION_SECONDS).record(received.elapsed().as_secs_f64());
     }
 
-    /// Parses and applies one input record into the outbox.
-    fn apply_message(&mut self, message: &BorrowedMessage<'_>, wall_clock: i64, received: Instant) {
-        let (partition, offset) = (message.partition(), message.offset());
-        let Some(state) = self.partitions.get_mut(&partition) else {
-            // Not restored: `apply_changes` keeps such input out of every batch.
-            return;
-        };
-        state.last_message = received;
-        let outbox = &mut self.outbox;
-        if state.skip_through.is_some_and(|through| offset <= through) {
-            // Already applied before a restart: its outputs were acknowledged and its
-            // state written. Applying it again against newer state could derive anew.
-            outbox.close_record(partition, Some(offset));
-            return;
-        }
-        state.last_offset = Some(offset);
-        let stats = &mut self.stats;
-        match message.payload() {
-            None => {
-                let error = ParseError::no_value();
-                stats.count_invalid(&error);
-                outbox.dead_letter(partition, offset, message.key(), None, &error);
-            }
-            Some(payload) => {
-                let source = Source {
-                    topic: &self.clients.routes.input_topic,
-                    partition,
-                    offset,
-                };
-                self.parser.parse(payload, |result| match result {
-                    Ok(parsed) => apply::apply_record(
-                        &mut state.engine,
-                        &parsed,
-                        source,
-                        Some(wall_clock),
-                        stats,
-                        &mut outbox.partition(partition),
-                    ),
-                    Err(error) => {
-                        stats.count_invalid(&error);
-                        outbox.dead_letter(partition, offset, message.key(), Some(payload), &error);
-                    }
-                });
-            }
-        }
-        outbox.close_record(partition, Some(offset));
-    }
-
-    /// Sends the outbox in the delivery mode's way; `next_offsets` (the next input offset of
+    /// Sends the outboxes in the delivery mode's way; `next_offsets` (the next input offset of
     /// each partition of the batch) go with an exactly-once transaction.
     async fn dispatch(&mut self, next_offsets: &BTreeMap<i32, i64>) {
         match &mut self.mode {
-            Mode::AtLeastOnce(alo) => alo.send(&self.clients, &self.outbox).await,
+            Mode::AtLeastOnce(alo) => alo.send(&self.clients, self.lanes.outboxes()).await,
             Mode::ExactlyOnce(eos) => {
                 let offsets =
                     exactly_once::offsets_to_commit(&self.clients.routes.input_topic, next_offsets);
                 match eos
-                    .send(&mut self.clients, &self.outbox, Some(offsets))
+                    .send(&mut self.clients, self.lanes.outboxes(), Some(offsets))
                     .await
                 {
                     AfterBatch::Continue => {
@@ -509,7 +463,8 @@ impl Pipeline {
         let lag = lock(&self.clients.consumer.context().lag).clone();
         let now = Instant::now();
         let wall_clock = now_ms();
-        self.outbox.clear();
+        self.lanes.clear();
+        let outbox = self.lanes.loop_outbox();
         for (&partition, state) in &mut self.partitions {
             let caught_up = lag.get(&partition).is_some_and(|&l| l == 0);
             if caught_up && now.duration_since(state.last_message) >= idle_timeout {
@@ -517,16 +472,15 @@ impl Pipeline {
                     &mut state.engine,
                     wall_clock,
                     &mut self.stats,
-                    &mut self.outbox.partition(partition),
+                    &mut outbox.partition(partition),
                 );
-                self.outbox.close_record(partition, None);
+                outbox.close_record(partition, None);
                 let progress = state.progress();
-                self.outbox
-                    .queue_progress(partition, progress, &mut state.written);
+                outbox.queue_progress(partition, progress, &mut state.written);
             }
         }
-        self.outbox.drop_empty_records();
-        if !self.outbox.is_empty() {
+        outbox.drop_empty_records();
+        if !outbox.is_empty() {
             self.dispatch(&BTreeMap::new()).await;
         }
     }

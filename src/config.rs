@@ -190,6 +190,8 @@ pub struct RawPipeline {
     /// `/healthz` fails once the processing loop has shown no sign of life for this long;
     /// 0: never.
     pub liveness_timeout_ms: u64,
+    /// Processing threads the assigned partitions are spread over (each partition on one).
+    pub workers: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -258,6 +260,7 @@ impl Default for RawConfig {
                 transaction_max_records: 10_000,
                 input_stall_timeout_ms: 60_000,
                 liveness_timeout_ms: 60_000,
+                workers: 1,
             },
             http: RawHttp {
                 listen: "127.0.0.1:9464".into(),
@@ -317,6 +320,8 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     pub limits: Limits,
     pub batch_size: usize,
+    /// Processing threads a batch's partitions are spread over (`pipeline.workers`).
+    pub workers: usize,
     pub drain_timeout: Duration,
     pub retry_backoff: Duration,
     /// The transactional producer's id (exactly-once); stable across restarts of one
@@ -531,6 +536,7 @@ impl std::fmt::Debug for Config {
             .field("idle_timeout", &self.idle_timeout)
             .field("limits", &self.limits)
             .field("batch_size", &self.batch_size)
+            .field("workers", &self.workers)
             .field("drain_timeout", &self.drain_timeout)
             .field("retry_backoff", &self.retry_backoff)
             .field("transactional_id", &self.transactional_id)
@@ -610,6 +616,22 @@ fn positive(key: &'static str, value: u64) -> Result<u64, ConfigError> {
         });
     }
     Ok(value)
+}
+
+/// The most processing threads: more than cores only adds switching, and a batch of
+/// `batch_size` records spread this thin no longer pays for the threads.
+pub const MAX_WORKERS: u64 = 64;
+
+/// `pipeline.workers`: 1 to [`MAX_WORKERS`].
+fn workers(value: u64) -> Result<usize, ConfigError> {
+    let key = "pipeline.workers";
+    if value > MAX_WORKERS {
+        return Err(ConfigError::Invalid {
+            key,
+            problem: format!("{value} is more than {MAX_WORKERS}"),
+        });
+    }
+    Ok(positive(key, value)? as usize)
 }
 
 fn millis(key: &'static str, value: u64) -> Result<i64, ConfigError> {
@@ -768,6 +790,7 @@ impl RawConfig {
             idle_timeout: (l.idle_timeout_ms > 0).then(|| Duration::from_millis(l.idle_timeout_ms)),
             limits,
             batch_size: positive("pipeline.batch_size", self.pipeline.batch_size)? as usize,
+            workers: workers(self.pipeline.workers)?,
             drain_timeout: Duration::from_millis(positive(
                 "pipeline.drain_timeout_ms",
                 self.pipeline.drain_timeout_ms,
@@ -974,6 +997,8 @@ mod tests {
             ("delivery", "\"twice\"", "delivery"),
             ("http.listen", "\"nowhere\"", "http.listen"),
             ("pipeline.batch_size", "0", "pipeline.batch_size"),
+            ("pipeline.workers", "0", "pipeline.workers"),
+            ("pipeline.workers", "65", "pipeline.workers"),
             ("group_id", "\"\"", "group_id"),
         ] {
             let error = load(None, &[(key.into(), value.into())])

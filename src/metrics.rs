@@ -26,6 +26,9 @@ pub const PROCESSING_LATENCY_SECONDS: &str = "sessionflow_processing_latency_sec
 /// Beyond the SPEC's table: one batch step, from its first record read to its outputs sent
 /// (exactly-once: its transaction committed).
 pub const BATCH_DURATION_SECONDS: &str = "sessionflow_batch_duration_seconds";
+/// Beyond the SPEC's table: input records each processing thread (`pipeline.workers`) took,
+/// by `worker`: how evenly the partitions spread.
+pub const WORKER_RECORDS_TOTAL: &str = "sessionflow_worker_records_total";
 pub const WATERMARK_LAG_SECONDS: &str = "sessionflow_watermark_lag_seconds";
 pub const CONSUMER_LAG_RECORDS: &str = "sessionflow_consumer_lag_records";
 pub const STATE_RESTORE_SECONDS: &str = "sessionflow_state_restore_seconds";
@@ -101,7 +104,7 @@ pub const OUTCOME_FAILED: &str = "failed";
 
 /// Every metric name of the pipeline (`run`, `demo`), for checks (dashboards, alerts, docs)
 /// against the code; `ingest`'s own are in [`INGEST`].
-pub const ALL: [&str; 36] = [
+pub const ALL: [&str; 37] = [
     RECORDS_TOTAL,
     TRANSITIONS_TOTAL,
     ANOMALIES_TOTAL,
@@ -124,6 +127,7 @@ pub const ALL: [&str; 36] = [
     UNKNOWN_STATUSES,
     PROCESSING_LATENCY_SECONDS,
     BATCH_DURATION_SECONDS,
+    WORKER_RECORDS_TOTAL,
     IMPERSONATED_SESSIONS,
     KAFKA_BROKER_UP,
     KAFKA_BROKER_RTT_AVG_SECONDS,
@@ -315,6 +319,11 @@ fn describe() {
         BATCH_DURATION_SECONDS,
         Unit::Seconds,
         "One batch step: parse, apply and send (exactly-once: up to its transaction committed)."
+    );
+    describe_counter!(
+        WORKER_RECORDS_TOTAL,
+        Unit::Count,
+        "Input records parsed and applied by each processing thread (pipeline.workers), by worker."
     );
     describe_gauge!(
         WATERMARK_LAG_SECONDS,

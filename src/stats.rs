@@ -91,6 +91,31 @@ impl Stats {
         }
     }
 
+    /// Moves `other`'s counts into these, leaving `other` at zero (a processing lane's
+    /// counts after a batch).
+    pub fn absorb(&mut self, other: &mut Stats) {
+        fn drain<const N: usize>(into: &mut [u64; N], from: &mut [u64; N]) {
+            for (a, b) in into.iter_mut().zip(from.iter_mut()) {
+                *a += std::mem::take(b);
+            }
+        }
+        self.records += std::mem::take(&mut other.records);
+        self.observations += std::mem::take(&mut other.observations);
+        self.ignored += std::mem::take(&mut other.ignored);
+        drain(&mut self.outcomes, &mut other.outcomes);
+        drain(&mut self.invalid, &mut other.invalid);
+        drain(&mut self.anomalies, &mut other.anomalies);
+        for (into, from) in self
+            .transitions
+            .iter_mut()
+            .zip(other.transitions.iter_mut())
+        {
+            for (into, from) in into.iter_mut().zip(from.iter_mut()) {
+                drain(into, from);
+            }
+        }
+    }
+
     /// A record that failed to parse.
     pub fn count_invalid(&mut self, error: &ParseError) {
         self.records += 1;

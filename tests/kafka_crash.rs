@@ -4,7 +4,8 @@
 //! instance restores its state from the changelog, so it never re-derives a first sighting
 //! or anything else anew); the only extras are exact duplicates of events in flight at a
 //! kill, which are counted and reported. In exactly-once mode the read_committed output is
-//! exactly what `replay` derives: nothing missing, nothing twice.
+//! exactly what `replay` derives: nothing missing, nothing twice; also with the partitions
+//! spread over two processing threads (`pipeline.workers = 2`).
 
 mod common;
 
@@ -16,15 +17,27 @@ const PARTITIONS: i32 = 4;
 
 #[test]
 fn three_kill_9s_mid_stream_lose_nothing_and_re_derive_nothing() {
-    three_kill_9s("at_least_once");
+    three_kill_9s("at_least_once", &[]);
 }
 
 #[test]
 fn exactly_once_output_is_exact_across_three_kill_9s() {
-    three_kill_9s("exactly_once");
+    three_kill_9s("exactly_once", &[]);
 }
 
-fn three_kill_9s(delivery: &str) {
+#[test]
+fn exactly_once_output_is_exact_across_three_kill_9s_with_two_workers() {
+    // Small fetches per partition, so that batches mix partitions and are spread.
+    three_kill_9s(
+        "exactly_once",
+        &[
+            "pipeline.workers=2",
+            "kafka.consumer.max.partition.fetch.bytes=16384",
+        ],
+    );
+}
+
+fn three_kill_9s(delivery: &str, extra_sets: &[&str]) {
     let Some(scenario) = Scenario::new("crash", PARTITIONS) else {
         return;
     };
@@ -35,12 +48,13 @@ fn three_kill_9s(delivery: &str) {
     let delivery_set = format!("delivery=\"{delivery}\"");
     let total: u64 = 200_000;
     // A killed member leaves the group only when its session times out: keep that short.
-    let sets = [
+    let mut sets = vec![
         "lifecycle.idle_timeout_ms=0",
         "lifecycle.max_clock_skew_ms=0",
         "kafka.\"session.timeout.ms\"=\"6000\"",
         delivery_set.as_str(),
     ];
+    sets.extend(extra_sets);
     let mut run = scenario.start(&sets);
     let mut generator = spawn_generator(&bootstrap, &input, total, 14, 25000);
     let mut kills = 0;
@@ -65,6 +79,16 @@ fn three_kill_9s(delivery: &str) {
         Duration::from_secs(300),
         || scenario.committed() == ends,
     );
+    if extra_sets.contains(&"pipeline.workers=2") {
+        // The last instance spread its batches: worker 1 took records too.
+        let metrics = run.metrics().unwrap_or_default();
+        let taken = metric_sum(
+            &metrics,
+            "sessionflow_worker_records_total",
+            &["worker=\"1\""],
+        );
+        assert!(taken > 0.0, "worker 1 took no records: {metrics}");
+    }
     assert!(run.terminate().success(), "{}", run.log_text());
     restored += restored_sessions(&run.log_text());
     assert!(

@@ -16,7 +16,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use rdkafka::message::{Header, Headers};
 
-use super::outbox::{self, Destination, Outbox, RecordOutputs};
+use super::outbox::{self, Destination, Outbox};
 use super::Clients;
 use crate::kafka::lock;
 use crate::kafka::offsets::{Phase, Ticket};
@@ -128,33 +128,38 @@ impl AtLeastOnce {
         *lock(&consumer.context().drain) = Some(drain);
     }
 
-    /// Registers the outbox's records with the tracker (one lock), sends their derived
-    /// messages straight from the outbox's arena (librdkafka copies them), and stashes their
-    /// changelog writes until the tracker releases them (see `kafka::offsets`).
-    pub async fn send(&mut self, clients: &Clients, outbox: &Outbox) {
-        let tickets: Vec<(Ticket, RecordOutputs)> = {
+    /// Registers the outboxes' records with the tracker (one lock), sends their derived
+    /// messages straight from the outboxes' arenas (librdkafka copies them), and stashes their
+    /// changelog writes until the tracker releases them (see `kafka::offsets`). Each
+    /// partition's records are in one outbox, in order.
+    pub async fn send(&mut self, clients: &Clients, outboxes: &[Outbox]) {
+        let tickets: Vec<Ticket> = {
             let mut tracker = lock(&clients.delivery.tracker);
-            outbox
-                .records()
+            outboxes
+                .iter()
+                .flat_map(Outbox::records)
                 .map(|(record, messages)| {
                     let (outputs, changelog) = split_counts(messages);
-                    let ticket =
-                        tracker.register(record.partition, record.offset, outputs, changelog);
-                    (ticket, record)
+                    tracker.register(record.partition, record.offset, outputs, changelog)
                 })
                 .collect()
         };
-        for ((ticket, _), (_, messages)) in tickets.iter().zip(outbox.records()) {
+        let records = outboxes.iter().flat_map(|outbox| {
+            outbox
+                .records()
+                .map(move |(_, messages)| (outbox, messages))
+        });
+        for (ticket, (outbox, messages)) in tickets.into_iter().zip(records) {
             for message in messages {
                 if message.destination == Destination::Changelog {
-                    let opaque = sink::ticket_to_opaque(*ticket, Phase::Changelog);
+                    let opaque = sink::ticket_to_opaque(ticket, Phase::Changelog);
                     let write = outbox
                         .to_send(message, &clients.routes, opaque)
                         .to_retry(None);
-                    self.stash.entry(*ticket).or_default().push(write);
+                    self.stash.entry(ticket).or_default().push(write);
                     continue;
                 }
-                let opaque = sink::ticket_to_opaque(*ticket, Phase::Output);
+                let opaque = sink::ticket_to_opaque(ticket, Phase::Output);
                 clients
                     .send(outbox.to_send(message, &clients.routes, opaque))
                     .await;

@@ -319,21 +319,25 @@ impl ExactlyOnce {
         self.rebalanced_since_replacement = true;
     }
 
-    /// Sends the outbox and `offsets` (the next input offset of each partition of the batch)
-    /// in one transaction.
+    /// Sends the outboxes and `offsets` (the next input offset of each partition of the
+    /// batch) in one transaction: of a session's changelog writes, only the batch's last
+    /// (`Outbox::latest_writes_only`).
     pub async fn send(
         &mut self,
         clients: &mut Clients,
-        outbox: &Outbox,
+        outboxes: &[Outbox],
         offsets: Option<TopicPartitionList>,
     ) -> AfterBatch {
         if let Err(error) = clients.producer.begin_transaction() {
             return self.fail(clients, error);
         }
-        for message in outbox.messages() {
-            clients
-                .send(outbox.to_send(message, &clients.routes, 0))
-                .await;
+        for outbox in outboxes {
+            let send = outbox.latest_writes_only();
+            for (message, _) in outbox.messages().iter().zip(send).filter(|(_, send)| *send) {
+                clients
+                    .send(outbox.to_send(message, &clients.routes, 0))
+                    .await;
+            }
         }
         let group = clients.consumer.group_metadata();
         let offsets = match (offsets.as_ref(), group) {

@@ -3,6 +3,7 @@
 //! which of them (the at-least-once tracker needs that attribution). Also where each kind of
 //! output goes: topic and partition.
 
+use std::collections::HashSet;
 use std::ops::Range;
 
 use rdkafka::message::{Header, OwnedHeaders};
@@ -259,6 +260,25 @@ impl Outbox {
         });
     }
 
+    /// Which messages to send when the whole outbox goes in one transaction (exactly-once):
+    /// all but the changelog writes a later write of the same key and partition supersedes.
+    /// The changelog is compacted and restored last-write-wins, and the transaction makes
+    /// the batch's writes visible at once, so an earlier state of a session in the same
+    /// batch is never read: one write per session per batch, its last state.
+    pub fn latest_writes_only(&self) -> Vec<bool> {
+        let mut seen: HashSet<(i32, &[u8])> = HashSet::new();
+        let mut send = vec![true; self.messages.len()];
+        for (index, message) in self.messages.iter().enumerate().rev() {
+            if message.destination != Destination::Changelog {
+                continue;
+            }
+            if let Some(key) = message.key.clone() {
+                send[index] = seen.insert((message.partition, &self.arena[key]));
+            }
+        }
+        send
+    }
+
     /// One message as the producer takes it: topic and partition of its output, its bytes,
     /// the dead-letter headers.
     pub fn to_send<'a>(
@@ -437,6 +457,55 @@ pub(super) mod tests {
             dead_letters: route("d", 1),
             changelog: route("c", 4),
         }
+    }
+
+    #[test]
+    fn in_one_transaction_only_each_sessions_last_changelog_write_goes() {
+        let mut outbox = Outbox::new(limits(1024));
+        let mut written = changelog::Progress::default();
+        {
+            let mut sink = outbox.partition(0);
+            sink.emit(&transition("sess_a"));
+            sink.state_changed("sess_a", None);
+            sink.state_changed("sess_b", None);
+        }
+        outbox.close_record(0, Some(0));
+        {
+            // The same session id on another partition is another key of the changelog.
+            let mut sink = outbox.partition(1);
+            sink.state_changed("sess_a", None);
+        }
+        outbox.close_record(1, Some(0));
+        {
+            let mut sink = outbox.partition(0);
+            sink.emit(&transition("sess_a"));
+            sink.state_changed("sess_a", None);
+        }
+        outbox.close_record(0, Some(1));
+        let progress = changelog::Progress {
+            applied_through: Some(1),
+            ..changelog::Progress::default()
+        };
+        outbox.queue_progress(0, progress, &mut written);
+        let send = outbox.latest_writes_only();
+        let kinds: Vec<(Destination, i32, bool)> = outbox
+            .messages()
+            .iter()
+            .zip(&send)
+            .map(|(m, &send)| (m.destination, m.partition, send))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (Destination::Transitions, 0, true),
+                (Destination::Changelog, 0, false), // sess_a, superseded below
+                (Destination::Changelog, 0, true),  // sess_b
+                (Destination::Changelog, 1, true),  // sess_a of partition 1
+                (Destination::Transitions, 0, true),
+                (Destination::Changelog, 0, true), // sess_a's last state
+                (Destination::Changelog, 0, true), // the progress record
+            ]
+        );
     }
 
     fn invalid() -> ParseError {

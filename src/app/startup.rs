@@ -12,14 +12,14 @@ use tokio_util::sync::CancellationToken;
 use super::at_least_once::AtLeastOnce;
 use super::exactly_once::{self, ExactlyOnce};
 use super::input_health::InputHealth;
-use super::outbox::{DeadLetterLimits, Outbox, Route, Routes};
+use super::lanes::Lanes;
+use super::outbox::{DeadLetterLimits, Route, Routes};
 use super::{Clients, Handles, Mode, Pipeline};
 use crate::config::{Config, Delivery};
 use crate::kafka::admin;
 use crate::kafka::sink::{self, DeliveryState, OutputContext};
 use crate::kafka::source::{self, InputContext};
 use crate::metrics::CounterExport;
-use crate::parse::Parser;
 use crate::stats::Stats;
 
 /// Builds the pipeline, ready to run; `None` when `shutdown` came first.
@@ -64,8 +64,7 @@ pub(super) async fn start(
 
     let input_health = InputHealth::new(&config.topics.input, config.input_stall_timeout);
     Ok(Some(Pipeline {
-        parser: Parser::new(config.limits),
-        outbox: Outbox::new(dead_letter_limits),
+        lanes: Lanes::new(config.workers, config.limits, dead_letter_limits),
         clients: Clients {
             config,
             consumer,
