@@ -27,14 +27,7 @@ fn exactly_once_output_is_exact_across_three_kill_9s() {
 
 #[test]
 fn exactly_once_output_is_exact_across_three_kill_9s_with_two_workers() {
-    // Small fetches per partition, so that batches mix partitions and are spread.
-    three_kill_9s(
-        "exactly_once",
-        &[
-            "pipeline.workers=2",
-            "kafka.consumer.max.partition.fetch.bytes=16384",
-        ],
-    );
+    three_kill_9s("exactly_once", &["pipeline.workers=2"]);
 }
 
 fn three_kill_9s(delivery: &str, extra_sets: &[&str]) {

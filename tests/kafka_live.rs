@@ -37,11 +37,7 @@ fn live_output_equals_replay_per_partition_with_dead_letters_and_metrics() {
 fn spread_over_three_workers_live_output_equals_replay_per_partition() {
     let Some(bootstrap) = bootstrap() else { return };
     let mut sets = HISTORICAL.to_vec();
-    // Small fetches per partition, so that batches mix partitions and are spread.
-    sets.extend([
-        "pipeline.workers=3",
-        "kafka.consumer.max.partition.fetch.bytes=16384",
-    ]);
+    sets.push("pipeline.workers=3");
     let (_, metrics) = live_equals_replay(&bootstrap, &bootstrap, &sets, &[]);
     let by_worker: Vec<f64> = (0..3)
         .map(|w| {

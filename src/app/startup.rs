@@ -14,6 +14,7 @@ use super::exactly_once::{self, ExactlyOnce};
 use super::input_health::InputHealth;
 use super::lanes::Lanes;
 use super::outbox::{DeadLetterLimits, Route, Routes};
+use super::partition_queues::PartitionQueues;
 use super::{Clients, Handles, Mode, Pipeline};
 use crate::config::{Config, Delivery};
 use crate::kafka::admin;
@@ -65,6 +66,7 @@ pub(super) async fn start(
     let input_health = InputHealth::new(&config.topics.input, config.input_stall_timeout);
     Ok(Some(Pipeline {
         lanes: Lanes::new(config.workers, config.limits, dead_letter_limits),
+        partition_queues: PartitionQueues::new(config.workers > 1),
         clients: Clients {
             config,
             consumer,
