@@ -2,7 +2,8 @@
 //! the first stops (SIGTERM) later. Partitions move with their state: every event `replay`
 //! derives is in the union of the outputs, nothing is derived anew, and the instances that
 //! took partitions over restored them from the changelog rather than starting empty. In
-//! exactly-once mode the read_committed union is exactly what `replay` derives.
+//! exactly-once mode the read_committed union is exactly what `replay` derives. Also with
+//! `pipeline.workers = 2` (each partition's own queue, split on assignment).
 
 mod common;
 
@@ -14,15 +15,21 @@ const PARTITIONS: i32 = 4;
 
 #[test]
 fn partitions_move_between_instances_with_their_state() {
-    rebalance("at_least_once");
+    rebalance("at_least_once", None);
 }
 
 #[test]
 fn exactly_once_output_is_exact_across_a_rebalance() {
-    rebalance("exactly_once");
+    rebalance("exactly_once", None);
 }
 
-fn rebalance(delivery: &str) {
+/// Each partition's queue split on assignment and dropped on revocation, on both instances.
+#[test]
+fn partitions_move_with_their_state_between_instances_with_two_workers() {
+    rebalance("at_least_once", Some("pipeline.workers=2"));
+}
+
+fn rebalance(delivery: &str, extra_set: Option<&str>) {
     let Some(scenario) = Scenario::new("rebalance", PARTITIONS) else {
         return;
     };
@@ -36,12 +43,13 @@ fn rebalance(delivery: &str) {
     let first_id = format!("pipeline.transactional_id={}", unique("first"));
     let second_id = format!("pipeline.transactional_id={}", unique("second"));
     let total: u64 = 150_000;
-    let sets = [
+    let mut sets = vec![
         "lifecycle.idle_timeout_ms=0",
         "lifecycle.max_clock_skew_ms=0",
         "kafka.\"session.timeout.ms\"=\"6000\"",
         delivery_set.as_str(),
     ];
+    sets.extend(extra_set);
     let with_id = |id: &str| -> Vec<String> {
         sets.iter()
             .map(|s| s.to_string())
