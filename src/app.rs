@@ -41,15 +41,13 @@ use tokio_util::sync::CancellationToken;
 use self::at_least_once::AtLeastOnce;
 use self::exactly_once::{AfterBatch, ExactlyOnce, TRANSACTION_CALL_TIMEOUT};
 use self::input_health::InputHealth;
-use self::lanes::{BatchClock, Lanes};
+use self::lanes::{BatchClock, Lanes, PartitionState};
 use self::latency::PendingLatency;
 use self::outbox::Routes;
 use self::partition_queues::PartitionQueues;
 use self::restore::RestoreOutcome;
 use crate::apply;
-use crate::changelog;
 use crate::config::Config;
-use crate::engine::Engine;
 use crate::kafka::lock;
 use crate::kafka::sink::{self, DeliveryState, OutgoingRef, OutputContext};
 use crate::kafka::source::{self, InputContext};
@@ -97,38 +95,6 @@ impl Mode {
         match self {
             Mode::AtLeastOnce(_) => config.batch_size,
             Mode::ExactlyOnce(_) => config.transaction_max_records,
-        }
-    }
-}
-
-/// State of one assigned partition.
-struct PartitionState {
-    engine: Engine,
-    last_message: Instant,
-    /// The offset of the last record applied.
-    last_offset: Option<i64>,
-    /// Input up to here is already in the restored state: skipped, not applied again.
-    skip_through: Option<i64>,
-    /// The progress record last queued for the changelog.
-    written: changelog::Progress,
-}
-
-impl PartitionState {
-    fn new(engine: Engine, restored: changelog::Progress) -> Self {
-        PartitionState {
-            engine,
-            last_message: Instant::now(),
-            last_offset: restored.applied_through,
-            skip_through: restored.applied_through,
-            written: restored,
-        }
-    }
-
-    fn progress(&self) -> changelog::Progress {
-        changelog::Progress {
-            watermark: self.engine.watermark(),
-            max_event_time: self.engine.max_event_time(),
-            applied_through: self.last_offset,
         }
     }
 }

@@ -11,8 +11,9 @@ use std::time::Instant;
 use rdkafka::message::{BorrowedMessage, Message};
 
 use super::outbox::{DeadLetterLimits, Outbox};
-use super::PartitionState;
 use crate::apply;
+use crate::changelog;
+use crate::engine::Engine;
 use crate::metrics as m;
 
 use crate::model::Source;
@@ -22,6 +23,38 @@ use crate::stats::Stats;
 /// A batch with fewer records than this stays on the loop's thread: starting threads would
 /// cost more than its records take (a few microseconds each).
 const MIN_RECORDS_TO_SPREAD: usize = 64;
+
+/// State of one assigned partition.
+pub struct PartitionState {
+    pub engine: Engine,
+    pub last_message: Instant,
+    /// The offset of the last record applied.
+    pub last_offset: Option<i64>,
+    /// Input up to here is already in the restored state: skipped, not applied again.
+    pub skip_through: Option<i64>,
+    /// The progress record last queued for the changelog.
+    pub written: changelog::Progress,
+}
+
+impl PartitionState {
+    pub fn new(engine: Engine, restored: changelog::Progress) -> Self {
+        PartitionState {
+            engine,
+            last_message: Instant::now(),
+            last_offset: restored.applied_through,
+            skip_through: restored.applied_through,
+            written: restored,
+        }
+    }
+
+    pub fn progress(&self) -> changelog::Progress {
+        changelog::Progress {
+            watermark: self.engine.watermark(),
+            max_event_time: self.engine.max_event_time(),
+            applied_through: self.last_offset,
+        }
+    }
+}
 
 /// What every record of a batch shares.
 #[derive(Copy, Clone)]
