@@ -1,5 +1,5 @@
 //! Each assigned input partition's own queue, split from the consumer's (`pipeline.workers`
-//! above 1): librdkafka fills the consumer's one queue a fetch at a time, so with the large
+//! above 1, at-least-once): librdkafka fills the consumer's one queue a fetch at a time, so with the large
 //! fetches throughput needs, a batch taken from it holds one partition and the lanes would
 //! have nothing to spread. Taken in turns, the partitions' queues give batches of every
 //! partition that has records.
