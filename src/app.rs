@@ -19,7 +19,6 @@ pub mod input_health;
 mod lanes;
 mod latency;
 pub mod outbox;
-mod partition_queues;
 pub mod restore;
 mod startup;
 
@@ -44,7 +43,6 @@ use self::input_health::InputHealth;
 use self::lanes::{BatchClock, Lanes, PartitionState};
 use self::latency::PendingLatency;
 use self::outbox::Routes;
-use self::partition_queues::PartitionQueues;
 use self::restore::RestoreOutcome;
 use crate::apply;
 use crate::config::Config;
@@ -108,8 +106,6 @@ struct Pipeline {
     counters: CounterExport,
     /// The processing lanes (`pipeline.workers`), with the outboxes the batch step fills.
     lanes: Lanes,
-    /// With more than one lane: each assigned partition's own queue.
-    partition_queues: PartitionQueues,
     handles: Handles,
     /// Partitions whose changelog holds a corrupt record (`state.on_corrupt = "stop"`):
     /// paused, not processed, and the instance not ready while any is.
@@ -155,7 +151,6 @@ impl Pipeline {
         self.update_readiness();
         while self.fatal.is_none() {
             self.handles.heartbeat.beat();
-            let queues = self.partition_queues.snapshot();
             let first = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
@@ -164,9 +159,7 @@ impl Pipeline {
                     self.on_tick().await;
                     continue;
                 }
-                // The consumer's queue before the partitions' (see `partition_queues`).
                 message = consumer.recv() => message,
-                message = partition_queues::first_of(&queues) => message,
             };
             let first = match first {
                 Ok(message) => message,
@@ -189,9 +182,6 @@ impl Pipeline {
                     None => break,
                 }
             }
-            partition_queues::fill(&queues, &mut batch, limit, |error| {
-                self.input_health.consumer_error(error)
-            });
             self.apply_changes(&mut batch);
             self.process(&batch).await;
             drop(batch);
@@ -219,7 +209,6 @@ impl Pipeline {
                     if let Mode::AtLeastOnce(alo) = &mut self.mode {
                         alo.forget(&partitions);
                     }
-                    self.partition_queues.forget(&partitions);
                 }
                 source::AssignmentChange::Assigned(partitions) => {
                     // Not ready while restoring: no input of these partitions is processed
@@ -229,11 +218,6 @@ impl Pipeline {
                         .into_iter()
                         .filter(|p| !self.partitions.contains_key(p))
                         .collect();
-                    self.partition_queues.split(
-                        &self.clients.consumer,
-                        &self.clients.routes.input_topic,
-                        &new,
-                    );
                     self.restore(&new);
                 }
             }

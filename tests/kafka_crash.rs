@@ -5,8 +5,7 @@
 //! or anything else anew); the only extras are exact duplicates of events in flight at a
 //! kill, which are counted and reported. In exactly-once mode the read_committed output is
 //! exactly what `replay` derives: nothing missing, nothing twice; also with two processing
-//! threads (`pipeline.workers = 2`; exactly-once takes its batches from the consumer's one
-//! queue, and a batch that mixes partitions is spread).
+//! threads (`pipeline.workers = 2`; a batch that mixes partitions is spread).
 
 mod common;
 

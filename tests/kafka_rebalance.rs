@@ -3,7 +3,7 @@
 //! derives is in the union of the outputs, nothing is derived anew, and the instances that
 //! took partitions over restored them from the changelog rather than starting empty. In
 //! exactly-once mode the read_committed union is exactly what `replay` derives. Also with
-//! `pipeline.workers = 2` (each partition's own queue, split on assignment).
+//! `pipeline.workers = 2`.
 
 mod common;
 
@@ -23,7 +23,6 @@ fn exactly_once_output_is_exact_across_a_rebalance() {
     rebalance("exactly_once", None);
 }
 
-/// Each partition's queue split on assignment and dropped on revocation, on both instances.
 #[test]
 fn partitions_move_with_their_state_between_instances_with_two_workers() {
     rebalance("at_least_once", Some("pipeline.workers=2"));

@@ -14,7 +14,6 @@ use super::exactly_once::{self, ExactlyOnce};
 use super::input_health::InputHealth;
 use super::lanes::Lanes;
 use super::outbox::{DeadLetterLimits, Route, Routes};
-use super::partition_queues::PartitionQueues;
 use super::{Clients, Handles, Mode, Pipeline};
 use crate::config::{Config, Delivery};
 use crate::kafka::admin;
@@ -66,12 +65,6 @@ pub(super) async fn start(
     let input_health = InputHealth::new(&config.topics.input, config.input_stall_timeout);
     Ok(Some(Pipeline {
         lanes: Lanes::new(config.workers, config.limits, dead_letter_limits),
-        // At-least-once only: with split queues, exactly-once output was not exact across
-        // kill -9s (tests/kafka_crash.rs: one partition stood still in one instance, the next
-        // derived events twice); cause not found, so exactly-once keeps the one queue.
-        partition_queues: PartitionQueues::new(
-            config.workers > 1 && config.delivery == Delivery::AtLeastOnce,
-        ),
         clients: Clients {
             config,
             consumer,
