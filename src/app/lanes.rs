@@ -15,7 +15,6 @@ use crate::apply;
 use crate::changelog;
 use crate::engine::Engine;
 use crate::metrics as m;
-
 use crate::model::Source;
 use crate::parse::{Limits, ParseError, Parser};
 use crate::stats::Stats;
@@ -136,7 +135,7 @@ impl Lanes {
         }
         let (first, rest) = work.split_first_mut().expect("one lane at least");
         let (parser, other_parsers) = self.parsers.split_first_mut().expect("one lane at least");
-        let (outbox, other_outboxes) = self.outboxes.split_first_mut().expect("one lane");
+        let (outbox, other_outboxes) = self.outboxes.split_first_mut().expect("one lane at least");
         // Lanes whose thread could not be started run here after the others.
         let mut not_started = Vec::new();
         std::thread::scope(|scope| {
