@@ -4,10 +4,10 @@
 //! `Retry-After` when the broker is away or the queue is full, never later than
 //! `ingest.request_timeout_ms`, so that Svix retries what was not written.
 
+mod recent;
 pub mod signature;
 pub mod tls;
 
-use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,6 +27,7 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use self::recent::RecentIds;
 use self::signature::{Refusal, SignedHeaders, Verifier};
 use crate::config::{Config, ConfigError};
 use crate::http::ConnectionLimits;
@@ -162,39 +163,6 @@ impl WarnLimiter {
         }
         self.held_back.fetch_add(1, Ordering::Relaxed);
         None
-    }
-}
-
-/// Webhook ids written lately, oldest first out.
-struct RecentIds {
-    ids: HashSet<String>,
-    order: VecDeque<String>,
-    capacity: usize,
-}
-
-impl RecentIds {
-    fn new(capacity: usize) -> Self {
-        RecentIds {
-            ids: HashSet::new(),
-            order: VecDeque::new(),
-            capacity,
-        }
-    }
-
-    fn contains(&self, id: &str) -> bool {
-        self.ids.contains(id)
-    }
-
-    fn insert(&mut self, id: &str) {
-        if self.capacity == 0 || !self.ids.insert(id.to_owned()) {
-            return;
-        }
-        self.order.push_back(id.to_owned());
-        while self.order.len() > self.capacity {
-            if let Some(oldest) = self.order.pop_front() {
-                self.ids.remove(&oldest);
-            }
-        }
     }
 }
 
@@ -651,20 +619,5 @@ mod tests {
         assert_eq!(limiter.allow(11_000), Some(2));
         assert_eq!(limiter.allow(11_001), None);
         assert_eq!(limiter.allow(30_000), Some(1));
-    }
-
-    #[test]
-    fn recent_ids_forget_the_oldest_beyond_their_capacity() {
-        let mut recent = RecentIds::new(2);
-        recent.insert("a");
-        recent.insert("b");
-        recent.insert("a");
-        assert!(recent.contains("a") && recent.contains("b"));
-        recent.insert("c");
-        assert!(!recent.contains("a"));
-        assert!(recent.contains("b") && recent.contains("c"));
-        let mut off = RecentIds::new(0);
-        off.insert("a");
-        assert!(!off.contains("a"));
     }
 }
