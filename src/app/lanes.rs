@@ -127,6 +127,22 @@ impl Lanes {
         clock: BatchClock,
     ) {
         self.clear();
+        if self.parsers.len() == 1 || batch.len() < MIN_RECORDS_TO_SPREAD {
+            // All on lane 0 (the default of one worker): no plan, no threads.
+            let applied = apply_in_order(
+                batch,
+                partitions,
+                &mut self.parsers[0],
+                &mut self.outboxes[0],
+                stats,
+                input_topic,
+                clock,
+            );
+            if applied > 0 {
+                self.records[0].increment(applied);
+            }
+            return;
+        }
         let mut work = plan(batch, partitions, self.parsers.len());
         for (lane, counter) in work.iter().zip(&self.records) {
             if !lane.messages.is_empty() {
@@ -234,6 +250,47 @@ fn assign_lanes(record_partitions: impl Iterator<Item = i32>, lanes: usize) -> H
             (partition, lane)
         })
         .collect()
+}
+
+/// Lane 0 with the whole batch: what [`run_lane`] does, without a plan. Returns how many
+/// records were of assigned partitions.
+fn apply_in_order(
+    batch: &[BorrowedMessage<'_>],
+    partitions: &mut HashMap<i32, PartitionState>,
+    parser: &mut Parser,
+    outbox: &mut Outbox,
+    stats: &mut Stats,
+    input_topic: &str,
+    clock: BatchClock,
+) -> u64 {
+    let mut touched: Vec<i32> = Vec::new();
+    let mut applied = 0;
+    // A batch holds runs of one partition's records: its state is looked up once per run.
+    let mut current: Option<(i32, &mut PartitionState)> = None;
+    for message in batch {
+        let partition = message.partition();
+        if current.as_ref().map(|&(p, _)| p) != Some(partition) {
+            current = partitions
+                .get_mut(&partition)
+                .map(|state| (partition, state));
+            if current.is_some() && !touched.contains(&partition) {
+                touched.push(partition);
+            }
+        }
+        let Some((_, state)) = current.as_mut() else {
+            continue;
+        };
+        apply_message(state, parser, outbox, stats, message, input_topic, clock);
+        applied += 1;
+    }
+    touched.sort_unstable();
+    for partition in touched {
+        if let Some(state) = partitions.get_mut(&partition) {
+            let progress = state.progress();
+            outbox.queue_progress(partition, progress, &mut state.written);
+        }
+    }
+    applied
 }
 
 /// Parses and applies one lane's records in order, then queues its partitions' progress
