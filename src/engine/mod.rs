@@ -7,9 +7,15 @@
 //!
 //! Memory: a session is a 120-byte [`Slot`] in a slab, a 4-byte entry in a hash table of
 //! slab indices, and (while live) a 16-byte entry in the ordered deadline index.
+//!
+//! Inside: `ids` (session ids packed into slots), `statuses` (status texts by code), `sink`
+//! (where events and state changes go), `views` (owned copies for tools and tests). This file
+//! keeps the rules.
 
 mod ids;
+mod sink;
 mod statuses;
+mod views;
 
 use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
@@ -18,57 +24,15 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 
 pub use ids::CompactId;
 use ids::{hash_lookup, pack, IdBuf, MAX_PACKED_LEN};
+use sink::NoSink;
+pub use sink::{EventSink, StateRecord};
 use statuses::StatusTable;
+pub use views::{OwnedEvent, SessionView};
 
 use crate::model::{
     deadline_of, status_is_live, Anomaly, AnomalyKind, Cause, DerivedEvent, Observation, Outcome,
     Source, StatusCode, Transition, KNOWN_STATUSES,
 };
-
-/// Where derived events go. Events borrow from the engine and the observation: serialise or
-/// copy them inside `emit`.
-pub trait EventSink {
-    fn emit(&mut self, event: &DerivedEvent<'_>);
-
-    /// Whether [`EventSink::state_changed`] should be called; false spares the hot path the
-    /// work of describing each change (replay needs none).
-    fn wants_state(&self) -> bool {
-        false
-    }
-
-    /// Every change of a session's state, in order, with the state after it (`None`: the
-    /// session was forgotten). Feeds the state changelog (SPEC section 6).
-    fn state_changed(&mut self, _session_id: &str, _state: Option<&StateRecord<'_>>) {}
-}
-
-/// A session's state `S` (SPEC section 2), borrowed: what the changelog stores and restores.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StateRecord<'a> {
-    pub status: &'a str,
-    pub since: i64,
-    pub updated_at: i64,
-    pub created_at: Option<i64>,
-    pub expire_at: Option<i64>,
-    pub abandon_at: Option<i64>,
-    pub user_id: Option<&'a str>,
-    pub client_id: Option<&'a str>,
-    pub impersonated: bool,
-    pub inferred: bool,
-}
-
-/// Discards everything (internal bookkeeping that must not notify).
-struct NoSink;
-
-impl EventSink for NoSink {
-    fn emit(&mut self, _: &DerivedEvent<'_>) {}
-}
-
-/// Collects events as owned JSON-able values; for tests and small tools.
-impl EventSink for Vec<OwnedEvent> {
-    fn emit(&mut self, event: &DerivedEvent<'_>) {
-        self.push(OwnedEvent::from(event));
-    }
-}
 
 /// The engine's settings (SPEC section 3 defaults).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -217,100 +181,6 @@ fn same_id(stored: &CompactId, id: Option<&str>) -> bool {
     match id {
         None => *stored == CompactId::Absent,
         Some(id) => stored.matches(id, pack(id).as_ref()),
-    }
-}
-
-/// A session's state as owned values, for inspection and tests: the fields of
-/// [`StateRecord`] (the one state shape), owned, with the session id.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SessionView {
-    pub id: String,
-    pub status: String,
-    pub since: i64,
-    pub updated_at: i64,
-    pub created_at: Option<i64>,
-    pub expire_at: Option<i64>,
-    pub abandon_at: Option<i64>,
-    pub user_id: Option<String>,
-    pub client_id: Option<String>,
-    pub impersonated: bool,
-    pub inferred: bool,
-}
-
-impl SessionView {
-    pub fn new(id: &str, state: &StateRecord<'_>) -> Self {
-        SessionView {
-            id: id.to_owned(),
-            status: state.status.to_owned(),
-            since: state.since,
-            updated_at: state.updated_at,
-            created_at: state.created_at,
-            expire_at: state.expire_at,
-            abandon_at: state.abandon_at,
-            user_id: state.user_id.map(str::to_owned),
-            client_id: state.client_id.map(str::to_owned),
-            impersonated: state.impersonated,
-            inferred: state.inferred,
-        }
-    }
-}
-
-/// An owned copy of a [`DerivedEvent`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum OwnedEvent {
-    Transition {
-        session_id: String,
-        user_id: Option<String>,
-        client_id: Option<String>,
-        from: Option<String>,
-        to: String,
-        cause: Cause,
-        at: i64,
-        in_state_ms: Option<i64>,
-        session_age_ms: Option<i64>,
-        impersonated: bool,
-        source: Option<(String, i32, i64)>,
-    },
-    Anomaly {
-        kind: AnomalyKind,
-        session_id: String,
-        user_id: Option<String>,
-        status: Option<String>,
-        observed: String,
-        at: i64,
-        source: Option<(String, i32, i64)>,
-    },
-}
-
-impl From<&DerivedEvent<'_>> for OwnedEvent {
-    fn from(event: &DerivedEvent<'_>) -> Self {
-        let owned = |s: Option<&str>| s.map(str::to_owned);
-        let source =
-            |s: &Option<Source<'_>>| s.map(|s| (s.topic.to_owned(), s.partition, s.offset));
-        match event {
-            DerivedEvent::Transition(t) => OwnedEvent::Transition {
-                session_id: t.session_id.to_owned(),
-                user_id: owned(t.user_id),
-                client_id: owned(t.client_id),
-                from: owned(t.from),
-                to: t.to.to_owned(),
-                cause: t.cause,
-                at: t.at,
-                in_state_ms: t.in_state_ms,
-                session_age_ms: t.session_age_ms,
-                impersonated: t.impersonated,
-                source: source(&t.source),
-            },
-            DerivedEvent::Anomaly(a) => OwnedEvent::Anomaly {
-                kind: a.kind,
-                session_id: a.session_id.to_owned(),
-                user_id: owned(a.user_id),
-                status: owned(a.status),
-                observed: a.observed.to_owned(),
-                at: a.at,
-                source: source(&a.source),
-            },
-        }
     }
 }
 
@@ -936,22 +806,6 @@ impl Engine {
             self.forget_at.insert((f, index));
         }
     }
-
-    /// The state of one session, if held.
-    pub fn session(&self, id: &str) -> Option<SessionView> {
-        Some(self.view(self.lookup(id).found?))
-    }
-
-    /// Every session held, in no particular order.
-    pub fn sessions(&self) -> impl Iterator<Item = SessionView> + '_ {
-        self.table.iter().map(|&i| self.view(i))
-    }
-
-    fn view(&self, index: u32) -> SessionView {
-        let mut texts = SlotTexts::default();
-        let (id, record) = self.record(index, &mut texts);
-        SessionView::new(id.unwrap_or_default(), &record)
-    }
 }
 
 /// Buffers a slot's packed ids are decoded into.
@@ -972,169 +826,4 @@ impl Default for SlotTexts {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_slot_stays_within_its_memory_budget() {
-        assert!(std::mem::size_of::<Slot>() <= 120);
-    }
-
-    /// Events, and the changelog's view: the state after each change (`None`: forgotten).
-    #[derive(Default)]
-    struct Recorder {
-        events: Vec<OwnedEvent>,
-        states: Vec<(String, Option<String>)>,
-    }
-
-    impl EventSink for Recorder {
-        fn emit(&mut self, event: &DerivedEvent<'_>) {
-            self.events.push(OwnedEvent::from(event));
-        }
-        fn wants_state(&self) -> bool {
-            true
-        }
-        fn state_changed(&mut self, session_id: &str, state: Option<&StateRecord<'_>>) {
-            let status = state.map(|s| s.status.to_owned());
-            self.states.push((session_id.to_owned(), status));
-        }
-    }
-
-    const T: i64 = 1_764_000_000_000;
-
-    fn observe(engine: &mut Engine, sink: &mut Recorder, id: &str, status: &str, at: i64) {
-        let o = Observation {
-            id,
-            status,
-            updated_at: at,
-            created_at: Some(T),
-            expire_at: Some(T + 86_400_000),
-            abandon_at: None,
-            user_id: Some("user_1"),
-            client_id: None,
-            impersonated: false,
-        };
-        let source = Source {
-            topic: "t",
-            partition: 0,
-            offset: 0,
-        };
-        engine.apply(&o, source, None, sink);
-        engine.finish_record(sink);
-    }
-
-    #[test]
-    fn an_unknown_status_is_reclaimed_once_no_session_holds_it() {
-        let mut engine = Engine::new(EngineConfig::default());
-        let mut sink = Recorder::default();
-        // One session held throughout; 10 000 distinct unknown statuses pass through it.
-        for i in 0..10_000 {
-            observe(
-                &mut engine,
-                &mut sink,
-                "sess_1",
-                &format!("status_{i}"),
-                T + i,
-            );
-            assert!(
-                engine.unknown_statuses() <= 2,
-                "at {i}: {}",
-                engine.unknown_statuses()
-            );
-        }
-        // Each transition still named the status the session left, before it was reclaimed.
-        let last = sink.events.last().unwrap();
-        match last {
-            OwnedEvent::Transition { from, to, .. } => {
-                assert_eq!(from.as_deref(), Some("status_9998"));
-                assert_eq!(to, "status_9999");
-            }
-            other => panic!("{other:?}"),
-        }
-        // Two sessions in one unknown status share its text; a third status comes and goes.
-        observe(&mut engine, &mut sink, "sess_2", "status_9999", T + 20_000);
-        observe(&mut engine, &mut sink, "sess_1", "active", T + 20_001);
-        observe(&mut engine, &mut sink, "sess_3", "other_a", T + 20_002);
-        observe(&mut engine, &mut sink, "sess_3", "other_b", T + 20_003);
-        assert_eq!(
-            engine.unknown_statuses(),
-            3,
-            "status_9999, other_a (unheld), other_b"
-        );
-        observe(&mut engine, &mut sink, "sess_4", "other_c", T + 20_004);
-        assert_eq!(
-            engine.unknown_statuses(),
-            3,
-            "other_a reclaimed when other_c came"
-        );
-        let view = engine.session("sess_2").unwrap();
-        assert_eq!(view.status, "status_9999", "a held status keeps its text");
-        assert_eq!(engine.session("sess_4").unwrap().status, "other_c");
-    }
-
-    #[test]
-    fn at_the_session_cap_a_new_session_evicts_the_terminal_one_nearest_its_forget_time() {
-        let mut engine = Engine::new(EngineConfig {
-            max_sessions: Some(3),
-            ..EngineConfig::default()
-        });
-        let mut sink = Recorder::default();
-        observe(&mut engine, &mut sink, "sess_live", "active", T);
-        observe(&mut engine, &mut sink, "sess_ended_late", "ended", T + 2);
-        observe(&mut engine, &mut sink, "sess_ended_early", "ended", T + 1);
-        sink.events.clear();
-        sink.states.clear();
-        observe(&mut engine, &mut sink, "sess_new", "active", T + 3);
-        assert_eq!(engine.len(), 3);
-        assert!(
-            engine.session("sess_ended_early").is_none(),
-            "the terminal one nearest its forget time"
-        );
-        assert!(
-            engine.session("sess_ended_late").is_some() && engine.session("sess_new").is_some()
-        );
-        match &sink.events[0] {
-            OwnedEvent::Anomaly {
-                kind,
-                session_id,
-                status,
-                observed,
-                at,
-                ..
-            } => {
-                assert_eq!(*kind, AnomalyKind::Evicted);
-                assert_eq!(session_id, "sess_ended_early");
-                assert_eq!(status.as_deref(), Some("ended"));
-                assert_eq!(observed, "active");
-                assert_eq!(*at, T + 3);
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(
-            sink.states[0],
-            ("sess_ended_early".to_owned(), None),
-            "a tombstone"
-        );
-        // With no terminal session left, the live one nearest its deadline goes.
-        observe(&mut engine, &mut sink, "sess_other", "active", T + 4);
-        observe(&mut engine, &mut sink, "sess_more", "active", T + 5);
-        assert_eq!(engine.len(), 3);
-        assert!(engine.session("sess_ended_late").is_none());
-        assert!(
-            engine.session("sess_live").is_none(),
-            "the live one with the earliest deadline"
-        );
-        // Without a cap nothing is evicted.
-        let mut uncapped = Engine::new(EngineConfig::default());
-        for i in 0..100 {
-            observe(
-                &mut uncapped,
-                &mut sink,
-                &format!("sess_{i}"),
-                "active",
-                T + i,
-            );
-        }
-        assert_eq!(uncapped.len(), 100);
-    }
-}
+mod tests;
