@@ -5,8 +5,10 @@
 #     changelog on) at-least-once until every record is handed to the pipeline; the
 #     pass-through loop (examples/pass_through.rs: per record the messages sessionflow
 #     produced for this input, measured on its outputs, same sizes and producer settings,
-#     no processing: what Kafka costs for the job); `sessionflow run` exactly-once. Each with
-#     records/s and CPU-s per million records, its own and the broker's: a table and ratios;
+#     no processing: what Kafka costs for the job); `sessionflow run` exactly-once, and the
+#     pass-through again with what that run produced (read committed: exactly-once writes
+#     fewer changelog messages). Each with records/s and CPU-s per million records, its own
+#     and the broker's: a table, and each run's ratios to the pass-through of its outputs;
 #  3. latency at a steady RATE (default 20 000 records/s) for SECONDS (default 15): broker
 #     append time of each input record (its topic set to LogAppendTime) to its derived event
 #     being readable.
@@ -117,37 +119,52 @@ PY
 }
 measure_run at_least_once 19999
 
-# What sessionflow produced for this input, per input record: messages and mean size on each
-# output (transitions, anomalies, dead letters, the state changelog).
-profile=()
-for topic in bench-t-at_least_once-$run_id bench-a-at_least_once-$run_id \
-  bench-d-at_least_once-$run_id bench-group-at_least_once-$run_id.state; do
-  line=$(target/release/examples/consume_only "$b" "$topic")
-  n=$(sed 's/consume-only: \([0-9]*\) records.*/\1/' <<<"$line")
-  bytes=$(sed 's/.*records, \([0-9]*\) bytes.*/\1/' <<<"$line")
-  profile+=("$(echo "$n / $records" | bc -l):$(echo "$bytes / ($n + 0.000001)" | bc -l)")
-  echo "output $topic: $n messages, $bytes bytes"
-done
-echo "== pass-through (the same messages per record, sizes and producer settings; no processing)"
-broker_before=$(cpu_of "$broker_pid")
-passthrough=$(target/release/examples/pass_through "$b" "$input" "bench-pass-$run_id" "${profile[@]}")
-broker_after=$(cpu_of "$broker_pid")
-echo "$passthrough"
-echo "pass-through broker-cpu $(echo "$broker_after - $broker_before" | bc -l)" >"$work/cpu-pass-through"
+# What a sessionflow run produced for this input, per input record: messages and mean size on
+# each output (transitions, anomalies, dead letters, the state changelog), as the pass-through's
+# profile (DELIVERY [committed]: exactly-once's outputs are read committed, markers not counted).
+profile_of() {
+  profile=()
+  local topic line n bytes
+  for topic in bench-t-$1-$run_id bench-a-$1-$run_id bench-d-$1-$run_id bench-group-$1-$run_id.state; do
+    line=$(target/release/examples/consume_only "$b" "$topic" ${2:-})
+    n=$(sed 's/consume-only: \([0-9]*\) records.*/\1/' <<<"$line")
+    bytes=$(sed 's/.*records, \([0-9]*\) bytes.*/\1/' <<<"$line")
+    profile+=("$(echo "$n / $records" | bc -l):$(echo "$bytes / ($n + 0.000001)" | bc -l)")
+    echo "output $topic: $n messages, $bytes bytes"
+  done
+}
+# The pass-through of the outputs of DELIVERY's run (profile_of first).
+pass_through() {
+  echo "== pass-through of $1's outputs (the same messages per record, sizes and producer settings; no processing)"
+  broker_before=$(cpu_of "$broker_pid")
+  passthrough=$(target/release/examples/pass_through "$b" "$input" "bench-pass-$1-$run_id" "${profile[@]}")
+  broker_after=$(cpu_of "$broker_pid")
+  echo "$passthrough"
+  echo "$passthrough" >"$work/pass-through-$1"
+  echo "pass-through broker-cpu $(echo "$broker_after - $broker_before" | bc -l)" >"$work/cpu-pass-through-$1"
+}
+profile_of at_least_once
+pass_through at_least_once
 
 measure_run exactly_once 19997
+profile_of exactly_once committed
+pass_through exactly_once
 printf "ratio exactly-once / at-least-once: %.2fx\n" \
   "$(echo "$(cat "$work/rate-exactly_once") / $(cat "$work/rate-at_least_once")" | bc -l)"
 
 # One table: records/s and CPU-s per million records, ours and the broker's.
-python3 - "$records" "$baseline" "$passthrough" "$work" <<'PY'
+python3 - "$records" "$baseline" "$work" <<'PY'
 import re, sys
-records, baseline, passthrough, work = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+records, baseline, work = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 def rate(line): return float(re.search(r"([0-9]+) records/s", line).group(1))
 def broker(name): return float(open(f"{work}/cpu-{name}").read().split()[-1]) / records * 1e6
 def own_cpu(line): return float(re.search(r"([0-9.]+) CPU-s", line).group(1)) / records * 1e6
-rows = [("consume-only", rate(baseline), own_cpu(baseline), broker("consume-only")),
-        ("pass-through", rate(passthrough), own_cpu(passthrough), broker("pass-through"))]
+rows = [("consume-only", rate(baseline), own_cpu(baseline), broker("consume-only"))]
+floors = {}
+for mode in ("at_least_once", "exactly_once"):
+    line = open(f"{work}/pass-through-{mode}").read()
+    floors[mode] = (rate(line), own_cpu(line), broker(f"pass-through-{mode}"))
+    rows.append((f"pass-through of {mode}'s outputs", *floors[mode]))
 for mode in ("at_least_once", "exactly_once"):
     own, brk = (float(x) for x in open(f"{work}/cpu-{mode}").read().split())
     rows.append((f"sessionflow {mode}", float(open(f"{work}/rate-{mode}").read()), own, brk))
@@ -155,9 +172,10 @@ print("| run | records/s | own CPU-s per million records | broker CPU-s per mill
 print("| --- | --- | --- | --- |")
 for name, r, own, brk in rows:
     print(f"| {name} | {r:.0f} | {own:.1f} | {brk:.1f} |")
-pt = rows[1]
-for name, r, own, brk in rows[2:]:
-    print(f"{name} / pass-through: {r / pt[1]:.2f}x records/s, {own / pt[2]:.2f}x own CPU, {brk / pt[3]:.2f}x broker CPU")
+for name, r, own, brk in rows[3:]:
+    mode = name.split()[-1]
+    pt = floors[mode]
+    print(f"{name} / the pass-through of its outputs: {r / pt[0]:.2f}x records/s, {own / pt[1]:.2f}x own CPU, {brk / pt[2]:.2f}x broker CPU")
 PY
 
 echo "== latency at $rate records/s for $seconds s"

@@ -4,6 +4,8 @@
 //! length of the batch. Each lane has its parser and its outbox; the delivery modes then send
 //! the outboxes one after the other, so each partition's outputs, changelog writes and
 //! progress record keep their order (SPEC section 6 holds per partition).
+//! With one lane (the default) or a batch too small to spread, lane 0 takes the batch in its
+//! order, with no plan and no threads.
 
 use std::collections::HashMap;
 use std::time::Instant;
