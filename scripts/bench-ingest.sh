@@ -43,16 +43,23 @@ post() { # PORT COUNT RATE(or empty) SEED
     --connections "$connections" "${rate_flag[@]}" 2>&1 | tail -1
 }
 rate_of() { sed 's/.*; \([0-9]*\)\/s,.*/\1/' <<<"$1"; }
-# A measured load: prints the generator's line and the CPU per webhook of PID (and the broker).
+# A measured load: prints the generator's line and the CPU per webhook of PID, of the broker
+# (when this script started it) and of the generator (it shares the cores: the ratio of two
+# servers' rates is (generator + floor) / (generator + ingest + broker) per webhook once the
+# cores are the bound).
 measure() { # NAME PORT PID SEED
-  local s0 b0 line
+  local s0 b0 line generator_cpu
   s0=$(cpu_ticks "$3"); b0=$(cpu_ticks "$broker_pid")
-  line=$(post "$2" "$events" "" "$4")
+  generator_cpu=$(mktemp)
+  line=$( { TIMEFORMAT='%3U %3S'; time post "$2" "$events" "" "$4"; } 2>"$generator_cpu")
   printf '%-8s %s\n' "$1" "$line" >&2
   printf '         CPU per webhook: %s %.1f us' "$1" \
     "$(echo "($(cpu_ticks "$3") - $s0) * 1000000 / $hz / $events" | bc -l)" >&2
   [ -n "$broker_pid" ] && printf ', broker %.1f us' \
     "$(echo "($(cpu_ticks "$broker_pid") - $b0) * 1000000 / $hz / $events" | bc -l)" >&2
+  printf ', generator %.1f us' \
+    "$(awk -v n="$events" '{ print ($1 + $2) * 1000000 / n }' "$generator_cpu")" >&2
+  rm -f "$generator_cpu"
   echo >&2
   rate_of "$line"
 }
