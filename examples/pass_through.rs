@@ -5,10 +5,14 @@
 //! producer settings — without parsing anything; stores a batch's offsets (committed once a
 //! second) once every message it caused is acknowledged, as at-least-once does.
 //!
-//! Usage: `pass_through BROKERS INPUT PREFIX PROFILE...`, each PROFILE `MESSAGES_PER_RECORD:
-//! MEAN_BYTES` for one output kind (topics `PREFIX.0`, `PREFIX.1`, … are created with the
-//! input's partition count). Prints records per second from the first message to the last
-//! acknowledgement and the process's CPU seconds.
+//! With `--transactional N` it is exactly-once's floor instead: a transactional producer, the
+//! input read committed, and every N records (sessionflow's `pipeline.transaction_max_records`)
+//! the consumed offsets sent to the transaction and the transaction committed.
+//!
+//! Usage: `pass_through [--transactional N] BROKERS INPUT PREFIX PROFILE...`, each PROFILE
+//! `MESSAGES_PER_RECORD:MEAN_BYTES` for one output kind (topics `PREFIX.0`, `PREFIX.1`, … are
+//! created with the input's partition count). Prints records per second from the first message
+//! to the last acknowledgement and the process's CPU seconds.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -62,9 +66,19 @@ fn cpu_seconds() -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let transaction_records: Option<usize> = match args.first().map(String::as_str) {
+        Some("--transactional") => {
+            let n = args.get(1).and_then(|n| n.parse().ok());
+            args.drain(..2.min(args.len()));
+            Some(n.ok_or_else(|| anyhow::anyhow!("--transactional takes a record count"))?)
+        }
+        _ => None,
+    };
     let [brokers, input, prefix, profiles @ ..] = args.as_slice() else {
-        anyhow::bail!("usage: pass_through BROKERS INPUT PREFIX PER_RECORD:BYTES...");
+        anyhow::bail!(
+            "usage: pass_through [--transactional N] BROKERS INPUT PREFIX PER_RECORD:BYTES..."
+        );
     };
     let mut outputs: Vec<Profile> = profiles
         .iter()
@@ -87,6 +101,14 @@ async fn main() -> anyhow::Result<()> {
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("max.partition.fetch.bytes", "10485760")
         .set("fetch.queue.backoff.ms", "10")
+        .set(
+            "isolation.level",
+            if transaction_records.is_some() {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        )
         .create()?;
     let metadata = consumer.fetch_metadata(Some(input), Duration::from_secs(10))?;
     let partitions = metadata.topics()[0].partitions().len() as i32;
@@ -107,14 +129,29 @@ async fn main() -> anyhow::Result<()> {
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
         .collect();
     admin.create_topics(&new, &AdminOptions::new()).await?;
-    // sessionflow's output producer (kafka::sink::output_producer), at-least-once.
-    let producer: ThreadedProducer<Acks> = ClientConfig::new()
+    // sessionflow's output producer (kafka::sink::output_producer).
+    let mut producer_config = ClientConfig::new();
+    producer_config
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("compression.type", "lz4")
-        .set("linger.ms", "5")
-        .create_with_context(Acks)?;
+        .set("linger.ms", "5");
+    if transaction_records.is_some() {
+        producer_config.set(
+            "transactional.id",
+            format!("pass-through-{}", std::process::id()),
+        );
+    }
+    let producer: ThreadedProducer<Acks> = producer_config.create_with_context(Acks)?;
     consumer.subscribe(&[input])?;
+    let transaction_call = Duration::from_secs(60);
+    if transaction_records.is_some() {
+        producer.init_transactions(transaction_call)?;
+        producer.begin_transaction()?;
+    }
+    // Exactly-once: the records and next offsets of the open transaction.
+    let mut in_transaction = 0usize;
+    let mut transaction_offsets: HashMap<i32, i64> = HashMap::new();
 
     let cpu_before = cpu_seconds();
     let mut started: Option<Instant> = None;
@@ -175,6 +212,28 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
             next_offsets.insert(message.partition(), message.offset() + 1);
+        }
+        if let Some(per_transaction) = transaction_records {
+            in_transaction += batch.len();
+            transaction_offsets.extend(&next_offsets);
+            if in_transaction >= per_transaction || (remaining == 0 && in_transaction > 0) {
+                let mut offsets = TopicPartitionList::new();
+                for (&partition, &next) in &transaction_offsets {
+                    offsets.add_partition_offset(input, partition, Offset::Offset(next))?;
+                }
+                let group = consumer
+                    .group_metadata()
+                    .ok_or_else(|| anyhow::anyhow!("no consumer group metadata"))?;
+                producer.send_offsets_to_transaction(&offsets, &group, transaction_call)?;
+                producer.commit_transaction(transaction_call)?;
+                if remaining > 0 {
+                    producer.begin_transaction()?;
+                }
+                in_transaction = 0;
+                transaction_offsets.clear();
+            }
+            // The commit waited for every message: nothing is in flight.
+            continue;
         }
         let mut offsets = TopicPartitionList::new();
         for (partition, next) in next_offsets {

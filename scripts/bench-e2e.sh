@@ -7,8 +7,9 @@
 #     produced for this input, measured on its outputs, same sizes and producer settings,
 #     no processing: what Kafka costs for the job); `sessionflow run` exactly-once, and the
 #     pass-through again with what that run produced (read committed: exactly-once writes
-#     fewer changelog messages). Each with records/s and CPU-s per million records, its own
-#     and the broker's: a table, and each run's ratios to the pass-through of its outputs;
+#     fewer changelog messages), plain and transactional (exactly-once's floor). Each with
+#     records/s and CPU-s per million records, its own and the broker's: a table, and each
+#     run's ratios to the pass-through of its outputs;
 #  3. latency at a steady RATE (default 20 000 records/s) for SECONDS (default 15): broker
 #     append time of each input record (its topic set to LogAppendTime) to its derived event
 #     being readable.
@@ -133,15 +134,18 @@ profile_of() {
     echo "output $topic: $n messages, $bytes bytes"
   done
 }
-# The pass-through of the outputs of DELIVERY's run (profile_of first).
-pass_through() {
-  echo "== pass-through of $1's outputs (the same messages per record, sizes and producer settings; no processing)"
+# The pass-through of the outputs of a run (profile_of first), saved as NAME; FLAGS go to the
+# pass-through (--transactional N: exactly-once's floor, N records per transaction).
+pass_through() { # NAME [FLAGS...]
+  local name=$1
+  shift
+  echo "== pass-through $name ${*:-} (the same messages per record, sizes and producer settings; no processing)"
   broker_before=$(cpu_of "$broker_pid")
-  passthrough=$(target/release/examples/pass_through "$b" "$input" "bench-pass-$1-$run_id" "${profile[@]}")
+  passthrough=$(target/release/examples/pass_through "$@" "$b" "$input" "bench-pass-$name-$run_id" "${profile[@]}")
   broker_after=$(cpu_of "$broker_pid")
   echo "$passthrough"
-  echo "$passthrough" >"$work/pass-through-$1"
-  echo "pass-through broker-cpu $(echo "$broker_after - $broker_before" | bc -l)" >"$work/cpu-pass-through-$1"
+  echo "$passthrough" >"$work/pass-through-$name"
+  echo "pass-through broker-cpu $(echo "$broker_after - $broker_before" | bc -l)" >"$work/cpu-pass-through-$name"
 }
 profile_of at_least_once
 pass_through at_least_once
@@ -149,6 +153,8 @@ pass_through at_least_once
 measure_run exactly_once 19997
 profile_of exactly_once committed
 pass_through exactly_once
+# pipeline.transaction_max_records' default (a SESSIONFLOW_BENCH_SETS changing it is not followed).
+pass_through exactly_once_transactional --transactional 10000
 printf "ratio exactly-once / at-least-once: %.2fx\n" \
   "$(echo "$(cat "$work/rate-exactly_once") / $(cat "$work/rate-at_least_once")" | bc -l)"
 
@@ -161,21 +167,27 @@ def broker(name): return float(open(f"{work}/cpu-{name}").read().split()[-1]) / 
 def own_cpu(line): return float(re.search(r"([0-9.]+) CPU-s", line).group(1)) / records * 1e6
 rows = [("consume-only", rate(baseline), own_cpu(baseline), broker("consume-only"))]
 floors = {}
-for mode in ("at_least_once", "exactly_once"):
-    line = open(f"{work}/pass-through-{mode}").read()
-    floors[mode] = (rate(line), own_cpu(line), broker(f"pass-through-{mode}"))
-    rows.append((f"pass-through of {mode}'s outputs", *floors[mode]))
+for name, label in (("at_least_once", "pass-through of at_least_once's outputs"),
+                    ("exactly_once", "pass-through of exactly_once's outputs"),
+                    ("exactly_once_transactional",
+                     "pass-through of exactly_once's outputs, transactional")):
+    line = open(f"{work}/pass-through-{name}").read()
+    floors[name] = (rate(line), own_cpu(line), broker(f"pass-through-{name}"))
+    rows.append((label, *floors[name]))
+runs = {}
 for mode in ("at_least_once", "exactly_once"):
     own, brk = (float(x) for x in open(f"{work}/cpu-{mode}").read().split())
-    rows.append((f"sessionflow {mode}", float(open(f"{work}/rate-{mode}").read()), own, brk))
+    runs[mode] = (float(open(f"{work}/rate-{mode}").read()), own, brk)
+    rows.append((f"sessionflow {mode}", *runs[mode]))
 print("| run | records/s | own CPU-s per million records | broker CPU-s per million |")
 print("| --- | --- | --- | --- |")
 for name, r, own, brk in rows:
     print(f"| {name} | {r:.0f} | {own:.1f} | {brk:.1f} |")
-for name, r, own, brk in rows[3:]:
-    mode = name.split()[-1]
-    pt = floors[mode]
-    print(f"{name} / the pass-through of its outputs: {r / pt[0]:.2f}x records/s, {own / pt[1]:.2f}x own CPU, {brk / pt[2]:.2f}x broker CPU")
+for mode, floor in (("at_least_once", "at_least_once"), ("exactly_once", "exactly_once"),
+                    ("exactly_once", "exactly_once_transactional")):
+    (r, own, brk), pt = runs[mode], floors[floor]
+    print(f"sessionflow {mode} / pass-through {floor}: {r / pt[0]:.2f}x records/s, "
+          f"{own / pt[1]:.2f}x own CPU, {brk / pt[2]:.2f}x broker CPU")
 PY
 
 echo "== latency at $rate records/s for $seconds s"
