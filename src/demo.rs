@@ -133,6 +133,7 @@ impl Demo {
             &format!("http://{}{}", listen.ingest, crate::ingest::WEBHOOK_PATH),
             DEMO_SECRET,
             WEBHOOK_CONNECTIONS,
+            None,
         )?;
         let stop = Arc::new(AtomicBool::new(false));
         let generator = {

@@ -136,9 +136,13 @@ struct GenerateArgs {
     #[arg(long, default_value = "lz4")]
     compression: String,
     /// Post the generated webhook events, Svix-signed, to this URL
-    /// (http://host:port/webhooks/clerk: `sessionflow ingest`) instead.
+    /// (http://host:port/webhooks/clerk: `sessionflow ingest`; https:// for TLS) instead.
     #[arg(long, requires = "secret", conflicts_with = "brokers")]
     webhook: Option<String>,
+    /// CA certificates (PEM) an https:// --webhook's certificate must chain to (default:
+    /// SSL_CERT_FILE, else /etc/ssl/certs/ca-certificates.crt).
+    #[arg(long, requires = "webhook")]
+    webhook_ca: Option<std::path::PathBuf>,
     /// The signing secret (whsec_…) for --webhook.
     #[arg(long)]
     secret: Option<String>,
@@ -271,8 +275,12 @@ fn print_schema(args: SchemaArgs) -> anyhow::Result<()> {
 
 fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
     if let (Some(url), Some(secret)) = (&args.webhook, &args.secret) {
-        let target =
-            sessionflow::generate::webhooks::WebhookTarget::parse(url, secret, args.connections)?;
+        let target = sessionflow::generate::webhooks::WebhookTarget::parse(
+            url,
+            secret,
+            args.connections,
+            args.webhook_ca.as_deref(),
+        )?;
         let options = GenerateOptions::new(args.sessions, args.seed);
         let posted = sessionflow::generate::webhooks::post(
             options,

@@ -564,7 +564,8 @@ fn https_exchange(port: u16, request: &[u8]) -> Option<String> {
 }
 
 #[test]
-fn over_tls_signed_webhooks_are_written_and_plain_or_silent_clients_are_not_served() {
+fn over_tls_signed_webhooks_are_written_the_generator_posts_and_plain_or_silent_clients_are_not_served(
+) {
     let Some(bootstrap) = bootstrap() else { return };
     let dir = tempfile::tempdir().unwrap();
     let topic = unique("ingest-tls");
@@ -613,6 +614,44 @@ fn over_tls_signed_webhooks_are_written_and_plain_or_silent_clients_are_not_serv
     assert_eq!(records.len(), 1, "the one webhook posted over TLS");
     assert_eq!(records[0].value.as_deref(), Some(&body[..]));
     assert_eq!(records[0].key.as_deref(), Some(&b"sess_tls"[..]));
+
+    // The generator over HTTPS: trusting the test CA it is answered; trusting only the
+    // system's CAs it stops at the handshake.
+    let url = format!("https://localhost:{port}/webhooks/clerk");
+    let generate = |ca: Option<std::path::PathBuf>| {
+        let mut command = Command::new(BIN);
+        command
+            .args(["generate", "--sessions", "100", "--seed", "9"])
+            .args(["--records", "20", "--connections", "2"])
+            .args(["--webhook", &url, "--secret", SECRET])
+            .env_remove("SSL_CERT_FILE");
+        if let Some(ca) = ca {
+            command.arg("--webhook-ca").arg(ca);
+        }
+        command.output().unwrap()
+    };
+    let out = generate(Some(tls_dir().join("ca.pem")));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("20 webhooks answered 200"), "{stderr}");
+    let metrics = ingest.running.metrics().unwrap();
+    let outcome = |o: &str| {
+        metric_sum(
+            &metrics,
+            "sessionflow_ingest_requests_total",
+            &[&format!("outcome=\"{o}\"")],
+        ) as usize
+    };
+    assert_eq!(outcome("accepted") + outcome("duplicate"), 21, "{metrics}");
+    assert_eq!(
+        all_records(&bootstrap, &topic).len(),
+        outcome("accepted"),
+        "every webhook answered 200 and not a redelivery is in the topic"
+    );
+    let out = generate(None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("certificate"), "{stderr}");
 }
 
 #[test]

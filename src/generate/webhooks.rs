@@ -2,9 +2,11 @@
 //! records Clerk sends as webhooks: session and user events), signed as Svix signs them and
 //! posted over keep-alive HTTP/1.1 connections, as a load for `sessionflow ingest`. A
 //! redelivered event keeps its id (Svix's retries do); a 503 is retried, as Svix would.
+//! `https://` URLs are posted over TLS (rustls), trusting the CA certificates of a PEM file.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -27,26 +29,107 @@ pub struct WebhookTarget {
     pub secret: String,
     /// Keep-alive connections posting at once.
     pub connections: usize,
+    /// For `https://`: the TLS client and the name the server's certificate must carry.
+    tls: Option<Tls>,
 }
 
+#[derive(Clone)]
+struct Tls {
+    client: Arc<rustls::ClientConfig>,
+    server_name: rustls::pki_types::ServerName<'static>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where `https://` targets find their trusted CAs without `--webhook-ca`: `SSL_CERT_FILE`,
+/// else the Debian and Ubuntu system bundle.
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 impl WebhookTarget {
-    /// From `http://host:port/path` (plain HTTP: TLS belongs to the ingress in front).
-    pub fn parse(url: &str, secret: &str, connections: usize) -> anyhow::Result<Self> {
-        let rest = url
-            .strip_prefix("http://")
-            .with_context(|| format!("--webhook {url:?}: expected http://host:port/path"))?;
-        let (address, path) = match rest.find('/') {
+    /// From `http://host[:port]/path` or `https://host[:port]/path` (ports 80 and 443 by
+    /// default). For HTTPS the server's certificate must chain to a CA in `ca_file` (PEM),
+    /// or in `SSL_CERT_FILE`'s or the system's bundle when none is given.
+    pub fn parse(
+        url: &str,
+        secret: &str,
+        connections: usize,
+        ca_file: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let (rest, https) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => anyhow::bail!("--webhook {url:?}: expected http(s)://host[:port]/path"),
+        };
+        let (authority, path) = match rest.find('/') {
             Some(at) => (&rest[..at], &rest[at..]),
             None => (rest, "/webhooks/clerk"),
         };
-        anyhow::ensure!(address.contains(':'), "--webhook {url:?}: give the port");
+        anyhow::ensure!(!authority.is_empty(), "--webhook {url:?}: no host");
+        let (host, address) = match authority.rsplit_once(':') {
+            Some((host, _port)) if !authority.ends_with(']') => (host, authority.to_owned()),
+            _ => (
+                authority,
+                format!("{authority}:{}", if https { 443 } else { 80 }),
+            ),
+        };
         signature_header(secret, "probe", 0, b"")
             .map_err(|_| anyhow::anyhow!("--secret is not whsec_ followed by base64"))?;
+        let tls = if https {
+            Some(Tls::new(host, ca_file)?)
+        } else {
+            anyhow::ensure!(
+                ca_file.is_none(),
+                "--webhook-ca is for https:// URLs; {url:?} is plain HTTP"
+            );
+            None
+        };
         Ok(WebhookTarget {
-            address: address.to_owned(),
+            address,
             path: path.to_owned(),
             secret: secret.to_owned(),
             connections: connections.max(1),
+            tls,
+        })
+    }
+}
+
+impl Tls {
+    fn new(host: &str, ca_file: Option<&Path>) -> anyhow::Result<Self> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, ServerName};
+        let bundle = match ca_file {
+            Some(path) => path.to_owned(),
+            None => std::env::var_os("SSL_CERT_FILE")
+                .map_or_else(|| SYSTEM_CA_BUNDLE.into(), Into::into),
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        let certificates = CertificateDer::pem_file_iter(&bundle)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("reading CA certificates from {}", bundle.display()))?;
+        let (added, _ignored) = roots.add_parsable_certificates(certificates);
+        anyhow::ensure!(
+            added > 0,
+            "{}: no CA certificate in it (PEM, -----BEGIN CERTIFICATE-----)",
+            bundle.display()
+        );
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        client.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let server_name = ServerName::try_from(host.to_owned())
+            .with_context(|| format!("{host:?} is not a host name or address"))?;
+        Ok(Tls {
+            client: Arc::new(client),
+            server_name,
         })
     }
 }
@@ -273,10 +356,42 @@ fn post_queued(
     }
 }
 
+/// A connection's byte stream: TCP, or TLS over it.
+trait Transport: Read + Write + Send {}
+
+impl<T: Read + Write + Send> Transport for T {}
+
 /// One keep-alive connection.
 struct Connection {
-    writer: TcpStream,
-    reader: BufReader<TcpStream>,
+    stream: BufReader<Box<dyn Transport>>,
+}
+
+impl Connection {
+    fn open(target: &WebhookTarget) -> anyhow::Result<Connection> {
+        let tcp = TcpStream::connect(&target.address)
+            .with_context(|| format!("cannot connect to {}", target.address))?;
+        tcp.set_nodelay(true)?;
+        tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let stream: Box<dyn Transport> = match &target.tls {
+            None => Box::new(tcp),
+            Some(tls) => {
+                let session =
+                    rustls::ClientConnection::new(tls.client.clone(), tls.server_name.clone())
+                        .context("starting a TLS session")?;
+                Box::new(rustls::StreamOwned::new(session, tcp))
+            }
+        };
+        Ok(Connection {
+            stream: BufReader::new(stream),
+        })
+    }
+
+    fn exchange(&mut self, request: &[u8]) -> std::io::Result<(u16, bool)> {
+        let writer = self.stream.get_mut();
+        writer.write_all(request)?;
+        writer.flush()?;
+        read_response(&mut self.stream)
+    }
 }
 
 /// Posts one event, reconnecting once if the kept connection was closed; its status code.
@@ -301,22 +416,12 @@ fn send(
     request.extend_from_slice(body);
     for attempt in 0..2 {
         if connection.is_none() {
-            let stream = TcpStream::connect(&target.address)
-                .with_context(|| format!("cannot connect to {}", target.address))?;
-            stream.set_nodelay(true)?;
-            stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-            *connection = Some(Connection {
-                reader: BufReader::new(stream.try_clone()?),
-                writer: stream,
-            });
+            *connection = Some(Connection::open(target)?);
         }
         let Some(open) = connection.as_mut() else {
             continue;
         };
-        let exchanged = open
-            .writer
-            .write_all(&request)
-            .and_then(|()| read_response(&mut open.reader));
+        let exchanged = open.exchange(&request);
         match exchanged {
             Ok((status, keep_alive)) => {
                 if !keep_alive {
@@ -338,7 +443,7 @@ fn send(
 }
 
 /// The status code of one response, its body read, and whether the connection stays open.
-fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<(u16, bool)> {
+fn read_response(reader: &mut impl BufRead) -> std::io::Result<(u16, bool)> {
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let status = line
@@ -365,4 +470,55 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<(u16, boo
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
     Ok((status, keep_alive))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn test_ca() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls/ca.pem")
+    }
+
+    #[test]
+    fn urls_give_the_address_path_and_default_ports() {
+        let plain = WebhookTarget::parse("http://127.0.0.1:8080/hooks", SECRET, 4, None).unwrap();
+        assert_eq!(
+            (plain.address.as_str(), plain.path.as_str()),
+            ("127.0.0.1:8080", "/hooks")
+        );
+        assert!(plain.tls.is_none());
+        let default_port = WebhookTarget::parse("http://ingest.local", SECRET, 4, None).unwrap();
+        assert_eq!(default_port.address, "ingest.local:80");
+        assert_eq!(default_port.path, "/webhooks/clerk");
+        let secure =
+            WebhookTarget::parse("https://localhost/x", SECRET, 4, Some(&test_ca())).unwrap();
+        assert_eq!(secure.address, "localhost:443");
+        let name = secure.tls.map(|tls| tls.server_name);
+        assert_eq!(
+            name,
+            Some(rustls::pki_types::ServerName::try_from("localhost").unwrap())
+        );
+        let v6 = WebhookTarget::parse("http://[::1]:9000/", SECRET, 1, None).unwrap();
+        assert_eq!(v6.address, "[::1]:9000");
+    }
+
+    #[test]
+    fn wrong_schemes_secrets_and_ca_files_are_refused_with_the_reason() {
+        let error = |url: &str, secret: &str, ca: Option<&Path>| {
+            format!(
+                "{:#}",
+                WebhookTarget::parse(url, secret, 1, ca).expect_err(url)
+            )
+        };
+        assert!(error("ftp://host/x", SECRET, None).contains("expected http(s)://"));
+        assert!(error("http://host/x", "not-a-secret", None).contains("whsec_"));
+        assert!(error("http://host/x", SECRET, Some(&test_ca())).contains("https://"));
+        let missing = Path::new("/nonexistent/ca.pem");
+        assert!(error("https://host/x", SECRET, Some(missing)).contains("/nonexistent/ca.pem"));
+        let not_a_ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls/README");
+        assert!(error("https://host/x", SECRET, Some(&not_a_ca)).contains("no CA certificate"));
+    }
 }
