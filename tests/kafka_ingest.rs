@@ -634,7 +634,9 @@ fn over_tls_signed_webhooks_are_written_the_generator_posts_and_plain_or_silent_
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("20 webhooks answered 200"), "{stderr}");
-    let metrics = ingest.running.metrics().unwrap();
+    // /metrics is on the same listener: HTTPS too.
+    let get_metrics = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let metrics = https_exchange(port, get_metrics).expect("/metrics over HTTPS");
     let outcome = |o: &str| {
         metric_sum(
             &metrics,
