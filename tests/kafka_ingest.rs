@@ -131,6 +131,15 @@ fn signed(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Headers {
 }
 
 /// Every record of `topic`, partition by partition.
+/// `sessionflow_ingest_requests_total{outcome}` in a scrape.
+fn requests(metrics: &str, outcome: &str) -> f64 {
+    metric_sum(
+        metrics,
+        "sessionflow_ingest_requests_total",
+        &[&format!("outcome=\"{outcome}\"")],
+    )
+}
+
 fn all_records(bootstrap: &str, topic: &str) -> Vec<Record> {
     read_all(bootstrap, topic).into_values().flatten().collect()
 }
@@ -288,13 +297,7 @@ fn signed_webhooks_are_written_unchanged_and_everything_else_is_refused() {
     assert_eq!(user_record.key.as_deref(), Some(&b"msg_u1"[..]));
 
     let metrics = ingest.running.metrics().unwrap();
-    let outcome = |o: &str| {
-        metric_sum(
-            &metrics,
-            "sessionflow_ingest_requests_total",
-            &[&format!("outcome=\"{o}\"")],
-        )
-    };
+    let outcome = |o: &str| requests(&metrics, o);
     assert_eq!(outcome("accepted"), 2.0, "{metrics}");
     assert_eq!(outcome("duplicate"), 1.0);
     assert_eq!(outcome("refused"), 7.0);
@@ -370,13 +373,7 @@ fn two_thousand_webhooks_over_fifty_connections_are_all_written_and_derive_as_re
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("2000 webhooks answered 200"), "{stderr}");
     let metrics = ingest.running.metrics().unwrap();
-    let outcome = |o: &str| {
-        metric_sum(
-            &metrics,
-            "sessionflow_ingest_requests_total",
-            &[&format!("outcome=\"{o}\"")],
-        ) as usize
-    };
+    let outcome = |o: &str| requests(&metrics, o) as usize;
     assert_eq!(
         outcome("accepted") + outcome("duplicate"),
         2000,
@@ -449,14 +446,7 @@ fn a_broker_away_mid_load_means_503s_and_no_acknowledged_webhook_is_lost() {
         .stderr(std::fs::File::create(&generator_log).unwrap())
         .spawn()
         .unwrap();
-    let outcome = |o: &str| {
-        let metrics = ingest.running.metrics().unwrap_or_default();
-        metric_sum(
-            &metrics,
-            "sessionflow_ingest_requests_total",
-            &[&format!("outcome=\"{o}\"")],
-        )
-    };
+    let outcome = |o: &str| requests(&ingest.running.metrics().unwrap_or_default(), o);
     wait_for_run(
         &ingest.running,
         "500 webhooks accepted",
@@ -637,13 +627,7 @@ fn over_tls_signed_webhooks_are_written_the_generator_posts_and_plain_or_silent_
     // /metrics is on the same listener: HTTPS too.
     let get_metrics = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
     let metrics = https_exchange(port, get_metrics).expect("/metrics over HTTPS");
-    let outcome = |o: &str| {
-        metric_sum(
-            &metrics,
-            "sessionflow_ingest_requests_total",
-            &[&format!("outcome=\"{o}\"")],
-        ) as usize
-    };
+    let outcome = |o: &str| requests(&metrics, o) as usize;
     assert_eq!(outcome("accepted") + outcome("duplicate"), 21, "{metrics}");
     assert_eq!(
         all_records(&bootstrap, &topic).len(),
