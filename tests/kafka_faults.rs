@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -106,6 +106,22 @@ fn the_broker_unreachable_during_a_restore_delays_it_and_loses_nothing() {
     );
     let ready_while_down = http_get(second.port, "/readyz");
     proxy.resume();
+    // On a loaded machine the first instance may have committed all the input before it
+    // stopped (it is signalled once 400 000 are seen committed and keeps processing until
+    // then), so that every offset is committed before the second has restored every
+    // partition (a CI run ended the second mid-restore): wait for the restores first.
+    wait_for_run(
+        &second,
+        "every partition restored",
+        Duration::from_secs(300),
+        || {
+            let restored: BTreeSet<i32> = restores_logged(&second.log_text())
+                .iter()
+                .map(|r| r.partition)
+                .collect();
+            restored.len() == PARTITIONS as usize
+        },
+    );
     scenario.wait_all_committed(
         &second,
         "every input offset committed",
