@@ -34,14 +34,22 @@ impl RecentIds {
     }
 
     pub(super) fn contains(&self, id: &str) -> bool {
-        let hash = self.hasher.hash_one(id);
+        self.holds(self.hasher.hash_one(id), id)
+    }
+
+    /// Whether `id`, whose hash is `hash`, is in the window.
+    fn holds(&self, hash: u64, id: &str) -> bool {
         self.slots
             .find(hash, |&slot| self.ring[slot as usize] == id)
             .is_some()
     }
 
     pub(super) fn insert(&mut self, id: &str) {
-        if self.capacity == 0 || self.contains(id) {
+        if self.capacity == 0 {
+            return;
+        }
+        let hash = self.hasher.hash_one(id);
+        if self.holds(hash, id) {
             return;
         }
         let slot = if self.ring.len() < self.capacity {
@@ -62,7 +70,6 @@ impl RecentIds {
             reused.push_str(id);
             slot
         };
-        let hash = self.hasher.hash_one(id);
         let hasher = &self.hasher;
         let ring = &self.ring;
         self.slots.insert_unique(hash, slot as u32, |&held| {
