@@ -33,18 +33,10 @@ pub struct WebhookTarget {
     tls: Option<Tls>,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 struct Tls {
     client: Arc<rustls::ClientConfig>,
     server_name: rustls::pki_types::ServerName<'static>,
-}
-
-impl std::fmt::Debug for Tls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tls")
-            .field("server_name", &self.server_name)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Where `https://` targets find their trusted CAs without `--webhook-ca`: `SSL_CERT_FILE`,
