@@ -441,8 +441,7 @@ impl Pipeline {
                     &mut outbox.partition(partition),
                 );
                 outbox.close_record(partition, None);
-                let progress = state.progress();
-                outbox.queue_progress(partition, progress, &mut state.written);
+                state.queue_progress(partition, outbox);
             }
         }
         outbox.drop_empty_records();

@@ -55,6 +55,13 @@ impl PartitionState {
             applied_through: self.last_offset,
         }
     }
+
+    /// Queues this partition's progress record into `outbox` (after its records) when it
+    /// moved since the one last written.
+    pub fn queue_progress(&mut self, partition: i32, outbox: &mut Outbox) {
+        let progress = self.progress();
+        outbox.queue_progress(partition, progress, &mut self.written);
+    }
 }
 
 /// What every record of a batch shares.
@@ -288,8 +295,7 @@ fn apply_in_order(
     touched.sort_unstable();
     for partition in touched {
         if let Some(state) = partitions.get_mut(&partition) {
-            let progress = state.progress();
-            outbox.queue_progress(partition, progress, &mut state.written);
+            state.queue_progress(partition, outbox);
         }
     }
     applied
@@ -314,8 +320,7 @@ fn run_lane(
         apply_message(state, parser, outbox, stats, message, input_topic, clock);
     }
     for (partition, state) in &mut work.states {
-        let progress = state.progress();
-        outbox.queue_progress(*partition, progress, &mut state.written);
+        state.queue_progress(*partition, outbox);
     }
 }
 
