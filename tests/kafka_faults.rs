@@ -109,7 +109,8 @@ fn the_broker_unreachable_during_a_restore_delays_it_and_loses_nothing() {
     // On a loaded machine the first instance may have committed all the input before it
     // stopped (it is signalled once 400 000 are seen committed and keeps processing until
     // then), so that every offset is committed before the second has restored every
-    // partition (a CI run ended the second mid-restore): wait for the restores first.
+    // partition (a CI run's log held one partition's restore of two): wait for the restores
+    // first.
     wait_for_run(
         &second,
         "every partition restored",
