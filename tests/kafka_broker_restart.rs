@@ -94,8 +94,9 @@ fn broker_restart(delivery: &str) {
             .matches("Rewound to the last committed transaction")
             .count();
         let replaced = log.matches("replacing it and rewinding").count();
+        let stuck = log.matches("neither committed nor aborted").count();
         eprintln!(
-            "exactly-once broker restart: read_committed output equals replay exactly; {rewinds} rewinds after aborted transactions ({replaced} with a new producer)"
+            "exactly-once broker restart: read_committed output equals replay exactly; {rewinds} rewinds after aborted transactions ({replaced} with a new producer after a fatal error, {stuck} after a stuck transaction)"
         );
         return;
     }

@@ -354,6 +354,62 @@ fn an_input_partition_that_cannot_fetch_is_reported_and_unreadies_the_instance()
     );
 }
 
+/// Exactly-once, the broker's connections stalled (black-holed by the proxy) with a
+/// transaction open: past two transaction timeouts the transaction is given up on and the
+/// producer replaced while the stall lasts (a CI run once saw librdkafka's coordinator
+/// connection never come back after a broker restart, the same AddOffsetsToTxn timing out
+/// for minutes). The replacement registers once the broker is reachable again, the
+/// partitions rewind, and the read_committed output is exactly what `replay` derives.
+#[test]
+fn an_exactly_once_transaction_stuck_behind_a_stalled_broker_is_given_up_and_the_output_stays_exact(
+) {
+    let _alone = proxy_alone();
+    let Some(scenario) = Scenario::new("stuck-txn", PARTITIONS) else {
+        return;
+    };
+    let (listen, upstream) = proxy_addresses().expect("scripts/kafka-dev.sh run exports the proxy");
+    generate_into(&scenario.bootstrap, &scenario.input, 100_000, 64);
+    let proxy = FaultProxy::start(&listen, &upstream);
+    // Slowed, so that fetched records wait in the consumer and a batch's transaction is open
+    // when the connections stall.
+    proxy.set(Mode::Pass {
+        latency: Duration::from_millis(20),
+    });
+    let sets = [
+        "lifecycle.idle_timeout_ms=0",
+        "lifecycle.max_clock_skew_ms=0",
+        "delivery=\"exactly_once\"",
+        "kafka.\"transaction.timeout.ms\"=\"4000\"",
+    ];
+    let mut run = scenario.start_via(&proxy.listen, &sets, &[]);
+    scenario.wait_committed_beyond("some progress", 10_000, Duration::from_secs(120));
+    proxy.set(Mode::BlackHole);
+    wait_for_run(
+        &run,
+        "the stuck transaction given up on while the stall lasts",
+        Duration::from_secs(120),
+        || run.log_text().contains("neither committed nor aborted"),
+    );
+    proxy.cut();
+    proxy.resume();
+    scenario.wait_all_committed(&run, "caught up after the stall", Duration::from_secs(300));
+    let log = run.log_text();
+    assert!(run.terminate().success(), "{log}");
+
+    let input = read_all(&scenario.bootstrap, &scenario.input);
+    let expected = expected_from_replay(&input, &scenario.input, scenario.dir.path(), &[]);
+    let transitions = read_all(
+        &scenario.bootstrap,
+        &format!("{}.transitions", scenario.prefix),
+    );
+    assert_exactly_once(&expected, &transitions);
+    eprintln!(
+        "stuck transaction: given up on {} time(s), producer replaced, {} rewinds; read_committed output equals replay exactly",
+        log.matches("neither committed nor aborted").count(),
+        log.matches("Rewound to the last committed transaction").count()
+    );
+}
+
 /// Deliveries fail while the broker is unreachable (at-least-once with `message.timeout.ms`
 /// set to 3 s, so that queued writes fail instead of waiting): every failed output and
 /// changelog write is sent again. The output holds every event `replay` derives, none

@@ -36,8 +36,13 @@ const TRANSACTION_CALL_STEP: Duration = Duration::from_secs(1);
 /// `sink::output_producer`) unless the `[kafka]` table sets it.
 const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Attempts at initialising a replacement producer's transactions.
-const REPLACEMENT_INIT_ATTEMPTS: u32 = 10;
+/// A transaction neither committed nor aborted this many transaction timeouts after it
+/// began is given up on: the coordinator aborts a transaction that outlives its timeout, so
+/// it can no longer commit, and a producer still waiting on it is stuck (seen on a loaded
+/// CI run after a broker restart: librdkafka's coordinator connection never came back and
+/// the same AddOffsetsToTxn timed out every 4 s for minutes). A replacement producer
+/// fences it and the partitions rewind.
+const STUCK_AFTER_TRANSACTION_TIMEOUTS: u32 = 2;
 
 /// How a transaction ended.
 #[derive(Debug)]
@@ -45,6 +50,9 @@ pub enum TransactionEnd {
     Committed,
     /// Aborted: nothing of it is visible; the batch must be derived again.
     Aborted,
+    /// Neither committed nor aborted by the deadline: the producer is stuck and is replaced
+    /// (a new producer's registration aborts what the old one left open).
+    Stuck,
     /// The producer cannot go on (fenced by a newer instance with the same id, or a broken
     /// protocol state).
     Fatal(KafkaError),
@@ -216,13 +224,14 @@ fn wait_delivered(producer: &ThreadedProducer<OutputContext>, bound: Duration) {
 fn finish_transaction(
     producer: &ThreadedProducer<OutputContext>,
     offsets: Option<(&TopicPartitionList, ConsumerGroupMetadata)>,
-    backoff: Duration,
-    shutdown: &CancellationToken,
-    heartbeat: &Heartbeat,
+    retry: &Retry<'_>,
 ) -> TransactionEnd {
     let mut offsets = offsets.filter(|(list, _)| list.count() > 0);
     let failure = loop {
-        heartbeat.beat();
+        retry.heartbeat.beat();
+        if Instant::now() >= retry.deadline {
+            break TransactionEnd::Stuck;
+        }
         let result = match &offsets {
             Some((list, group)) => producer
                 .send_offsets_to_transaction(list, group, TRANSACTION_CALL_STEP)
@@ -238,7 +247,7 @@ fn finish_transaction(
         };
         if let Err(error) = result {
             match classify(&error) {
-                None if shutdown.is_cancelled() => {
+                None if retry.shutdown.is_cancelled() => {
                     tracing::warn!(%error, "Transaction not committed and shutting down: aborting it (its batch is read again after a restart).");
                     break TransactionEnd::Aborted;
                 }
@@ -248,7 +257,7 @@ fn finish_transaction(
                 }
                 None => {
                     tracing::warn!(%error, "Transaction not committed yet; retrying.");
-                    std::thread::sleep(backoff);
+                    std::thread::sleep(retry.backoff);
                 }
                 Some(end) => {
                     tracing::warn!(%error, "Transaction cannot commit.");
@@ -259,26 +268,28 @@ fn finish_transaction(
     };
     match failure {
         TransactionEnd::Fatal(error) => TransactionEnd::Fatal(error),
-        _ => abort_transaction(producer, backoff, shutdown, heartbeat),
+        TransactionEnd::Stuck => TransactionEnd::Stuck,
+        _ => abort_transaction(producer, retry),
     }
 }
 
-/// Aborts the open transaction, retrying calls that time out, until `shutdown` (an open
-/// transaction left behind is aborted by the broker after `transaction.timeout.ms`, or by the
-/// next instance with the same transactional id).
+/// Aborts the open transaction, retrying calls that time out, until `shutdown` or the
+/// deadline (an open transaction left behind is aborted by the broker after
+/// `transaction.timeout.ms`, or by the next producer with the same transactional id).
 fn abort_transaction(
     producer: &ThreadedProducer<OutputContext>,
-    backoff: Duration,
-    shutdown: &CancellationToken,
-    heartbeat: &Heartbeat,
+    retry: &Retry<'_>,
 ) -> TransactionEnd {
     loop {
-        heartbeat.beat();
+        retry.heartbeat.beat();
+        if Instant::now() >= retry.deadline {
+            return TransactionEnd::Stuck;
+        }
         match producer.abort_transaction(TRANSACTION_CALL_STEP) {
             Ok(()) => return TransactionEnd::Aborted,
             Err(error) => match classify(&error) {
                 Some(TransactionEnd::Fatal(error)) => return TransactionEnd::Fatal(error),
-                _ if shutdown.is_cancelled() => {
+                _ if retry.shutdown.is_cancelled() => {
                     tracing::warn!(%error, "Transaction not aborted and shutting down: the broker aborts it.");
                     return TransactionEnd::Aborted;
                 }
@@ -287,11 +298,22 @@ fn abort_transaction(
                 }
                 _ => {
                     tracing::warn!(%error, "Transaction not aborted yet; retrying.");
-                    std::thread::sleep(backoff);
+                    std::thread::sleep(retry.backoff);
                 }
             },
         }
     }
+}
+
+/// How the blocking transactional calls of one transaction retry.
+struct Retry<'a> {
+    backoff: Duration,
+    /// No call is retried once this is cancelled.
+    shutdown: &'a CancellationToken,
+    /// Beaten by each retried call.
+    heartbeat: &'a Heartbeat,
+    /// Past this the transaction is given up on (see [`STUCK_AFTER_TRANSACTION_TIMEOUTS`]).
+    deadline: Instant,
 }
 
 /// A transactional call that ran out of its [`TRANSACTION_CALL_STEP`].
@@ -319,6 +341,16 @@ impl ExactlyOnce {
         self.rebalanced_since_replacement = true;
     }
 
+    /// How the calls of a transaction begun at `began` retry.
+    fn retry(&self, clients: &Clients, began: Instant) -> Retry<'_> {
+        Retry {
+            backoff: clients.config.retry_backoff,
+            shutdown: &self.shutdown,
+            heartbeat: &self.heartbeat,
+            deadline: began + self.transaction_timeout * STUCK_AFTER_TRANSACTION_TIMEOUTS,
+        }
+    }
+
     /// Sends the outboxes and `offsets` (the next input offset of each partition of the
     /// batch) in one transaction: of a session's changelog writes, only the batch's last
     /// (`Outbox::latest_writes_only`).
@@ -328,8 +360,9 @@ impl ExactlyOnce {
         outboxes: &[Outbox],
         offsets: Option<TopicPartitionList>,
     ) -> AfterBatch {
+        let began = Instant::now();
         if let Err(error) = clients.producer.begin_transaction() {
-            return self.fail(clients, error);
+            return self.fail(clients, error, began);
         }
         for outbox in outboxes {
             let send = outbox.latest_writes_only();
@@ -347,16 +380,32 @@ impl ExactlyOnce {
                 return self.fail(
                     clients,
                     KafkaError::MessageProduction(RDKafkaErrorCode::State),
+                    began,
                 );
             }
             _ => None,
         };
+        let retry = self.retry(clients, began);
         let producer = &clients.producer;
-        let backoff = clients.config.retry_backoff;
-        let (shutdown, heartbeat) = (&self.shutdown, &self.heartbeat);
-        let end = tokio::task::block_in_place(|| {
-            finish_transaction(producer, offsets, backoff, shutdown, heartbeat)
-        });
+        let end = tokio::task::block_in_place(|| finish_transaction(producer, offsets, &retry));
+        self.after(clients, end, began)
+    }
+
+    /// A transactional call failed outside commit: fatal errors replace the producer, others
+    /// abort and rewind.
+    fn fail(&mut self, clients: &mut Clients, error: KafkaError, began: Instant) -> AfterBatch {
+        if let Some(TransactionEnd::Fatal(_)) = classify(&error) {
+            return self.after(clients, TransactionEnd::Fatal(error), began);
+        }
+        tracing::warn!(%error, "Aborting the transaction.");
+        let retry = self.retry(clients, began);
+        let producer = &clients.producer;
+        let aborted = tokio::task::block_in_place(|| abort_transaction(producer, &retry));
+        self.after(clients, aborted, began)
+    }
+
+    /// Counts how the transaction begun at `began` ended and says what the pipeline does next.
+    fn after(&mut self, clients: &mut Clients, end: TransactionEnd, began: Instant) -> AfterBatch {
         match end {
             TransactionEnd::Committed => {
                 count(m::OUTCOME_COMMITTED);
@@ -366,88 +415,99 @@ impl ExactlyOnce {
                 count(m::OUTCOME_ABORTED);
                 AfterBatch::Rewind
             }
-            TransactionEnd::Fatal(error) => self.replace_producer(clients, error),
+            TransactionEnd::Fatal(error) => {
+                if let Some(stop) = self.fenced_by_another_instance(clients, &error) {
+                    return stop;
+                }
+                tracing::warn!(%error, "Transactional producer failed; replacing it and rewinding.");
+                self.replace_producer(clients)
+            }
+            TransactionEnd::Stuck => {
+                tracing::warn!(
+                    waited_ms = began.elapsed().as_millis() as u64,
+                    transaction_timeout_ms = self.transaction_timeout.as_millis() as u64,
+                    "Transaction neither committed nor aborted within {STUCK_AFTER_TRANSACTION_TIMEOUTS} transaction timeouts (the coordinator aborts it): replacing the producer and rewinding."
+                );
+                self.replace_producer(clients)
+            }
         }
-    }
-
-    /// A transactional call failed outside commit: fatal errors replace the producer, others
-    /// abort and rewind.
-    fn fail(&mut self, clients: &mut Clients, error: KafkaError) -> AfterBatch {
-        if let Some(TransactionEnd::Fatal(_)) = classify(&error) {
-            return self.replace_producer(clients, error);
-        }
-        tracing::warn!(%error, "Aborting the transaction.");
-        let (producer, backoff) = (&clients.producer, clients.config.retry_backoff);
-        let (shutdown, heartbeat) = (&self.shutdown, &self.heartbeat);
-        let aborted = tokio::task::block_in_place(|| {
-            abort_transaction(producer, backoff, shutdown, heartbeat)
-        });
-        if let TransactionEnd::Fatal(error) = aborted {
-            return self.replace_producer(clients, error);
-        }
-        count(m::OUTCOME_ABORTED);
-        AfterBatch::Rewind
     }
 
     /// A fatal transactional error. Usually the coordinator aborted a transaction that
     /// outlived `transaction.timeout.ms` (a broker away for longer) and bumped the producer
-    /// epoch: a new producer with the same id takes over, and the partitions rewind. A
-    /// replacement fenced in its turn means another live instance: stop.
-    fn replace_producer(&mut self, clients: &mut Clients, error: KafkaError) -> AfterBatch {
-        let config = &clients.config;
+    /// epoch, and a replacement producer takes over. A replacement fenced in its turn means
+    /// another live instance: stop.
+    fn fenced_by_another_instance(
+        &self,
+        clients: &Clients,
+        error: &KafkaError,
+    ) -> Option<AfterBatch> {
         let now = Instant::now();
-        if another_instance(
+        if !another_instance(
             self.last_replacement,
             self.rebalanced_since_replacement,
             now,
             self.transaction_timeout,
         ) {
-            tracing::error!(%error, transactional_id = %config.transactional_id, "The transactional producer was fenced again right after its replacement, with no rebalance in between: another live instance uses this transactional id. Stopping; give every instance its own pipeline.transactional_id.");
-            return AfterBatch::Stop(anyhow::Error::new(error).context(format!(
-                "another live instance uses transactional id {:?} (fenced again {} ms after the replacement producer fenced it, with no rebalance in between); give every instance its own pipeline.transactional_id",
-                config.transactional_id,
-                now.duration_since(self.last_replacement.unwrap_or(now)).as_millis()
-            )));
+            return None;
         }
-        self.last_replacement = Some(now);
+        let id = &clients.config.transactional_id;
+        tracing::error!(%error, transactional_id = %id, "The transactional producer was fenced again right after its replacement, with no rebalance in between: another live instance uses this transactional id. Stopping; give every instance its own pipeline.transactional_id.");
+        Some(AfterBatch::Stop(anyhow::Error::new(error.clone()).context(format!(
+            "another live instance uses transactional id {id:?} (fenced again {} ms after the replacement producer fenced it, with no rebalance in between); give every instance its own pipeline.transactional_id",
+            now.duration_since(self.last_replacement.unwrap_or(now)).as_millis()
+        ))))
+    }
+
+    /// Replaces the transactional producer: the new one's registration fences the old one
+    /// and aborts what it left open. Its registration is retried (beating the heartbeat)
+    /// while the broker is away, until shutdown; then the partitions rewind.
+    fn replace_producer(&mut self, clients: &mut Clients) -> AfterBatch {
+        self.last_replacement = Some(Instant::now());
         self.rebalanced_since_replacement = false;
-        tracing::warn!(%error, "Transactional producer failed; replacing it and rewinding.");
         count(m::OUTCOME_ABORTED);
-        let replaced = sink::output_producer(
+        let config = &clients.config;
+        let replacement = match sink::output_producer(
             &config.kafka_producer,
             clients.delivery.clone(),
             config.limits.max_record_bytes,
             Some(&config.transactional_id),
             clients.producer_batch_bytes,
-        )
-        .map_err(anyhow::Error::new)
-        .and_then(|producer| {
-            let mut attempts = 0;
-            loop {
-                attempts += 1;
-                match tokio::task::block_in_place(|| {
-                    producer.init_transactions(TRANSACTION_CALL_TIMEOUT)
-                }) {
-                    Ok(()) => return Ok(producer),
-                    Err(KafkaError::Transaction(e))
-                        if e.is_retriable()
-                            && attempts < REPLACEMENT_INIT_ATTEMPTS
-                            && !self.shutdown.is_cancelled() =>
-                    {
-                        tracing::warn!(error = %e, "Could not initialise transactions yet; retrying.");
+        ) {
+            Ok(producer) => producer,
+            Err(error) => {
+                return AfterBatch::Stop(
+                    anyhow::Error::new(error).context("replacing the transactional producer"),
+                )
+            }
+        };
+        loop {
+            self.heartbeat.beat();
+            match tokio::task::block_in_place(|| {
+                replacement.init_transactions(TRANSACTION_CALL_STEP)
+            }) {
+                Ok(()) => break,
+                Err(KafkaError::Transaction(e)) if e.is_retriable() => {
+                    if self.shutdown.is_cancelled() {
+                        // Nothing is sent any more: the rewind and shutdown go on without
+                        // a registered producer.
+                        tracing::info!("Shutting down before the replacement producer registered.");
+                        break;
+                    }
+                    if e.code() != RDKafkaErrorCode::OperationTimedOut {
+                        tracing::warn!(error = %e, "Could not initialise the replacement producer's transactions yet; retrying.");
                         std::thread::sleep(config.retry_backoff);
                     }
-                    Err(e) => return Err(anyhow::Error::new(e)),
+                }
+                Err(e) => {
+                    return AfterBatch::Stop(
+                        anyhow::Error::new(e).context("replacing the transactional producer"),
+                    )
                 }
             }
-        });
-        match replaced {
-            Ok(producer) => {
-                clients.producer = Arc::new(producer);
-                AfterBatch::Rewind
-            }
-            Err(error) => AfterBatch::Stop(error.context("replacing the transactional producer")),
         }
+        clients.producer = Arc::new(replacement);
+        AfterBatch::Rewind
     }
 }
 
