@@ -38,17 +38,12 @@ fn codec(codec: &str) {
     let log = scenario.run_to_end(&[compression.as_str()]);
     assert!(!log.contains("Not implemented"), "{codec}: {log}");
 
-    let input = read_all(&scenario.bootstrap, &scenario.input);
-    let expected = expected_from_replay(&input, &scenario.input, scenario.dir.path(), &[]);
-    let transitions = read_all(
-        &scenario.bootstrap,
-        &format!("{}.transitions", scenario.prefix),
-    );
-    assert_exactly_once(&expected, &transitions);
+    let output = scenario.against_replay();
+    output.assert_exactly_once();
     let dead: usize = read_all(&scenario.bootstrap, &format!("{}.dlq", scenario.prefix))
         .values()
         .map(Vec::len)
         .sum();
-    let expected_dead: usize = expected.dead_letters.values().map(Vec::len).sum();
+    let expected_dead: usize = output.expected.dead_letters.values().map(Vec::len).sum();
     assert_eq!(dead, expected_dead, "{codec}: dead letters");
 }

@@ -264,18 +264,27 @@ fn sigterm(delivery: &str, broker_reachable: bool) {
         Duration::from_secs(240),
     );
     assert!(second.terminate().success(), "{}", second.log_text());
-    let input = read_all(&scenario.bootstrap, &scenario.input);
-    let expected = expected_from_replay(&input, &scenario.input, scenario.dir.path(), &[]);
-    let transitions = read_all(
-        &scenario.bootstrap,
-        &format!("{}.transitions", scenario.prefix),
-    );
+    let output = scenario.against_replay();
     if delivery == "exactly_once" {
-        assert_exactly_once(&expected, &transitions);
+        output.assert_exactly_once();
     } else {
-        let duplicates = assert_at_least_once(&expected, &transitions, &input);
+        let duplicates = output.assert_at_least_once();
         eprintln!("{name}: {duplicates} duplicate events");
     }
+}
+
+/// `records` generated into the scenario's input, and the proxy in front of the broker
+/// with its traffic slowed: records wait behind the fetch position and in the consumer, so
+/// that a batch is in progress (its transaction open, in exactly-once) when a test stalls
+/// the connections.
+fn slowed_proxy_before_a_backlog(scenario: &Scenario, records: u64, seed: u64) -> FaultProxy {
+    let (listen, upstream) = proxy_addresses().expect("scripts/kafka-dev.sh run exports the proxy");
+    generate_into(&scenario.bootstrap, &scenario.input, records, seed);
+    let proxy = FaultProxy::start(&listen, &upstream);
+    proxy.set(Mode::Pass {
+        latency: Duration::from_millis(20),
+    });
+    proxy
 }
 
 /// An input partition that cannot fetch (its broker connections stall: black-holed by the
@@ -289,13 +298,7 @@ fn an_input_partition_that_cannot_fetch_is_reported_and_unreadies_the_instance()
     let Some(scenario) = Scenario::new("input-stall", PARTITIONS) else {
         return;
     };
-    let (listen, upstream) = proxy_addresses().expect("scripts/kafka-dev.sh run exports the proxy");
-    generate_into(&scenario.bootstrap, &scenario.input, 200_000, 63);
-    let proxy = FaultProxy::start(&listen, &upstream);
-    // Slowed, so that records wait behind the fetch position when the connections stall.
-    proxy.set(Mode::Pass {
-        latency: Duration::from_millis(20),
-    });
+    let proxy = slowed_proxy_before_a_backlog(&scenario, 200_000, 63);
     let sets = [
         "lifecycle.idle_timeout_ms=0",
         "lifecycle.max_clock_skew_ms=0",
@@ -342,13 +345,7 @@ fn an_input_partition_that_cannot_fetch_is_reported_and_unreadies_the_instance()
         "and back to 0 once the partitions move"
     );
 
-    let input = read_all(&scenario.bootstrap, &scenario.input);
-    let expected = expected_from_replay(&input, &scenario.input, scenario.dir.path(), &[]);
-    let transitions = read_all(
-        &scenario.bootstrap,
-        &format!("{}.transitions", scenario.prefix),
-    );
-    let duplicates = assert_at_least_once(&expected, &transitions, &input);
+    let duplicates = scenario.against_replay().assert_at_least_once();
     eprintln!(
         "input stall: reported after {stalled_seconds} s stalled (summed over partitions), not ready, ready again; every expected event present, {duplicates} duplicates"
     );
@@ -367,14 +364,7 @@ fn an_exactly_once_transaction_stuck_behind_a_stalled_broker_is_given_up_and_the
     let Some(scenario) = Scenario::new("stuck-txn", PARTITIONS) else {
         return;
     };
-    let (listen, upstream) = proxy_addresses().expect("scripts/kafka-dev.sh run exports the proxy");
-    generate_into(&scenario.bootstrap, &scenario.input, 100_000, 64);
-    let proxy = FaultProxy::start(&listen, &upstream);
-    // Slowed, so that fetched records wait in the consumer and a batch's transaction is open
-    // when the connections stall.
-    proxy.set(Mode::Pass {
-        latency: Duration::from_millis(20),
-    });
+    let proxy = slowed_proxy_before_a_backlog(&scenario, 100_000, 64);
     let sets = [
         "lifecycle.idle_timeout_ms=0",
         "lifecycle.max_clock_skew_ms=0",
@@ -396,13 +386,7 @@ fn an_exactly_once_transaction_stuck_behind_a_stalled_broker_is_given_up_and_the
     let log = run.log_text();
     assert!(run.terminate().success(), "{log}");
 
-    let input = read_all(&scenario.bootstrap, &scenario.input);
-    let expected = expected_from_replay(&input, &scenario.input, scenario.dir.path(), &[]);
-    let transitions = read_all(
-        &scenario.bootstrap,
-        &format!("{}.transitions", scenario.prefix),
-    );
-    assert_exactly_once(&expected, &transitions);
+    scenario.against_replay().assert_exactly_once();
     eprintln!(
         "stuck transaction: given up on {} time(s), producer replaced, {} rewinds; read_committed output equals replay exactly",
         log.matches("neither committed nor aborted").count(),
@@ -453,13 +437,8 @@ fn writes_failed_while_the_broker_was_away_are_retried_in_order() {
     assert!(status.success(), "{}", run.log_text());
     let failed = metric_sum(&metrics, "sessionflow_delivery_errors_total", &[]);
 
-    let input = read_all(&scenario.bootstrap, &scenario.input);
-    let expected = expected_from_replay(&input, &scenario.input, scenario.dir.path(), &[]);
-    let transitions = read_all(
-        &scenario.bootstrap,
-        &format!("{}.transitions", scenario.prefix),
-    );
-    let duplicates = assert_at_least_once(&expected, &transitions, &input);
+    let output = scenario.against_replay();
+    let duplicates = output.assert_at_least_once();
 
     let changelog = read_all(&scenario.bootstrap, &format!("{}.state", scenario.group));
     let config = EngineConfig {
@@ -468,7 +447,7 @@ fn writes_failed_while_the_broker_was_away_are_retried_in_order() {
         max_clock_skew_ms: 0,
         max_sessions: None,
     };
-    for (&partition, records) in &input {
+    for (&partition, records) in &output.input {
         let reference = replayed_engine(config, &scenario.input, partition, records);
         let mut restorer = Restorer::new(Engine::new(config), OnCorrupt::Stop);
         let mut newest: HashMap<Vec<u8>, i64> = HashMap::new();

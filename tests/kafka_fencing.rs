@@ -82,13 +82,7 @@ fn a_second_instance_with_the_same_transactional_id_is_detected_and_stopped() {
     let survivor_status = survivor.terminate();
     assert!(survivor_status.success(), "{}", survivor.log_text());
 
-    let records = read_all(&scenario.bootstrap, &scenario.input);
-    let expected = expected_from_replay(&records, &scenario.input, scenario.dir.path(), &[]);
-    let transitions = read_all(
-        &scenario.bootstrap,
-        &format!("{}.transitions", scenario.prefix),
-    );
-    assert_exactly_once(&expected, &transitions);
+    scenario.against_replay().assert_exactly_once();
     eprintln!(
         "fencing: the {} instance stopped; read_committed output equals replay exactly",
         if stopped_index == 0 {

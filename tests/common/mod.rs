@@ -828,6 +828,38 @@ impl Scenario {
     pub fn end_offsets(&self) -> Vec<i64> {
         end_offsets(&self.bootstrap, &self.input, self.partitions)
     }
+
+    /// The input as it stands now, what `replay` derives from it, and the transitions
+    /// sessionflow wrote (read_committed): what a test holds the output against.
+    pub fn against_replay(&self) -> AgainstReplay {
+        let input = read_all(&self.bootstrap, &self.input);
+        let expected = expected_from_replay(&input, &self.input, self.dir.path(), &[]);
+        let transitions = read_all(&self.bootstrap, &format!("{}.transitions", self.prefix));
+        AgainstReplay {
+            input,
+            expected,
+            transitions,
+        }
+    }
+}
+
+/// See [`Scenario::against_replay`].
+pub struct AgainstReplay {
+    pub input: BTreeMap<i32, Vec<Record>>,
+    pub expected: Expected,
+    pub transitions: BTreeMap<i32, Vec<Record>>,
+}
+
+impl AgainstReplay {
+    /// See [`assert_exactly_once`].
+    pub fn assert_exactly_once(&self) {
+        assert_exactly_once(&self.expected, &self.transitions);
+    }
+
+    /// See [`assert_at_least_once`]; returns the duplicates.
+    pub fn assert_at_least_once(&self) -> i64 {
+        assert_at_least_once(&self.expected, &self.transitions, &self.input)
+    }
 }
 
 /// An engine's sessions in id order, for comparing two engines' state.
