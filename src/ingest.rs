@@ -33,6 +33,7 @@ use crate::config::{Config, ConfigError};
 use crate::http::ConnectionLimits;
 use crate::http::ListenerLimits;
 use crate::kafka::{base_config, client_error, lock, set_default};
+use crate::log_limit::LogLimit;
 use crate::metrics as m;
 
 /// Where Clerk (Svix) posts.
@@ -133,39 +134,6 @@ impl ClientContext for IngestContext {
     }
 }
 
-/// Lets one warning of a kind through per interval, and counts the ones held back: a broker
-/// away fails every request alike, and one line per request would bury the log.
-struct WarnLimiter {
-    interval_ms: i64,
-    last_ms: std::sync::atomic::AtomicI64,
-    held_back: std::sync::atomic::AtomicU64,
-}
-
-impl WarnLimiter {
-    fn new(interval: Duration) -> Self {
-        WarnLimiter {
-            interval_ms: interval.as_millis() as i64,
-            last_ms: std::sync::atomic::AtomicI64::new(i64::MIN / 2),
-            held_back: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(warnings held back since the last one let through)` if this one may be logged.
-    fn allow(&self, now_ms: i64) -> Option<u64> {
-        let last = self.last_ms.load(Ordering::Relaxed);
-        if now_ms - last >= self.interval_ms
-            && self
-                .last_ms
-                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            return Some(self.held_back.swap(0, Ordering::Relaxed));
-        }
-        self.held_back.fetch_add(1, Ordering::Relaxed);
-        None
-    }
-}
-
 struct Ingest {
     verifier: Verifier,
     producer: FutureProducer<IngestContext>,
@@ -178,9 +146,9 @@ struct Ingest {
     metrics: PrometheusHandle,
     requests: RequestMetrics,
     /// Broken signed payloads (400).
-    broken_warnings: WarnLimiter,
+    broken_warnings: LogLimit,
     /// Writes not queued or failed (503).
-    write_warnings: WarnLimiter,
+    write_warnings: LogLimit,
 }
 
 /// The part of a Clerk webhook event that places it: its type, and the session's id.
@@ -560,8 +528,8 @@ pub async fn serve_with_metrics(
         broker_reachable: Arc::new(AtomicBool::new(false)),
         metrics,
         requests,
-        broken_warnings: WarnLimiter::new(Duration::from_secs(10)),
-        write_warnings: WarnLimiter::new(Duration::from_secs(10)),
+        broken_warnings: LogLimit::new(Duration::from_secs(10)),
+        write_warnings: LogLimit::new(Duration::from_secs(10)),
     });
     watch_broker(ingest.clone(), shutdown.clone());
     let app = Router::new()
@@ -608,16 +576,5 @@ mod tests {
         for (index, outcome) in Outcome::ALL.into_iter().enumerate() {
             assert_eq!(outcome as usize, index, "{outcome:?}");
         }
-    }
-
-    #[test]
-    fn one_warning_per_interval_and_the_rest_counted() {
-        let limiter = WarnLimiter::new(Duration::from_secs(10));
-        assert_eq!(limiter.allow(1_000), Some(0));
-        assert_eq!(limiter.allow(1_001), None);
-        assert_eq!(limiter.allow(10_999), None);
-        assert_eq!(limiter.allow(11_000), Some(2));
-        assert_eq!(limiter.allow(11_001), None);
-        assert_eq!(limiter.allow(30_000), Some(1));
     }
 }

@@ -24,6 +24,7 @@
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`ingest`]: Clerk's webhooks into the input topic (`sessionflow ingest`); `signature`
 //!   checks the Standard Webhooks (Svix) signatures.
+//! - [`log_limit`]: one log line of a kind per interval, the rest counted.
 //! - [`metrics`]: every metric name and label value, described once; the export.
 
 pub mod app;
@@ -36,6 +37,7 @@ pub mod generate;
 pub mod http;
 pub mod ingest;
 pub mod kafka;
+pub mod log_limit;
 pub mod metrics;
 pub mod model;
 pub mod output;

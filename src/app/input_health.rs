@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::kafka::source::FetchProgress;
+use crate::log_limit::LogLimit;
 use crate::metrics as m;
 
 /// How often one error kind is logged.
@@ -104,41 +105,6 @@ pub fn classify(error: &KafkaError) -> Option<InputErrorKind> {
     })
 }
 
-/// Logs an error kind at most once per `every`, saying how many were left out meanwhile: a
-/// fetch that fails fails again at once, and the log must stay readable.
-#[derive(Debug)]
-pub struct RateLimit {
-    every: Duration,
-    kinds: HashMap<InputErrorKind, (Instant, u64)>,
-}
-
-impl RateLimit {
-    pub fn new(every: Duration) -> Self {
-        RateLimit {
-            every,
-            kinds: HashMap::new(),
-        }
-    }
-
-    /// `Some(left out since the last line)` when this occurrence is to be logged.
-    pub fn admit(&mut self, kind: InputErrorKind, now: Instant) -> Option<u64> {
-        match self.kinds.get_mut(&kind) {
-            Some((last, left_out)) if now.duration_since(*last) < self.every => {
-                *left_out += 1;
-                None
-            }
-            Some((last, left_out)) => {
-                *last = now;
-                Some(std::mem::take(left_out))
-            }
-            None => {
-                self.kinds.insert(kind, (now, 0));
-                Some(0)
-            }
-        }
-    }
-}
-
 /// Finds partitions that stall: behind their end offset while their fetch position stands
 /// still. Fed once a tick from the statistics.
 #[derive(Debug, Default)]
@@ -183,7 +149,8 @@ pub struct InputHealth {
     topic: String,
     timeout: Option<Duration>,
     watch: StallWatch,
-    error_log: RateLimit,
+    /// Each error kind's log lines.
+    error_log: HashMap<InputErrorKind, LogLimit>,
     /// The latest consumer error, for the stall log line.
     last_error: Option<(InputErrorKind, String)>,
     /// When each stalled partition was last logged.
@@ -201,7 +168,7 @@ impl InputHealth {
             topic: topic.to_owned(),
             timeout,
             watch: StallWatch::default(),
-            error_log: RateLimit::new(ERROR_LOG_PERIOD),
+            error_log: HashMap::new(),
             last_error: None,
             logged: HashMap::new(),
             stalled: false,
@@ -215,7 +182,11 @@ impl InputHealth {
         };
         metrics::counter!(m::INPUT_ERRORS_TOTAL, "topic" => self.topic.clone(), "kind" => kind.as_str())
             .increment(1);
-        if let Some(left_out) = self.error_log.admit(kind, Instant::now()) {
+        let log = self
+            .error_log
+            .entry(kind)
+            .or_insert_with(|| LogLimit::new(ERROR_LOG_PERIOD));
+        if let Some(left_out) = log.allow(crate::app::now_ms()) {
             tracing::warn!(%error, kind = kind.as_str(), left_out, topic = %self.topic, "Input consumer error ({}); librdkafka retries.", kind.advice());
         }
         self.last_error = Some((kind, error.to_string()));
@@ -313,30 +284,6 @@ mod tests {
             Some(InputErrorKind::Broker)
         );
         assert_eq!(classify(&KafkaError::PartitionEOF(3)), None);
-    }
-
-    #[test]
-    fn an_error_kind_is_logged_once_per_period_with_the_count_left_out() {
-        let mut limit = RateLimit::new(Duration::from_secs(10));
-        let start = Instant::now();
-        let undecodable = InputErrorKind::Undecodable;
-        assert_eq!(limit.admit(undecodable, start), Some(0));
-        for i in 1..=5 {
-            assert_eq!(
-                limit.admit(undecodable, start + Duration::from_secs(i)),
-                None
-            );
-        }
-        // Another kind has its own period.
-        assert_eq!(limit.admit(InputErrorKind::Broker, start), Some(0));
-        assert_eq!(
-            limit.admit(undecodable, start + Duration::from_secs(10)),
-            Some(5)
-        );
-        assert_eq!(
-            limit.admit(undecodable, start + Duration::from_secs(11)),
-            None
-        );
     }
 
     #[test]
