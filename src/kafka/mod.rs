@@ -78,8 +78,19 @@ pub fn base_config(properties: &BTreeMap<String, String>) -> ClientConfig {
         "client.id",
         &format!("sessionflow-{}", crate::config::hostname()),
     );
-    config.set_log_level(RDKafkaLogLevel::Warning);
+    config.set_log_level(log_level(properties));
     config
+}
+
+/// The level below which librdkafka drops its own lines before they reach [`forward_log`]:
+/// warnings, or everything once `debug` names librdkafka's debug contexts (the operator asked
+/// for them; they are logged at debug level, target `sessionflow::kafka`).
+fn log_level(properties: &BTreeMap<String, String>) -> RDKafkaLogLevel {
+    if properties.contains_key("debug") {
+        RDKafkaLogLevel::Debug
+    } else {
+        RDKafkaLogLevel::Warning
+    }
 }
 
 /// librdkafka's own log lines (configuration warnings, broker connection trouble) into the
@@ -121,5 +132,26 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     match mutex.lock() {
         Ok(guard) => guard,
         Err(_) => panic!("a lock shared with the Kafka callbacks was poisoned by an earlier panic"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn librdkafka_debug_lines_reach_the_log_only_when_debug_is_set() {
+        let level = |properties: &[(&str, &str)]| {
+            let properties = properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            base_config(&properties).log_level as i32
+        };
+        assert_eq!(level(&[]), RDKafkaLogLevel::Warning as i32);
+        assert_eq!(
+            level(&[("debug", "eos,broker")]),
+            RDKafkaLogLevel::Debug as i32
+        );
     }
 }
