@@ -379,3 +379,21 @@ fn strings_longer_than_65535_bytes_restore_whole() {
     assert_eq!(after_restored.events, after_original.events);
     assert_eq!(sessions_sorted(&restored), sessions_sorted(&original));
 }
+
+/// The failure message of a Kafka test shows the log's tail with floods collapsed (this
+/// binary runs without a broker, so the harness's helper is tested here).
+#[test]
+fn a_failed_waits_log_tail_collapses_a_flood_of_one_line() {
+    let log = "\
+t1 INFO started
+t2 WARN delivery failed topic=a
+t3 WARN delivery failed topic=a
+t4 WARN delivery failed topic=a
+t5 ERROR coordinator timed out";
+    assert_eq!(
+        common::log_tail(log, 2),
+        "t2 WARN delivery failed topic=a  [and 2 more like it]\nt5 ERROR coordinator timed out"
+    );
+    assert_eq!(common::log_tail(log, 10).lines().count(), 3);
+    assert_eq!(common::log_tail("", 5), "");
+}

@@ -539,7 +539,8 @@ pub fn start_run(
     start_run_env(bootstrap, dir, group, input, prefix, sets, &[])
 }
 
-/// [`start_run`] with extra environment variables (they win over `RUST_LOG=info`).
+/// [`start_run`] with extra environment variables (they win over `RUST_LOG=info`, itself
+/// replaced by `SESSIONFLOW_TEST_RUST_LOG` when set).
 pub fn start_run_env(
     bootstrap: &str,
     dir: &Path,
@@ -550,7 +551,10 @@ pub fn start_run_env(
     env: &[(&str, &str)],
 ) -> Running {
     let port = free_port();
-    let log = dir.join(format!("{}.log", unique("run")));
+    // SESSIONFLOW_TEST_KEEP_LOGS=DIR keeps every run's log there (the scenario's directory
+    // goes with the test), for a failure that needs more than the tail the test prints.
+    let log_dir = std::env::var_os("SESSIONFLOW_TEST_KEEP_LOGS").map_or(dir.to_owned(), Into::into);
+    let log = log_dir.join(format!("{}.log", unique("run")));
     let mut command = Command::new(BIN);
     command
         .arg("run")
@@ -571,7 +575,10 @@ pub fn start_run_env(
         command.args(["--set", set]);
     }
     let child = command
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("SESSIONFLOW_TEST_RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
+        )
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -608,10 +615,36 @@ pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
 pub fn wait_for_run(run: &Running, what: &str, timeout: Duration, condition: impl FnMut() -> bool) {
     wait(what, timeout, condition, || {
         let log = run.log_text();
-        let tail: Vec<&str> = log.lines().rev().take(40).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        format!("; sessionflow's log ends:\n{}", tail.join("\n"))
+        format!(
+            "; sessionflow's log ends (repeated lines collapsed):\n{}",
+            log_tail(&log, 40)
+        )
     });
+}
+
+/// The last `lines` lines of a log, each run of lines that differ only in their timestamp
+/// shown once with its count: a flood of one warning (thousands of failed deliveries) must
+/// not hide what came before it.
+pub fn log_tail(log: &str, lines: usize) -> String {
+    let mut runs: Vec<(&str, usize)> = Vec::new();
+    for line in log.lines() {
+        let message = line.split_once(' ').map_or(line, |(_, rest)| rest);
+        match runs.last_mut() {
+            Some((last, count)) if last.split_once(' ').map_or(*last, |(_, r)| r) == message => {
+                *count += 1
+            }
+            _ => runs.push((line, 1)),
+        }
+    }
+    let start = runs.len().saturating_sub(lines);
+    runs[start..]
+        .iter()
+        .map(|(line, count)| match count {
+            1 => (*line).to_owned(),
+            n => format!("{line}  [and {} more like it]", n - 1),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 pub fn wait_until(what: &str, timeout: Duration, condition: impl FnMut() -> bool) {
