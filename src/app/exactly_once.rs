@@ -487,21 +487,21 @@ impl ExactlyOnce {
                 replacement.init_transactions(TRANSACTION_CALL_STEP)
             }) {
                 Ok(()) => break,
-                Err(KafkaError::Transaction(e)) if e.is_retriable() => {
+                Err(error) if matches!(&error, KafkaError::Transaction(e) if e.is_retriable()) => {
                     if self.shutdown.is_cancelled() {
                         // Nothing is sent any more: the rewind and shutdown go on without
                         // a registered producer.
                         tracing::info!("Shutting down before the replacement producer registered.");
                         break;
                     }
-                    if e.code() != RDKafkaErrorCode::OperationTimedOut {
-                        tracing::warn!(error = %e, "Could not initialise the replacement producer's transactions yet; retrying.");
+                    if !timed_out(&error) {
+                        tracing::warn!(%error, "Could not initialise the replacement producer's transactions yet; retrying.");
                         std::thread::sleep(config.retry_backoff);
                     }
                 }
-                Err(e) => {
+                Err(error) => {
                     return AfterBatch::Stop(
-                        anyhow::Error::new(e).context("replacing the transactional producer"),
+                        anyhow::Error::new(error).context("replacing the transactional producer"),
                     )
                 }
             }
