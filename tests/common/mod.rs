@@ -626,20 +626,19 @@ pub fn wait_for_run(run: &Running, what: &str, timeout: Duration, condition: imp
 /// shown once with its count: a flood of one warning (thousands of failed deliveries) must
 /// not hide what came before it.
 pub fn log_tail(log: &str, lines: usize) -> String {
-    let mut runs: Vec<(&str, usize)> = Vec::new();
+    // (first line of the run, the run's message without its timestamp, lines in the run)
+    let mut runs: Vec<(&str, &str, usize)> = Vec::new();
     for line in log.lines() {
         let message = line.split_once(' ').map_or(line, |(_, rest)| rest);
         match runs.last_mut() {
-            Some((last, count)) if last.split_once(' ').map_or(*last, |(_, r)| r) == message => {
-                *count += 1
-            }
-            _ => runs.push((line, 1)),
+            Some((_, last, count)) if *last == message => *count += 1,
+            _ => runs.push((line, message, 1)),
         }
     }
     let start = runs.len().saturating_sub(lines);
     runs[start..]
         .iter()
-        .map(|(line, count)| match count {
+        .map(|(line, _, count)| match count {
             1 => (*line).to_owned(),
             n => format!("{line}  [and {} more like it]", n - 1),
         })
