@@ -20,18 +20,21 @@ use super::outbox::{self, Destination, Outbox};
 use super::Clients;
 use crate::kafka::lock;
 use crate::kafka::offsets::{Phase, Ticket};
-use crate::kafka::sink::{self, OutgoingRef, OutputContext, RetryMessage};
+use crate::kafka::sink::{self, OutgoingRef, OutputContext, RetryMessage, UntimedTopic};
 use crate::kafka::source::{self, InputContext};
+use crate::kafka::KafkaSetupError;
 
 /// How long one flush waits during the shutdown drain before retries are looked at again.
 const DRAIN_STEP: Duration = Duration::from_secs(1);
 
 /// The at-least-once mode's own state.
-#[derive(Default)]
 pub struct AtLeastOnce {
     /// Changelog writes waiting for their record's outputs to be acknowledged.
     stash: HashMap<Ticket, Vec<RetryMessage>>,
     order: ChangelogOrder,
+    /// Changelog writes never time out, whatever `message.timeout.ms` is (held while the
+    /// mode lasts).
+    _untimed_changelog: UntimedTopic,
 }
 
 /// Keeps each partition's changelog in the order the writes were made across failed
@@ -44,8 +47,9 @@ pub struct AtLeastOnce {
 ///
 /// What this cannot order: writes already handed to librdkafka before the failure was
 /// reported. They land first only if librdkafka writes later messages of a partition after
-/// failing an earlier one (a gap); with `message.timeout.ms = 0`, sessionflow's default in
-/// this mode, that takes a permanent broker refusal of a changelog write.
+/// failing an earlier one (a gap). It does so after a timed-out message, which is why the
+/// changelog topic's writes never time out ([`UntimedTopic`]), whatever `message.timeout.ms`
+/// says; so a gap takes a permanent broker refusal of a changelog write.
 #[derive(Debug, Default)]
 pub struct ChangelogOrder {
     /// Per partition, the tickets whose changelog write failed and is not yet acknowledged.
@@ -113,6 +117,19 @@ pub fn split_counts(messages: &[super::outbox::Outgoing]) -> (u32, u32) {
 }
 
 impl AtLeastOnce {
+    /// Before anything is sent: the changelog topic's writes are made never to time out, so
+    /// that only a broker's refusal can fail one (see [`ChangelogOrder`]).
+    pub fn new(
+        producer: &Arc<ThreadedProducer<OutputContext>>,
+        changelog_topic: &str,
+    ) -> Result<Self, KafkaSetupError> {
+        Ok(AtLeastOnce {
+            stash: HashMap::new(),
+            order: ChangelogOrder::default(),
+            _untimed_changelog: UntimedTopic::new(producer, changelog_topic)?,
+        })
+    }
+
     /// Before partitions are revoked, the consumer's context flushes the producer (bounded
     /// by `drain_timeout_ms`) so that what they caused is acknowledged and committable.
     pub fn install_revocation_drain(

@@ -58,7 +58,7 @@ pub(super) async fn start(
             handles.heartbeat.clone(),
         ))
     } else {
-        Mode::AtLeastOnce(AtLeastOnce::default())
+        Mode::AtLeastOnce(AtLeastOnce::new(&producer, &routes.changelog.topic)?)
     };
     let consumer = subscribed_consumer(&config, &delivery, &mode, &producer)?;
 

@@ -3,6 +3,8 @@
 //! record's ticket into each message's opaque.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ffi::{c_char, CStr, CString};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,7 +12,7 @@ use std::time::Duration;
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 
 use super::offsets::{OffsetTracker, Phase, Ticket};
 use super::{base_config, client_error, lock, set_default, KafkaSetupError};
@@ -178,6 +180,76 @@ pub fn output_producer(
             transactional: transactional_id.is_some(),
         })
         .map_err(|source| client_error("producer", source))
+}
+
+/// The producer's handle on one topic whose messages never time out in librdkafka's queue,
+/// whatever `message.timeout.ms` says for the others: they are delivered, or fail only when
+/// the broker refuses them. At-least-once keeps the changelog this way, because librdkafka
+/// goes on writing a partition's later messages after timing out an earlier one, so a
+/// timed-out changelog write sent again would land behind later writes of its partition (an
+/// older state of a session after a newer one, or a progress record before a write it
+/// claims). librdkafka keeps the configuration a topic's first handle was made with, and
+/// sending by name finds that handle: so this must be made before anything is sent to the
+/// topic, and kept while the producer sends to it.
+pub struct UntimedTopic {
+    handle: NonNull<rdkafka::bindings::rd_kafka_topic_t>,
+    /// A topic handle must be destroyed before its client: this keeps the client.
+    _client: Arc<ThreadedProducer<OutputContext>>,
+}
+
+// librdkafka's topic handles may be used and destroyed from any thread.
+unsafe impl Send for UntimedTopic {}
+unsafe impl Sync for UntimedTopic {}
+
+impl UntimedTopic {
+    pub fn new(
+        producer: &Arc<ThreadedProducer<OutputContext>>,
+        topic: &str,
+    ) -> Result<Self, KafkaSetupError> {
+        use rdkafka::bindings as rd;
+        let refused = |detail: String| KafkaSetupError::Client {
+            role: "producer",
+            detail: format!("topic {topic:?} without a message timeout: {detail}"),
+        };
+        let name = CString::new(topic).map_err(|e| refused(e.to_string()))?;
+        let client = producer.client().native_ptr();
+        let mut error = [0 as c_char; 512];
+        // SAFETY: `client` is a live client, kept alive by the producer held below until the
+        // handle is destroyed; `conf` is freed here on failure, else owned by
+        // `rd_kafka_topic_new` (which frees it on failure too); the strings outlive the calls.
+        let handle = unsafe {
+            let conf = rd::rd_kafka_default_topic_conf_dup(client);
+            let set = rd::rd_kafka_topic_conf_set(
+                conf,
+                c"message.timeout.ms".as_ptr(),
+                c"0".as_ptr(),
+                error.as_mut_ptr(),
+                error.len(),
+            );
+            if set != rd::rd_kafka_conf_res_t::RD_KAFKA_CONF_OK {
+                rd::rd_kafka_topic_conf_destroy(conf);
+                let detail = CStr::from_ptr(error.as_ptr())
+                    .to_string_lossy()
+                    .into_owned();
+                return Err(refused(detail));
+            }
+            rd::rd_kafka_topic_new(client, name.as_ptr(), conf)
+        };
+        let handle =
+            NonNull::new(handle).ok_or_else(|| refused("librdkafka made no handle".to_owned()))?;
+        Ok(UntimedTopic {
+            handle,
+            _client: producer.clone(),
+        })
+    }
+}
+
+impl Drop for UntimedTopic {
+    fn drop(&mut self) {
+        // SAFETY: the handle was made by `rd_kafka_topic_new` and is destroyed once, while
+        // `self._client` still keeps its client (fields drop after this).
+        unsafe { rdkafka::bindings::rd_kafka_topic_destroy(self.handle.as_ptr()) };
+    }
 }
 
 /// librdkafka's default `batch.size`.
@@ -388,6 +460,51 @@ pub fn load_producer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both messages wait for a broker that never answers; only the one of the topic without
+    /// an untimed handle fails by `message.timeout.ms`. The changelog message is sent first,
+    /// so without its handle it would time out no later than the output.
+    #[test]
+    fn an_untimed_topics_messages_wait_while_the_others_time_out() {
+        let state = DeliveryState::new();
+        let properties = BTreeMap::from([
+            // Nothing listens there: every connection is refused.
+            ("bootstrap.servers".to_owned(), "127.0.0.1:1".to_owned()),
+            ("message.timeout.ms".to_owned(), "100".to_owned()),
+        ]);
+        let producer =
+            Arc::new(output_producer(&properties, state.clone(), 1000, None, None).unwrap());
+        let _untimed = UntimedTopic::new(&producer, "changelog").unwrap();
+        for (seq, topic) in [(1, "changelog"), (2, "outputs")] {
+            let message = OutgoingRef {
+                topic,
+                partition: 0,
+                key: Some(b"k"),
+                payload: Some(b"v"),
+                headers: None,
+                opaque: ticket_to_opaque((0, seq), Phase::Output),
+            };
+            send_blocking(&producer, message).unwrap();
+        }
+        let failed_topics = || -> Vec<String> {
+            lock(&state.retries)
+                .iter()
+                .map(|m| m.topic.clone())
+                .collect()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while failed_topics().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the output never timed out"
+            );
+            let _ = producer.flush(Duration::from_millis(100));
+        }
+        // Give a changelog failure reported in the same round its chance to be seen.
+        let _ = producer.flush(Duration::from_millis(500));
+        assert_eq!(failed_topics(), ["outputs"]);
+        assert_eq!(producer.in_flight_count(), 1, "the changelog message waits");
+    }
 
     #[test]
     fn tickets_round_trip_through_the_opaque() {
