@@ -16,6 +16,7 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer}
 
 use super::offsets::{OffsetTracker, Phase, Ticket};
 use super::{base_config, client_error, lock, set_default, KafkaSetupError};
+use crate::log_limit::LogLimit;
 
 /// The phase bit of an opaque (set for changelog writes).
 const CHANGELOG_BIT: u64 = 1 << 47;
@@ -61,7 +62,15 @@ pub struct DeliveryState {
     pub tracker: Mutex<OffsetTracker>,
     pub retries: Mutex<VecDeque<RetryMessage>>,
     pub delivery_errors: AtomicU64,
+    /// The warnings for failed deliveries, derived events and dead letters in one, changelog
+    /// writes in the other (exactly-once tells them apart by no opaque: all in the first):
+    /// with the broker away every queued message fails alike (an abort purges a whole
+    /// transaction's), and a line each would bury the log.
+    failure_warnings: [LogLimit; 2],
 }
+
+/// How often a failed delivery of one kind is logged while failures go on.
+const FAILURE_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 impl DeliveryState {
     pub fn new() -> Arc<Self> {
@@ -69,7 +78,15 @@ impl DeliveryState {
             tracker: Mutex::new(OffsetTracker::default()),
             retries: Mutex::new(VecDeque::new()),
             delivery_errors: AtomicU64::new(0),
+            failure_warnings: [(); 2].map(|()| LogLimit::new(FAILURE_WARNING_EVERY)),
         })
+    }
+
+    /// Whether a failed delivery of `phase` is logged now: `Some(failures held back since the
+    /// last line)`.
+    fn warn_failure(&self, phase: Phase) -> Option<u64> {
+        let kind = usize::from(phase == Phase::Changelog);
+        self.failure_warnings[kind].allow(crate::app::now_ms())
     }
 }
 
@@ -107,11 +124,17 @@ impl ProducerContext for OutputContext {
             }
             Err((error, message)) => {
                 self.state.delivery_errors.fetch_add(1, Ordering::Relaxed);
+                let (_, phase) = opaque_to_ticket(opaque);
+                let warning = self.state.warn_failure(phase);
                 if self.transactional {
-                    tracing::warn!(%error, topic = message.topic(), "Output delivery failed; its transaction will be aborted.");
+                    if let Some(held_back) = warning {
+                        tracing::warn!(%error, topic = message.topic(), held_back, "Output delivery failed; its transaction will be aborted.");
+                    }
                     return;
                 }
-                tracing::warn!(%error, topic = message.topic(), "Output delivery failed; it will be retried.");
+                if let Some(held_back) = warning {
+                    tracing::warn!(%error, topic = message.topic(), held_back, "Output delivery failed; it will be retried.");
+                }
                 let headers = message.headers().map(|h| {
                     h.iter().fold(OwnedHeaders::new(), |acc, header| {
                         acc.insert(Header {
