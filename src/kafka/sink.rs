@@ -1,6 +1,7 @@
 //! The output side: the producer and its delivery context, the retry queue that keeps
-//! failed messages, sending with backoff on a full local queue, and the packing of a
-//! record's ticket into each message's opaque.
+//! failed messages, the topic handle that keeps the changelog's writes from timing out,
+//! sending with backoff on a full local queue, and the packing of a record's ticket into
+//! each message's opaque.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::{c_char, CStr, CString};
