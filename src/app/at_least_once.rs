@@ -1,7 +1,8 @@
-//! At-least-once delivery (SPEC section 6): each record's outputs are registered with the
-//! offset tracker and sent; its changelog writes wait in a stash until those outputs are
-//! acknowledged, then go in record order; input offsets are stored once everything a record
-//! caused is acknowledged, and auto-commit sends them. Failed deliveries wait in the retry
+//! At-least-once delivery (SPEC section 6): each partition's records of a batch are one unit
+//! of the offset tracker; its outputs are sent at once, and its changelog writes (each
+//! session's last of the batch, and the progress record) wait in a stash until those outputs
+//! are acknowledged, then go in batch order; the unit's input offsets are stored once
+//! everything it caused is acknowledged, and auto-commit sends them. Failed deliveries wait in the retry
 //! queue and are sent again; nothing is dropped. A partition whose changelog write failed
 //! sends no later changelog write (its progress records included) until the failed one is
 //! acknowledged, so that a retry never lands behind a later write ([`ChangelogOrder`]).
@@ -106,14 +107,53 @@ impl ChangelogOrder {
     }
 }
 
-/// How many of a record's messages are derived outputs (sent now) and changelog writes
-/// (held until those are acknowledged).
-pub fn split_counts(messages: &[super::outbox::Outgoing]) -> (u32, u32) {
-    let changelog = messages
-        .iter()
-        .filter(|m| m.destination == Destination::Changelog)
-        .count() as u32;
-    (messages.len() as u32 - changelog, changelog)
+/// One partition's share of an outbox, as the offset tracker takes it: all its records in
+/// one unit, whose input offsets commit together once its outputs and its changelog writes
+/// are acknowledged. So a session's changelog write that a later one of the same batch
+/// supersedes need not be sent: nothing commits the earlier record alone, without the later
+/// write that holds its effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionUnit {
+    pub partition: i32,
+    /// The offset of its last input record (`None` when it holds only idle firings and
+    /// progress records).
+    pub offset: Option<i64>,
+    /// Derived events and dead letters, sent at once.
+    pub outputs: u32,
+    /// Changelog writes sent (once the outputs are acknowledged): each session's last in the
+    /// outbox, and the partition's last progress record.
+    pub changelog: u32,
+}
+
+/// The outbox's partitions in the order they first appear; `send` marks the changelog writes
+/// that go (`Outbox::latest_writes_only`).
+pub fn partition_units(outbox: &Outbox, send: &[bool]) -> Vec<PartitionUnit> {
+    let mut units: Vec<PartitionUnit> = Vec::new();
+    let mut sends = send.iter();
+    for (record, messages) in outbox.records() {
+        // An outbox holds a few partitions: a linear search beats hashing.
+        let unit = match units.iter().position(|u| u.partition == record.partition) {
+            Some(found) => &mut units[found],
+            None => {
+                units.push(PartitionUnit {
+                    partition: record.partition,
+                    offset: None,
+                    outputs: 0,
+                    changelog: 0,
+                });
+                units.last_mut().expect("just pushed")
+            }
+        };
+        unit.offset = record.offset.or(unit.offset);
+        for (message, &send) in messages.iter().zip(sends.by_ref()) {
+            if message.destination != Destination::Changelog {
+                unit.outputs += 1;
+            } else if send {
+                unit.changelog += 1;
+            }
+        }
+    }
+    units
 }
 
 impl AtLeastOnce {
@@ -145,35 +185,48 @@ impl AtLeastOnce {
         *lock(&consumer.context().drain) = Some(drain);
     }
 
-    /// Registers the outboxes' records with the tracker (one lock), sends their derived
-    /// messages straight from the outboxes' arenas (librdkafka copies them), and stashes their
-    /// changelog writes until the tracker releases them (see `kafka::offsets`). Each
-    /// partition's records are in one outbox, in order.
+    /// Registers each outbox's partitions with the tracker, one unit each ([`PartitionUnit`],
+    /// one lock for all), sends their derived messages straight from the outboxes' arenas
+    /// (librdkafka copies them), and stashes each session's last changelog write until the
+    /// tracker releases its unit (see `kafka::offsets`). Each partition's records are in one
+    /// outbox, in order.
     pub async fn send(&mut self, clients: &Clients, outboxes: &[Outbox]) {
-        let tickets: Vec<Ticket> = {
+        let sends: Vec<Vec<bool>> = outboxes.iter().map(Outbox::latest_writes_only).collect();
+        let tickets: Vec<Vec<(i32, Ticket)>> = {
             let mut tracker = lock(&clients.delivery.tracker);
             outboxes
                 .iter()
-                .flat_map(Outbox::records)
-                .map(|(record, messages)| {
-                    let (outputs, changelog) = split_counts(messages);
-                    tracker.register(record.partition, record.offset, outputs, changelog)
+                .zip(&sends)
+                .map(|(outbox, send)| {
+                    partition_units(outbox, send)
+                        .into_iter()
+                        .map(|u| {
+                            let ticket =
+                                tracker.register(u.partition, u.offset, u.outputs, u.changelog);
+                            (u.partition, ticket)
+                        })
+                        .collect()
                 })
                 .collect()
         };
-        let records = outboxes.iter().flat_map(|outbox| {
-            outbox
-                .records()
-                .map(move |(_, messages)| (outbox, messages))
-        });
-        for (ticket, (outbox, messages)) in tickets.into_iter().zip(records) {
-            for message in messages {
+        for ((outbox, send), tickets) in outboxes.iter().zip(&sends).zip(&tickets) {
+            let ticket_of = |partition: i32| {
+                tickets
+                    .iter()
+                    .find(|(p, _)| *p == partition)
+                    .map(|&(_, ticket)| ticket)
+                    .expect("every partition of the outbox is registered")
+            };
+            for (message, &send) in outbox.messages().iter().zip(send) {
+                let ticket = ticket_of(message.partition);
                 if message.destination == Destination::Changelog {
-                    let opaque = sink::ticket_to_opaque(ticket, Phase::Changelog);
-                    let write = outbox
-                        .to_send(message, &clients.routes, opaque)
-                        .to_retry(None);
-                    self.stash.entry(ticket).or_default().push(write);
+                    if send {
+                        let opaque = sink::ticket_to_opaque(ticket, Phase::Changelog);
+                        let write = outbox
+                            .to_send(message, &clients.routes, opaque)
+                            .to_retry(None);
+                        self.stash.entry(ticket).or_default().push(write);
+                    }
                     continue;
                 }
                 let opaque = sink::ticket_to_opaque(ticket, Phase::Output);
@@ -345,46 +398,102 @@ pub fn halve_dead_letter(retry: &mut RetryMessage) {
 mod tests {
     use super::*;
     use crate::app::outbox::tests::transition;
+    use crate::changelog;
     use crate::engine::EventSink;
     use crate::kafka::offsets::OffsetTracker;
 
-    /// The release order the tracker gives the stash: a record's changelog writes go only
-    /// once its outputs and every earlier record's are acknowledged, in record order.
-    #[test]
-    fn changelog_writes_are_released_in_record_order_after_their_outputs() {
-        let mut outbox = Outbox::new(outbox::DeadLetterLimits {
-            max_record_bytes: 1024,
-            topic_max_message_bytes: None,
-        });
-        for offset in 0..3 {
+    /// A batch of three records of partition 0 (each changing `sess_a`, the last also
+    /// `sess_b`) and one of partition 1, with partition 0's progress record: each partition is
+    /// one unit, sending each session's last write and the progress record.
+    fn batch(outbox: &mut Outbox, first_offset: i64) -> Vec<PartitionUnit> {
+        for offset in first_offset..first_offset + 3 {
             let mut sink = outbox.partition(0);
             sink.emit(&transition("sess_a"));
             // A tombstone is a changelog write like any state value.
             sink.state_changed("sess_a", None);
+            if offset == first_offset + 2 {
+                sink.state_changed("sess_b", None);
+            }
             outbox.close_record(0, Some(offset));
+            if offset == first_offset {
+                outbox.partition(1).state_changed("sess_a", None);
+                outbox.close_record(1, Some(offset));
+            }
         }
+        let progress = changelog::Progress {
+            applied_through: Some(first_offset + 2),
+            ..changelog::Progress::default()
+        };
+        outbox.queue_progress(0, progress, &mut changelog::Progress::default());
+        let send = outbox.latest_writes_only();
+        partition_units(outbox, &send)
+    }
+
+    #[test]
+    fn each_partition_of_a_batch_is_one_unit_with_each_sessions_last_changelog_write() {
+        let mut outbox = Outbox::new(outbox::DeadLetterLimits {
+            max_record_bytes: 1024,
+            topic_max_message_bytes: None,
+        });
+        let units = batch(&mut outbox, 10);
+        assert_eq!(
+            units,
+            [
+                PartitionUnit {
+                    partition: 0,
+                    offset: Some(12),
+                    outputs: 3,
+                    // sess_a's third write, sess_b's, the progress record.
+                    changelog: 3,
+                },
+                PartitionUnit {
+                    partition: 1,
+                    offset: Some(10),
+                    outputs: 0,
+                    changelog: 1,
+                },
+            ]
+        );
+    }
+
+    /// The release order the tracker gives the stash: a unit's changelog writes go only once
+    /// its outputs and every earlier unit's of its partition are acknowledged, and its input
+    /// offsets commit once its changelog writes are acknowledged too.
+    #[test]
+    fn a_units_changelog_writes_are_released_in_order_after_its_outputs() {
         let mut tracker = OffsetTracker::default();
-        let tickets: Vec<Ticket> = outbox
-            .records()
-            .map(|(record, messages)| {
-                let (outputs, changelog) = split_counts(messages);
-                assert_eq!((outputs, changelog), (1, 1));
-                tracker.register(record.partition, record.offset, outputs, changelog)
-            })
-            .collect();
-        // The third record's output is acknowledged first: nothing may be released yet.
-        tracker.delivered(tickets[2], Phase::Output);
+        let mut register = |first_offset| {
+            let mut outbox = Outbox::new(outbox::DeadLetterLimits {
+                max_record_bytes: 1024,
+                topic_max_message_bytes: None,
+            });
+            let unit = batch(&mut outbox, first_offset)[0];
+            tracker.register(unit.partition, unit.offset, unit.outputs, unit.changelog)
+        };
+        let (first, second) = (register(0), register(3));
+        // The second batch's outputs are acknowledged first: nothing may be released yet.
+        for _ in 0..3 {
+            tracker.delivered(second, Phase::Output);
+        }
         assert!(tracker.take_releasable().is_empty());
-        tracker.delivered(tickets[0], Phase::Output);
-        assert_eq!(tracker.take_releasable(), vec![tickets[0]]);
-        tracker.delivered(tickets[1], Phase::Output);
-        assert_eq!(tracker.take_releasable(), vec![tickets[1], tickets[2]]);
+        tracker.delivered(first, Phase::Output);
+        tracker.delivered(first, Phase::Output);
+        assert!(
+            tracker.take_releasable().is_empty(),
+            "one output outstanding"
+        );
+        tracker.delivered(first, Phase::Output);
+        assert_eq!(tracker.take_releasable(), vec![first, second]);
         // Offsets commit only once the changelog writes are acknowledged too.
         assert!(tracker.take_committable().is_empty());
-        for ticket in &tickets {
-            tracker.delivered(*ticket, Phase::Changelog);
+        for _ in 0..3 {
+            tracker.delivered(first, Phase::Changelog);
         }
         assert_eq!(tracker.take_committable(), vec![(0, 3)]);
+        for _ in 0..3 {
+            tracker.delivered(second, Phase::Changelog);
+        }
+        assert_eq!(tracker.take_committable(), vec![(0, 6)]);
     }
 
     #[test]
