@@ -396,10 +396,11 @@ fn an_exactly_once_transaction_stuck_behind_a_stalled_broker_is_given_up_and_the
 
 /// Deliveries fail while the broker is unreachable (at-least-once with `message.timeout.ms`
 /// set to 3 s, so that queued outputs fail instead of waiting; changelog writes never time
-/// out): every failed output is sent again, and no changelog write fails. The output holds every event `replay` derives, none
-/// derived anew; and the changelog restores exactly the state `replay` ends with, its
-/// progress record at the last input offset: no retried write landed behind a later write of
-/// its partition (a stale state, or a progress record claiming a write that came after it).
+/// out): every failed output is sent again, and no changelog write fails. The output holds
+/// every event `replay` derives, none derived anew; and the changelog restores exactly the
+/// state `replay` ends with, its progress record at the last input offset: no write landed
+/// behind a later write of its partition (a stale state, or a progress record claiming a
+/// write that came after it).
 #[test]
 fn writes_failed_while_the_broker_was_away_are_retried_in_order() {
     let _alone = proxy_alone();

@@ -2,8 +2,8 @@
 //! of the offset tracker; its outputs are sent at once, and its changelog writes (each
 //! session's last of the batch, and the progress record) wait in a stash until those outputs
 //! are acknowledged, then go in batch order; the unit's input offsets are stored once
-//! everything it caused is acknowledged, and auto-commit sends them. Failed deliveries wait in the retry
-//! queue and are sent again; nothing is dropped. A partition whose changelog write failed
+//! everything it caused is acknowledged, and auto-commit sends them. Failed deliveries wait
+//! in the retry queue and are sent again; nothing is dropped. A partition whose changelog write failed
 //! sends no later changelog write (its progress records included) until the failed one is
 //! acknowledged, so that a retry never lands behind a later write ([`ChangelogOrder`]).
 
@@ -30,7 +30,7 @@ const DRAIN_STEP: Duration = Duration::from_secs(1);
 
 /// The at-least-once mode's own state.
 pub struct AtLeastOnce {
-    /// Changelog writes waiting for their record's outputs to be acknowledged.
+    /// Changelog writes waiting for their unit's outputs to be acknowledged.
     stash: HashMap<Ticket, Vec<RetryMessage>>,
     order: ChangelogOrder,
     /// Changelog writes never time out, whatever `message.timeout.ms` is (held while the
