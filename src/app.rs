@@ -22,7 +22,6 @@ pub mod outbox;
 pub mod restore;
 mod startup;
 
-pub use self::handles::now_ms;
 pub use self::handles::{Handles, Heartbeat, PipelineStatus};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -45,6 +44,7 @@ use self::latency::PendingLatency;
 use self::outbox::Routes;
 use self::restore::RestoreOutcome;
 use crate::apply;
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::kafka::lock;
 use crate::kafka::sink::{self, DeliveryState, OutgoingRef, OutputContext};

@@ -92,7 +92,7 @@ impl Demo {
         // panels show real numbers. The lateness and retention are Clerk's defaults on the
         // same compressed scale.
         let script = GenerateOptions::new(u64::MAX / 8, 1);
-        let compression = Compression::tracking_wall_clock(script, rate, crate::app::now_ms());
+        let compression = Compression::tracking_wall_clock(script, rate, crate::clock::now_ms());
         let mut config = config::load(
             None,
             &[

@@ -523,7 +523,7 @@ fn send(
     {
         if let Some(due_ms) = generator.due_ms() {
             // Compressed event times: each record when the wall clock reaches its delivery.
-            let wait_ms = due_ms - crate::app::now_ms();
+            let wait_ms = due_ms - crate::clock::now_ms();
             if wait_ms > 0 {
                 std::thread::sleep(Duration::from_millis(wait_ms as u64));
             }

@@ -284,7 +284,7 @@ async fn receive(State(ingest): State<Arc<Ingest>>, request: Request) -> Respons
     };
     if let Err(refusal) = ingest
         .verifier
-        .verify(signed, &body, crate::app::now_ms() / 1000)
+        .verify(signed, &body, crate::clock::now_ms() / 1000)
     {
         return ingest.refuse(refusal);
     }
@@ -293,7 +293,7 @@ async fn receive(State(ingest): State<Arc<Ingest>>, request: Request) -> Respons
     }
     let Ok(envelope) = serde_json::from_slice::<Envelope<'_>>(&body) else {
         // Signed by Clerk but not an event: the sender is trusted, the payload broken.
-        if let Some(held_back) = ingest.broken_warnings.allow(crate::app::now_ms()) {
+        if let Some(held_back) = ingest.broken_warnings.allow(crate::clock::now_ms()) {
             tracing::warn!(
                 webhook_id = id,
                 bytes = body.len(),
@@ -307,7 +307,7 @@ async fn receive(State(ingest): State<Arc<Ingest>>, request: Request) -> Respons
     let key = match (envelope.kind.starts_with("session."), session_id) {
         (true, Some(session)) => session,
         (true, None) => {
-            if let Some(held_back) = ingest.broken_warnings.allow(crate::app::now_ms()) {
+            if let Some(held_back) = ingest.broken_warnings.allow(crate::clock::now_ms()) {
                 tracing::warn!(webhook_id = id, kind = %envelope.kind, held_back, "A signed session webhook has no data.id; refused with 400.");
             }
             return ingest.count(Outcome::BadRequest);
@@ -352,7 +352,7 @@ async fn write(
             return ingest.count(Outcome::Unavailable)
         }
         Err((error, _)) => {
-            if let Some(held_back) = ingest.write_warnings.allow(crate::app::now_ms()) {
+            if let Some(held_back) = ingest.write_warnings.allow(crate::clock::now_ms()) {
                 tracing::warn!(%error, held_back, "A webhook could not be queued for writing; answered 503 (Svix retries).");
             }
             return ingest.count(Outcome::Unavailable);
@@ -368,7 +368,7 @@ async fn write(
             ingest.count(Outcome::Accepted)
         }
         Ok(Ok(Err((error, _)))) => {
-            if let Some(held_back) = ingest.write_warnings.allow(crate::app::now_ms()) {
+            if let Some(held_back) = ingest.write_warnings.allow(crate::clock::now_ms()) {
                 tracing::warn!(%error, held_back, "A webhook's write failed; answered 503 (Svix retries).");
             }
             ingest.count(Outcome::Unavailable)

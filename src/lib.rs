@@ -25,11 +25,13 @@
 //! - [`ingest`]: Clerk's webhooks into the input topic (`sessionflow ingest`); `signature`
 //!   checks the Standard Webhooks (Svix) signatures.
 //! - [`log_limit`]: one log line of a kind per interval, the rest counted.
+//! - [`clock`]: the wall clock in milliseconds, read by every layer.
 //! - [`metrics`]: every metric name and label value, described once; the export.
 
 pub mod app;
 pub mod apply;
 pub mod changelog;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod engine;

@@ -3,8 +3,9 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use crate::clock::now_ms;
 use crate::stats::Stats;
 
 /// Handles the pipeline shares with its host: readiness for `/readyz`, the loop's heartbeat
@@ -55,11 +56,4 @@ pub struct PipelineStatus {
     pub consumer_lag: i64,
     /// Partitions assigned and restored.
     pub partitions: usize,
-}
-
-/// Milliseconds since the epoch by the wall clock.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -186,7 +186,7 @@ impl InputHealth {
             .error_log
             .entry(kind)
             .or_insert_with(|| LogLimit::new(ERROR_LOG_PERIOD));
-        if let Some(left_out) = log.allow(crate::app::now_ms()) {
+        if let Some(left_out) = log.allow(crate::clock::now_ms()) {
             tracing::warn!(%error, kind = kind.as_str(), left_out, topic = %self.topic, "Input consumer error ({}); librdkafka retries.", kind.advice());
         }
         self.last_error = Some((kind, error.to_string()));

@@ -393,7 +393,7 @@ fn send(
     id: &str,
     body: &[u8],
 ) -> anyhow::Result<u16> {
-    let timestamp = crate::app::now_ms() / 1000;
+    let timestamp = crate::clock::now_ms() / 1000;
     let signature = signature_header(&target.secret, id, timestamp, body)
         .map_err(|_| anyhow::anyhow!("--secret is not whsec_ followed by base64"))?;
     // Head and body in one write: two would go out as two segments (no Nagle delay), and

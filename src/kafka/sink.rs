@@ -87,7 +87,7 @@ impl DeliveryState {
     /// last line)`.
     fn warn_failure(&self, phase: Phase) -> Option<u64> {
         let kind = usize::from(phase == Phase::Changelog);
-        self.failure_warnings[kind].allow(crate::app::now_ms())
+        self.failure_warnings[kind].allow(crate::clock::now_ms())
     }
 }
 
