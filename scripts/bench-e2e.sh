@@ -14,7 +14,8 @@
 #     append time of each input record (its topic set to LogAppendTime) to its derived event
 #     being readable.
 # Uses SESSIONFLOW_TEST_BOOTSTRAP if set, else starts (and stops) its own broker.
-# SESSIONFLOW_BENCH_SETS adds flags to both runs (e.g. "--set pipeline.batch_size=4096").
+# SESSIONFLOW_BENCH_SETS adds flags to every sessionflow run, the latency one included
+# (e.g. "--set pipeline.batch_size=512").
 # Usage: scripts/bench-e2e.sh [RECORDS] [RATE] [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -195,7 +196,8 @@ lat_in=bench-lat-in-$run_id
 "$bin" run --brokers "$b" --group-id "bench-lat-$run_id" --input-topic "$lat_in" --http-listen 127.0.0.1:19998 \
   --set topics.create_topics=true --set topics.create_partitions=4 --set topics.transitions=bench-lat-t-$run_id \
   --set topics.anomalies=bench-lat-a-$run_id --set topics.dead_letters=bench-lat-d-$run_id \
-  --set lifecycle.idle_timeout_ms=0 --set lifecycle.max_clock_skew_ms=0 >"$work/lat.log" 2>&1 &
+  --set lifecycle.idle_timeout_ms=0 --set lifecycle.max_clock_skew_ms=0 \
+  ${SESSIONFLOW_BENCH_SETS:-} >"$work/lat.log" 2>&1 &
 lat_pid=$!
 pids+=("$lat_pid")
 until curl -sf 127.0.0.1:19998/readyz >/dev/null; do sleep 0.2; done
