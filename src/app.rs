@@ -119,6 +119,10 @@ struct Pipeline {
     leave_unclosed: bool,
     /// Batches waiting for their outputs' acknowledgement (the processing latency).
     latency: PendingLatency,
+    /// Exactly-once: the partitions whose state may differ from their last committed
+    /// transaction (records or idle advances since it). An abort rewinds these only: every
+    /// other partition's engine, progress and consumer position are those of its last commit.
+    uncommitted: BTreeSet<i32>,
 }
 
 /// Runs until `shutdown` is cancelled. Errors are start-up problems (configuration, topics,
@@ -202,6 +206,7 @@ impl Pipeline {
                 source::AssignmentChange::Revoked(partitions) => {
                     for p in &partitions {
                         self.partitions.remove(p);
+                        self.uncommitted.remove(p);
                         self.stopped.remove(p);
                         self.input_health.forget(*p);
                         self.latency.forget(*p);
@@ -282,15 +287,26 @@ impl Pipeline {
         }
     }
 
-    /// Exactly-once, after an aborted transaction: every assigned partition goes back to its
+    /// Exactly-once, after an aborted transaction: each partition it touched goes back to its
     /// last committed transaction — state from the changelog, input from the committed
-    /// offset — and the aborted batch is read and derived again.
+    /// offset — and the aborted batch is read and derived again. The others are at their
+    /// last commit already: restoring them too would cost a rebalance (whose generation
+    /// change aborts the open transaction) a full restore of every partition kept.
     fn rewind(&mut self) {
         self.handles.ready.store(false, Ordering::Relaxed);
-        let partitions: Vec<i32> = self.partitions.keys().copied().collect();
-        self.partitions.clear();
+        let partitions: Vec<i32> = std::mem::take(&mut self.uncommitted)
+            .into_iter()
+            .filter(|p| self.partitions.contains_key(p))
+            .collect();
+        for p in &partitions {
+            self.partitions.remove(p);
+        }
         self.latency.forget_all();
         lock(&self.clients.delivery.retries).clear();
+        if partitions.is_empty() {
+            self.update_readiness();
+            return;
+        }
         let committed = self.restore(&partitions);
         let input = &self.clients.routes.input_topic;
         let mut seek = TopicPartitionList::new();
@@ -329,6 +345,10 @@ impl Pipeline {
         }
         let wall_clock = now_ms();
         let received = Instant::now();
+        if let Mode::ExactlyOnce(_) = self.mode {
+            self.uncommitted
+                .extend(batch.iter().map(|message| message.partition()));
+        }
         self.lanes.apply_batch(
             batch,
             &mut self.partitions,
@@ -381,6 +401,9 @@ impl Pipeline {
                     .await
                 {
                     AfterBatch::Continue => {
+                        // Every change so far is in a committed transaction (an idle advance
+                        // that queued nothing changed nothing: its watermark did not move).
+                        self.uncommitted.clear();
                         let now = now_ms();
                         for (&p, &next) in next_offsets {
                             self.latency.acknowledged(p, next, now);
@@ -434,6 +457,9 @@ impl Pipeline {
         for (&partition, state) in &mut self.partitions {
             let caught_up = lag.get(&partition).is_some_and(|&l| l == 0);
             if caught_up && now.duration_since(state.last_message) >= idle_timeout {
+                if let Mode::ExactlyOnce(_) = self.mode {
+                    self.uncommitted.insert(partition);
+                }
                 apply::advance_idle(
                     &mut state.engine,
                     wall_clock,

@@ -62,7 +62,7 @@ pub enum TransactionEnd {
 #[derive(Debug)]
 pub enum AfterBatch {
     Continue,
-    /// Rewind every assigned partition to its last committed transaction.
+    /// Rewind the partitions the transaction touched to their last committed transaction.
     Rewind,
     /// Stop with this error.
     Stop(anyhow::Error),

@@ -84,6 +84,7 @@ pub(super) async fn start(
         input_health,
         leave_unclosed: false,
         latency: Default::default(),
+        uncommitted: Default::default(),
     }))
 }
 
