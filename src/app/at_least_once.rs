@@ -3,9 +3,10 @@
 //! session's last of the batch, and the progress record) wait in a stash until those outputs
 //! are acknowledged, then go in batch order; the unit's input offsets are stored once
 //! everything it caused is acknowledged, and auto-commit sends them. Failed deliveries wait
-//! in the retry queue and are sent again; nothing is dropped. A partition whose changelog write failed
-//! sends no later changelog write (its progress records included) until the failed one is
-//! acknowledged, so that a retry never lands behind a later write ([`ChangelogOrder`]).
+//! in the retry queue and are sent again; nothing is dropped. A partition whose changelog
+//! write failed sends no later changelog write (its progress records included) until the
+//! failed one is acknowledged, so that a retry never lands behind a later write
+//! ([`ChangelogOrder`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
