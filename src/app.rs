@@ -41,7 +41,7 @@ use self::exactly_once::{AfterBatch, ExactlyOnce, TRANSACTION_CALL_TIMEOUT};
 use self::input_health::InputHealth;
 use self::lanes::{BatchClock, Lanes, PartitionState};
 use self::latency::PendingLatency;
-use self::outbox::Routes;
+use self::outbox::{Outbox, Routes};
 use self::restore::RestoreOutcome;
 use crate::apply;
 use crate::clock::now_ms;
@@ -119,10 +119,6 @@ struct Pipeline {
     leave_unclosed: bool,
     /// Batches waiting for their outputs' acknowledgement (the processing latency).
     latency: PendingLatency,
-    /// Exactly-once: the partitions whose state may differ from their last committed
-    /// transaction (records or idle advances since it). An abort rewinds these only: every
-    /// other partition's engine, progress and consumer position are those of its last commit.
-    uncommitted: BTreeSet<i32>,
 }
 
 /// Runs until `shutdown` is cancelled. Errors are start-up problems (configuration, topics,
@@ -206,7 +202,6 @@ impl Pipeline {
                 source::AssignmentChange::Revoked(partitions) => {
                     for p in &partitions {
                         self.partitions.remove(p);
-                        self.uncommitted.remove(p);
                         self.stopped.remove(p);
                         self.input_health.forget(*p);
                         self.latency.forget(*p);
@@ -287,14 +282,14 @@ impl Pipeline {
         }
     }
 
-    /// Exactly-once, after an aborted transaction: each partition it touched goes back to its
-    /// last committed transaction — state from the changelog, input from the committed
-    /// offset — and the aborted batch is read and derived again. The others are at their
-    /// last commit already: restoring them too would cost a rebalance (whose generation
+    /// Exactly-once, after an aborted transaction: each partition it touched (`touched`) goes
+    /// back to its last committed transaction — state from the changelog, input from the
+    /// committed offset — and the aborted batch is read and derived again. The others are at
+    /// their last commit already: restoring them too would cost a rebalance (whose generation
     /// change aborts the open transaction) a full restore of every partition kept.
-    fn rewind(&mut self) {
+    fn rewind(&mut self, touched: BTreeSet<i32>) {
         self.handles.ready.store(false, Ordering::Relaxed);
-        let partitions: Vec<i32> = std::mem::take(&mut self.uncommitted)
+        let partitions: Vec<i32> = touched
             .into_iter()
             .filter(|p| self.partitions.contains_key(p))
             .collect();
@@ -345,10 +340,6 @@ impl Pipeline {
         }
         let wall_clock = now_ms();
         let received = Instant::now();
-        if let Mode::ExactlyOnce(_) = self.mode {
-            self.uncommitted
-                .extend(batch.iter().map(|message| message.partition()));
-        }
         self.lanes.apply_batch(
             batch,
             &mut self.partitions,
@@ -401,15 +392,15 @@ impl Pipeline {
                     .await
                 {
                     AfterBatch::Continue => {
-                        // Every change so far is in a committed transaction (an idle advance
-                        // that queued nothing changed nothing: its watermark did not move).
-                        self.uncommitted.clear();
                         let now = now_ms();
                         for (&p, &next) in next_offsets {
                             self.latency.acknowledged(p, next, now);
                         }
                     }
-                    AfterBatch::Rewind => self.rewind(),
+                    AfterBatch::Rewind => {
+                        let touched = touched_partitions(next_offsets, self.lanes.outboxes());
+                        self.rewind(touched);
+                    }
                     AfterBatch::Stop(error) => self.fatal = Some(error),
                 }
             }
@@ -457,9 +448,6 @@ impl Pipeline {
         for (&partition, state) in &mut self.partitions {
             let caught_up = lag.get(&partition).is_some_and(|&l| l == 0);
             if caught_up && now.duration_since(state.last_message) >= idle_timeout {
-                if let Mode::ExactlyOnce(_) = self.mode {
-                    self.uncommitted.insert(partition);
-                }
                 apply::advance_idle(
                     &mut state.engine,
                     wall_clock,
@@ -541,5 +529,43 @@ impl Pipeline {
         self.export_metrics();
         self.clients.consumer.unsubscribe();
         tracing::info!(records = self.stats.records, "Stopped.");
+    }
+}
+
+/// The partitions an exactly-once transaction changed: those with records in its batch, and
+/// those whose idle advance it carries. Each batch is one transaction, and every state change
+/// of a partition queues its progress record into it (an idle advance that moved no
+/// watermark changed nothing), so every other partition is as its last commit left it.
+fn touched_partitions(next_offsets: &BTreeMap<i32, i64>, outboxes: &[Outbox]) -> BTreeSet<i32> {
+    let recorded = outboxes
+        .iter()
+        .flat_map(|outbox| outbox.records().map(|(record, _)| record.partition));
+    next_offsets.keys().copied().chain(recorded).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::outbox::DeadLetterLimits;
+    use crate::changelog::Progress;
+
+    #[test]
+    fn a_transaction_touches_its_batchs_partitions_and_those_its_idle_advances_moved() {
+        let mut idle = Outbox::new(DeadLetterLimits {
+            max_record_bytes: 1024,
+            topic_max_message_bytes: None,
+        });
+        let moved = Progress {
+            watermark: Some(1_000),
+            ..Progress::default()
+        };
+        idle.queue_progress(2, moved, &mut Progress::default());
+        // Partition 3's watermark did not move: no progress record, no change.
+        idle.queue_progress(3, Progress::default(), &mut Progress::default());
+        let next_offsets = BTreeMap::from([(0, 5), (1, 9)]);
+        assert_eq!(
+            touched_partitions(&next_offsets, &[idle]),
+            BTreeSet::from([0, 1, 2])
+        );
     }
 }

@@ -84,7 +84,6 @@ pub(super) async fn start(
         input_health,
         leave_unclosed: false,
         latency: Default::default(),
-        uncommitted: Default::default(),
     }))
 }
 
