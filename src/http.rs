@@ -80,6 +80,8 @@ pub async fn serve(
         heartbeat: handles.heartbeat.clone(),
         liveness_timeout,
     });
+    // The bound address, not the configured one: with port 0 it names the port chosen.
+    let listen = listener.local_addr().unwrap_or(listen);
     tracing::info!(%listen, "Serving /metrics, /healthz and /readyz.");
     Ok(serve_router(listener, app, LIMITS, shutdown))
 }

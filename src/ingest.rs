@@ -539,6 +539,7 @@ pub async fn serve_with_metrics(
         .route("/readyz", get(readyz))
         .with_state(ingest.clone());
     let scheme = if tls.is_some() { "HTTPS" } else { "HTTP" };
+    let listen = listener.local_addr().unwrap_or(listen);
     tracing::info!(%listen, topic = %config.topics.input, "Receiving Clerk webhooks on {WEBHOOK_PATH} ({scheme}).");
     let server = crate::http::serve_router_tls(
         listener,

@@ -118,6 +118,9 @@ fn a_flood_of_malformed_records_keeps_memory_flat_and_dead_letters_everything() 
     let mut at_quarter = None;
     let mut peak_after_quarter = 0;
     let ends = end_offsets(&bootstrap, &input, PARTITIONS);
+    // The first probe that fails ends the wait: its answer (`None`: no answer within the
+    // probe's 5 s) is reported with the run's log below.
+    let mut failed_probe = None;
     wait_for_run(
         &run,
         "every offset committed",
@@ -131,13 +134,23 @@ fn a_flood_of_malformed_records_keeps_memory_flat_and_dead_letters_everything() 
             if at_quarter.is_some() {
                 peak_after_quarter = peak_after_quarter.max(rss);
             }
-            assert!(
-                http_get(run.port, "/healthz").is_some_and(|r| r.starts_with("HTTP/1.0 200")),
-                "/healthz answers during the flood"
-            );
+            let probe = http_get(run.port, "/healthz");
+            if !probe
+                .as_ref()
+                .is_some_and(|r| r.starts_with("HTTP/1.0 200"))
+            {
+                failed_probe = Some(probe);
+                return true;
+            }
             scenario.committed() == ends
         },
     );
+    if let Some(probe) = failed_probe {
+        panic!(
+            "/healthz answers during the flood; it answered {probe:?}; the log ends:\n{}",
+            log_tail(&run.log_text(), 40)
+        );
+    }
     let at_end = resident_kib(pid).unwrap();
     let at_quarter = at_quarter.expect("progress was sampled at a quarter");
     let metrics = run.metrics().unwrap();

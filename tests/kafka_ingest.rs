@@ -44,10 +44,9 @@ impl Ingest {
     }
 
     fn spawn(bootstrap: &str, topic: &str, dir: &std::path::Path, sets: &[&str]) -> Ingest {
-        let port = free_port();
         let log = dir.join(format!("{}.log", unique("ingest")));
         let child = Command::new(BIN)
-            .args(["ingest", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["ingest", "--listen", "127.0.0.1:0"])
             .args(["--set", &format!("brokers={bootstrap}")])
             .args(["--set", &format!("topics.input={topic}")])
             .args(["--set", "ingest.max_body_bytes=65536"])
@@ -61,9 +60,13 @@ impl Ingest {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        Ingest {
-            running: Running { child, port, log },
-        }
+        let mut running = Running {
+            child,
+            port: 0,
+            log,
+        };
+        running.port = listening_port(&mut running, "Receiving Clerk webhooks");
+        Ingest { running }
     }
 
     /// Sends raw request bytes; the status code and the response.
@@ -643,7 +646,7 @@ fn over_tls_signed_webhooks_are_written_the_generator_posts_and_plain_or_silent_
 #[test]
 fn without_a_secret_ingest_refuses_to_start_with_a_configuration_error() {
     let out = Command::new(BIN)
-        .args(["ingest", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["ingest", "--listen", "127.0.0.1:0"])
         .env_remove("SESSIONFLOW__INGEST__SECRETS")
         .output()
         .unwrap();
@@ -667,7 +670,7 @@ fn without_a_secret_ingest_refuses_to_start_with_a_configuration_error() {
         ),
     ] {
         let out = Command::new(BIN)
-            .args(["ingest", "--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["ingest", "--listen", "127.0.0.1:0"])
             .args(sets.iter().flat_map(|set| ["--set", set.as_str()]))
             .env("SESSIONFLOW__INGEST__SECRETS", SECRET)
             .output()

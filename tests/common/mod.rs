@@ -103,15 +103,6 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// A free local port for the HTTP listener.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -550,7 +541,6 @@ pub fn start_run_env(
     sets: &[&str],
     env: &[(&str, &str)],
 ) -> Running {
-    let port = free_port();
     // SESSIONFLOW_TEST_KEEP_LOGS=DIR keeps every run's log there (the scenario's directory
     // goes with the test), for a failure that needs more than the tail the test prints.
     let log_dir = std::env::var_os("SESSIONFLOW_TEST_KEEP_LOGS").map_or(dir.to_owned(), Into::into);
@@ -566,7 +556,9 @@ pub fn start_run_env(
             "--input-topic",
             input,
         ])
-        .args(["--http-listen", &format!("127.0.0.1:{port}")])
+        // Port 0: the run binds a port of its own and logs it, so no other process can take
+        // a port picked here before the run binds it.
+        .args(["--http-listen", "127.0.0.1:0"])
         .args(["--set", &format!("topics.transitions={prefix}.transitions")])
         .args(["--set", &format!("topics.anomalies={prefix}.anomalies")])
         .args(["--set", &format!("topics.dead_letters={prefix}.dlq")])
@@ -584,7 +576,40 @@ pub fn start_run_env(
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    Running { child, port, log }
+    let mut running = Running {
+        child,
+        port: 0,
+        log,
+    };
+    running.port = listening_port(&mut running, "Serving /metrics, /healthz and /readyz.");
+    running
+}
+
+/// The port a just-started process given `127.0.0.1:0` serves HTTP on, read from the log line
+/// containing `serving` once it listens (both `run` and `ingest` bind their listener before
+/// anything slow starts, so this waits for the process alone). Panics with the log if the
+/// process exits first or does not listen within a minute.
+pub fn listening_port(running: &mut Running, serving: &str) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = running.log_text();
+        let port = log
+            .lines()
+            .find(|line| line.contains(serving))
+            .and_then(|line| line.split_once("listen=127.0.0.1:"))
+            .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok());
+        if let Some(port) = port {
+            return port;
+        }
+        let exited = running.child.try_wait().unwrap();
+        if exited.is_some() || Instant::now() >= deadline {
+            panic!(
+                "the process did not listen (exit: {exited:?}); its log ends:\n{}",
+                log_tail(&log, 40)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A plain HTTP/1.0 GET on localhost; `None` while nothing listens.
