@@ -612,11 +612,17 @@ pub fn listening_port(running: &mut Running, serving: &str) -> u16 {
     }
 }
 
-/// A plain HTTP/1.0 GET on localhost; `None` while nothing listens.
+/// A plain HTTP/1.0 GET on localhost; `None` while nothing listens, or without an answer
+/// within 5 s.
 pub fn http_get(port: u16, path: &str) -> Option<String> {
+    http_get_within(port, path, Duration::from_secs(5))
+}
+
+/// [`http_get`] that waits up to `timeout` for the answer.
+pub fn http_get_within(port: u16, path: &str, timeout: Duration) -> Option<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
