@@ -9,8 +9,9 @@
 //! `restore` (state from the changelog), `input_health` (stalled input), `handles` (what the
 //! host sees: readiness, heartbeat, status).
 //!
-//! Shutdown order (SIGTERM/SIGINT, bounded by `drain_timeout_ms`): stop polling → send what
-//! waits for retry → flush the producer → store and commit offsets → leave the group.
+//! Shutdown order (SIGTERM/SIGINT, bounded by `drain_timeout_ms`): stop polling → the step
+//! being sent finishes (at-least-once sends beside the loop) → send what waits for retry →
+//! flush the producer → store and commit offsets → leave the group.
 
 pub mod at_least_once;
 pub mod exactly_once;
@@ -36,7 +37,7 @@ use rdkafka::producer::{Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use self::at_least_once::AtLeastOnce;
+use self::at_least_once::{AtLeastOnce, Overlapped};
 use self::exactly_once::{AfterBatch, ExactlyOnce, TRANSACTION_CALL_TIMEOUT};
 use self::input_health::InputHealth;
 use self::lanes::{BatchClock, Lanes, PartitionState};
@@ -82,7 +83,7 @@ impl Clients {
 
 /// The delivery mode, with its own state.
 enum Mode {
-    AtLeastOnce(AtLeastOnce),
+    AtLeastOnce(Overlapped),
     ExactlyOnce(ExactlyOnce),
 }
 
@@ -99,7 +100,9 @@ impl Mode {
 
 /// The running pipeline.
 struct Pipeline {
-    clients: Clients,
+    /// Shared with at-least-once's running send; exactly-once, which sends on the loop,
+    /// holds the only reference and may replace its producer (`clients_mut`).
+    clients: Arc<Clients>,
     mode: Mode,
     partitions: HashMap<i32, PartitionState>,
     stats: Stats,
@@ -155,7 +158,7 @@ impl Pipeline {
                 biased;
                 () = shutdown.cancelled() => break,
                 _ = tick.tick() => {
-                    self.apply_changes(&mut Vec::new());
+                    self.apply_changes(&mut Vec::new()).await;
                     self.on_tick().await;
                     continue;
                 }
@@ -182,7 +185,7 @@ impl Pipeline {
                     None => break,
                 }
             }
-            self.apply_changes(&mut batch);
+            self.apply_changes(&mut batch).await;
             self.process(&batch).await;
             drop(batch);
             self.store_offsets();
@@ -192,7 +195,7 @@ impl Pipeline {
     /// Takes the rebalances seen by the consumer: revoked partitions lose their engine (their
     /// outputs were drained and committed in the callback) and their not yet processed
     /// messages (uncommitted, so the next owner reads them); assigned ones are restored.
-    fn apply_changes(&mut self, batch: &mut Vec<BorrowedMessage<'_>>) {
+    async fn apply_changes(&mut self, batch: &mut Vec<BorrowedMessage<'_>>) {
         let changes = std::mem::take(&mut *lock(&self.clients.consumer.context().changes));
         if let (Mode::ExactlyOnce(eos), false) = (&mut self.mode, changes.is_empty()) {
             eos.note_rebalance();
@@ -207,7 +210,7 @@ impl Pipeline {
                         self.latency.forget(*p);
                     }
                     if let Mode::AtLeastOnce(alo) = &mut self.mode {
-                        alo.forget(&partitions);
+                        alo.settled().await.forget(&partitions);
                     }
                 }
                 source::AssignmentChange::Assigned(partitions) => {
@@ -383,12 +386,18 @@ impl Pipeline {
     /// each partition of the batch) go with an exactly-once transaction.
     async fn dispatch(&mut self, next_offsets: &BTreeMap<i32, i64>) {
         match &mut self.mode {
-            Mode::AtLeastOnce(alo) => alo.send(&self.clients, self.lanes.outboxes()).await,
+            Mode::AtLeastOnce(alo) => {
+                alo.settled().await;
+                let filled = self.lanes.take_outboxes(alo.take_returned());
+                alo.start(&self.clients, filled).await;
+            }
             Mode::ExactlyOnce(eos) => {
                 let offsets =
                     exactly_once::offsets_to_commit(&self.clients.routes.input_topic, next_offsets);
+                let clients = Arc::get_mut(&mut self.clients)
+                    .expect("exactly-once shares its clients with no task");
                 match eos
-                    .send(&mut self.clients, self.lanes.outboxes(), Some(offsets))
+                    .send(clients, self.lanes.outboxes(), Some(offsets))
                     .await
                 {
                     AfterBatch::Continue => {
@@ -423,7 +432,7 @@ impl Pipeline {
     /// Once a second: retries, idle partitions, offsets and metrics.
     async fn on_tick(&mut self) {
         if let Mode::AtLeastOnce(alo) = &mut self.mode {
-            alo.on_tick(&self.clients).await;
+            alo.settled().await.on_tick(&self.clients).await;
         }
         self.advance_idle_partitions().await;
         self.store_offsets();
@@ -502,7 +511,7 @@ impl Pipeline {
             "Shutting down: draining outputs."
         );
         let drained = match &mut self.mode {
-            Mode::AtLeastOnce(alo) => alo.drain(&self.clients, deadline).await,
+            Mode::AtLeastOnce(alo) => alo.settled().await.drain(&self.clients, deadline).await,
             Mode::ExactlyOnce(_) => {
                 // Every batch's transaction has ended: nothing should be outstanding.
                 let remaining = deadline.saturating_duration_since(Instant::now());

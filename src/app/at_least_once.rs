@@ -9,7 +9,7 @@
 //! ([`ChangelogOrder`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -171,15 +171,23 @@ impl AtLeastOnce {
         })
     }
 
-    /// Before partitions are revoked, the consumer's context flushes the producer (bounded
-    /// by `drain_timeout_ms`) so that what they caused is acknowledged and committable.
+    /// Before partitions are revoked, the consumer's context waits for the step being sent
+    /// ([`SendInFlight`]), then flushes the producer (both bounded by `drain_timeout_ms`), so
+    /// that what they caused is handed to the producer, acknowledged and committable, and
+    /// nothing of theirs is sent once they are gone.
     pub fn install_revocation_drain(
         consumer: &rdkafka::consumer::StreamConsumer<InputContext>,
         producer: Arc<ThreadedProducer<OutputContext>>,
+        in_flight: Arc<SendInFlight>,
         timeout: Duration,
     ) {
         let drain: Box<dyn Fn() + Send + Sync> = Box::new(move || {
-            if let Err(error) = producer.flush(timeout) {
+            let deadline = Instant::now() + timeout;
+            if !in_flight.wait_until_idle(deadline) {
+                tracing::warn!("The step being sent did not finish within drain_timeout_ms.");
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if let Err(error) = producer.flush(remaining) {
                 tracing::warn!(%error, "Outputs not all acknowledged within drain_timeout_ms.");
             }
         });
@@ -363,6 +371,117 @@ impl AtLeastOnce {
             None,
             CommitMode::Async,
         );
+    }
+}
+
+/// At-least-once with its sends beside the loop: a step's outboxes are sent by a task on the
+/// runtime's workers while the loop takes and applies the next step (the loop's thread was
+/// the bottleneck, doing both one after the other). One send runs at a time, in step order,
+/// and everything else the mode does (retries, released changelog writes on the tick,
+/// revocations, the shutdown drain) first waits for it ([`Overlapped::settled`]), so the
+/// order of every partition's outputs and changelog writes is that of the steps. Offsets
+/// stay safe: a step's units are registered with the tracker by its send, and nothing
+/// unregistered is committable.
+pub struct Overlapped {
+    /// The mode's state while no send runs.
+    idle: Option<AtLeastOnce>,
+    running: Option<tokio::task::JoinHandle<(AtLeastOnce, Vec<Outbox>)>>,
+    /// The outboxes of the last finished send, for the lanes to fill again.
+    returned: Option<Vec<Outbox>>,
+    in_flight: Arc<SendInFlight>,
+}
+
+impl Overlapped {
+    pub fn new(state: AtLeastOnce) -> Self {
+        Overlapped {
+            idle: Some(state),
+            running: None,
+            returned: None,
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// What the revocation drain waits for.
+    pub fn in_flight(&self) -> Arc<SendInFlight> {
+        self.in_flight.clone()
+    }
+
+    /// The mode's state once the running send (if any) has finished.
+    pub async fn settled(&mut self) -> &mut AtLeastOnce {
+        if let Some(running) = self.running.take() {
+            match running.await {
+                Ok((state, outboxes)) => {
+                    self.idle = Some(state);
+                    self.returned = Some(outboxes);
+                }
+                // A panic in the send is a bug: it ends the process as it would on the loop.
+                Err(error) => std::panic::resume_unwind(error.into_panic()),
+            }
+        }
+        self.idle
+            .as_mut()
+            .expect("the state is back once no send runs")
+    }
+
+    /// The outboxes of the last finished send, emptied by the lanes before use.
+    pub fn take_returned(&mut self) -> Option<Vec<Outbox>> {
+        self.returned.take()
+    }
+
+    /// Starts sending `outboxes` (see [`AtLeastOnce::send`]) once the send before has
+    /// finished, and returns without waiting for this one.
+    pub async fn start(&mut self, clients: &Arc<Clients>, outboxes: Vec<Outbox>) {
+        self.settled().await;
+        let mut state = self.idle.take().expect("settled");
+        let clients = Arc::clone(clients);
+        let sending = self.in_flight.begin();
+        self.running = Some(tokio::spawn(async move {
+            let _sending = sending;
+            state.send(&clients, &outboxes).await;
+            (state, outboxes)
+        }));
+    }
+}
+
+/// Whether a step's send is running (see [`Overlapped`]); the revocation drain waits for it
+/// from the consumer's callback, outside the runtime.
+#[derive(Default)]
+pub struct SendInFlight {
+    running: Mutex<bool>,
+    finished: Condvar,
+}
+
+/// Marks a send as running until dropped (a send that panics included).
+pub struct Sending(Arc<SendInFlight>);
+
+impl SendInFlight {
+    fn begin(self: &Arc<Self>) -> Sending {
+        *lock(&self.running) = true;
+        Sending(Arc::clone(self))
+    }
+
+    /// Waits until no send runs, or `deadline`; whether none runs.
+    pub fn wait_until_idle(&self, deadline: Instant) -> bool {
+        let mut running = lock(&self.running);
+        while *running {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            running = self
+                .finished
+                .wait_timeout(running, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        *lock(&self.0.running) = false;
+        self.0.finished.notify_all();
     }
 }
 

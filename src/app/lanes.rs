@@ -82,6 +82,8 @@ pub struct Lanes {
     stats: Vec<Stats>,
     /// `sessionflow_worker_records_total`, by lane.
     records: Vec<metrics::Counter>,
+    /// What new outboxes are made with.
+    dead_letter_limits: DeadLetterLimits,
 }
 
 /// One lane's share of a batch: its partitions' states (sorted by partition) and records
@@ -105,7 +107,23 @@ impl Lanes {
                     |lane| metrics::counter!(m::WORKER_RECORDS_TOTAL, "worker" => lane.to_string()),
                 )
                 .collect(),
+            dead_letter_limits,
         }
+    }
+
+    /// Takes every lane's outbox (to be sent while the next batch fills others), leaving
+    /// `empty` in their place (outboxes handed back after an earlier send, their buffers
+    /// kept), or new ones.
+    pub fn take_outboxes(&mut self, empty: Option<Vec<Outbox>>) -> Vec<Outbox> {
+        let lanes = self.outboxes.len();
+        let replacement = empty
+            .filter(|outboxes| outboxes.len() == lanes)
+            .unwrap_or_else(|| {
+                (0..lanes)
+                    .map(|_| Outbox::new(self.dead_letter_limits))
+                    .collect()
+            });
+        std::mem::replace(&mut self.outboxes, replacement)
     }
 
     /// Every lane's outbox, in lane order: what the delivery modes send.

@@ -9,7 +9,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::ThreadedProducer;
 use tokio_util::sync::CancellationToken;
 
-use super::at_least_once::AtLeastOnce;
+use super::at_least_once::{AtLeastOnce, Overlapped};
 use super::exactly_once::{self, ExactlyOnce};
 use super::input_health::InputHealth;
 use super::lanes::Lanes;
@@ -58,21 +58,24 @@ pub(super) async fn start(
             handles.heartbeat.clone(),
         ))
     } else {
-        Mode::AtLeastOnce(AtLeastOnce::new(&producer, &routes.changelog.topic)?)
+        Mode::AtLeastOnce(Overlapped::new(AtLeastOnce::new(
+            &producer,
+            &routes.changelog.topic,
+        )?))
     };
     let consumer = subscribed_consumer(&config, &delivery, &mode, &producer)?;
 
     let input_health = InputHealth::new(&config.topics.input, config.input_stall_timeout);
     Ok(Some(Pipeline {
         lanes: Lanes::new(config.workers, config.limits, dead_letter_limits),
-        clients: Clients {
+        clients: Arc::new(Clients {
             config,
             consumer,
             producer,
             delivery,
             routes,
             producer_batch_bytes: dead_letter_limits.topic_max_message_bytes,
-        },
+        }),
         mode,
         partitions: HashMap::new(),
         stats: Stats::new(),
@@ -107,8 +110,13 @@ fn subscribed_consumer(
     let consumer = Arc::new(source::input_consumer(config, context)?);
     // Exactly-once has nothing to drain on revocation: each batch's transaction has ended
     // before the consumer is polled again.
-    if let Mode::AtLeastOnce(_) = mode {
-        AtLeastOnce::install_revocation_drain(&consumer, producer.clone(), config.drain_timeout);
+    if let Mode::AtLeastOnce(alo) = mode {
+        AtLeastOnce::install_revocation_drain(
+            &consumer,
+            producer.clone(),
+            alo.in_flight(),
+            config.drain_timeout,
+        );
     }
     consumer
         .subscribe(&[&config.topics.input])
