@@ -101,7 +101,7 @@ impl Mode {
 /// The running pipeline.
 struct Pipeline {
     /// Shared with at-least-once's running send; exactly-once, which sends on the loop,
-    /// holds the only reference and may replace its producer (`clients_mut`).
+    /// holds the only reference and may replace its producer (`Arc::get_mut` in `dispatch`).
     clients: Arc<Clients>,
     mode: Mode,
     partitions: HashMap<i32, PartitionState>,

@@ -452,7 +452,7 @@ pub struct SendInFlight {
 }
 
 /// Marks a send as running until dropped (a send that panics included).
-pub struct Sending(Arc<SendInFlight>);
+struct Sending(Arc<SendInFlight>);
 
 impl SendInFlight {
     fn begin(self: &Arc<Self>) -> Sending {
@@ -517,6 +517,23 @@ pub fn halve_dead_letter(retry: &mut RetryMessage) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_revocation_drain_waits_for_a_running_send_until_it_ends_or_the_deadline() {
+        let in_flight = Arc::new(SendInFlight::default());
+        assert!(
+            in_flight.wait_until_idle(Instant::now()),
+            "no send: idle at once"
+        );
+        let sending = in_flight.begin();
+        assert!(
+            !in_flight.wait_until_idle(Instant::now() + Duration::from_millis(20)),
+            "a send that runs past the deadline"
+        );
+        let ends = std::thread::spawn(move || drop(sending));
+        assert!(in_flight.wait_until_idle(Instant::now() + Duration::from_secs(60)));
+        ends.join().unwrap();
+    }
     use crate::app::outbox::tests::transition;
     use crate::changelog;
     use crate::engine::EventSink;
