@@ -386,11 +386,7 @@ impl Pipeline {
     /// each partition of the batch) go with an exactly-once transaction.
     async fn dispatch(&mut self, next_offsets: &BTreeMap<i32, i64>) {
         match &mut self.mode {
-            Mode::AtLeastOnce(alo) => {
-                alo.settled().await;
-                let filled = self.lanes.take_outboxes(alo.take_returned());
-                alo.start(&self.clients, filled).await;
-            }
+            Mode::AtLeastOnce(alo) => alo.start(&self.clients, &mut self.lanes).await,
             Mode::ExactlyOnce(eos) => {
                 let offsets =
                     exactly_once::offsets_to_commit(&self.clients.routes.input_topic, next_offsets);

@@ -60,13 +60,9 @@ impl Ingest {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut running = Running {
-            child,
-            port: 0,
-            log,
-        };
-        running.port = listening_port(&mut running, "Receiving Clerk webhooks");
-        Ingest { running }
+        Ingest {
+            running: Running::once_listening(child, log, "Receiving Clerk webhooks"),
+        }
     }
 
     /// Sends raw request bytes; the status code and the response.

@@ -18,6 +18,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use rdkafka::message::{Header, Headers};
 
+use super::lanes::Lanes;
 use super::outbox::{self, Destination, Outbox};
 use super::Clients;
 use crate::kafka::lock;
@@ -423,16 +424,13 @@ impl Overlapped {
             .expect("the state is back once no send runs")
     }
 
-    /// The outboxes of the last finished send, emptied by the lanes before use.
-    pub fn take_returned(&mut self) -> Option<Vec<Outbox>> {
-        self.returned.take()
-    }
-
-    /// Starts sending `outboxes` (see [`AtLeastOnce::send`]) once the send before has
-    /// finished, and returns without waiting for this one.
-    pub async fn start(&mut self, clients: &Arc<Clients>, outboxes: Vec<Outbox>) {
+    /// Starts sending the lanes' filled outboxes (see [`AtLeastOnce::send`]) once the send
+    /// before has finished, leaving the lanes that send's outboxes to fill next; returns
+    /// without waiting for this one.
+    pub async fn start(&mut self, clients: &Arc<Clients>, lanes: &mut Lanes) {
         self.settled().await;
         let mut state = self.idle.take().expect("settled");
+        let outboxes = lanes.take_outboxes(self.returned.take());
         let clients = Arc::clone(clients);
         let sending = self.in_flight.begin();
         self.running = Some(tokio::spawn(async move {

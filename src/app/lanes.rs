@@ -115,14 +115,11 @@ impl Lanes {
     /// `empty` in their place (outboxes handed back after an earlier send, their buffers
     /// kept), or new ones.
     pub fn take_outboxes(&mut self, empty: Option<Vec<Outbox>>) -> Vec<Outbox> {
-        let lanes = self.outboxes.len();
-        let replacement = empty
-            .filter(|outboxes| outboxes.len() == lanes)
-            .unwrap_or_else(|| {
-                (0..lanes)
-                    .map(|_| Outbox::new(self.dead_letter_limits))
-                    .collect()
-            });
+        let replacement = empty.unwrap_or_else(|| {
+            (0..self.outboxes.len())
+                .map(|_| Outbox::new(self.dead_letter_limits))
+                .collect()
+        });
         std::mem::replace(&mut self.outboxes, replacement)
     }
 

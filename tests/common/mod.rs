@@ -576,39 +576,41 @@ pub fn start_run_env(
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let mut running = Running {
-        child,
-        port: 0,
-        log,
-    };
-    running.port = listening_port(&mut running, "Serving /metrics, /healthz and /readyz.");
-    running
+    Running::once_listening(child, log, "Serving /metrics, /healthz and /readyz.")
 }
 
-/// The port a just-started process given `127.0.0.1:0` serves HTTP on, read from the log line
-/// containing `serving` once it listens (both `run` and `ingest` bind their listener before
-/// anything slow starts, so this waits for the process alone). Panics with the log if the
-/// process exits first or does not listen within a minute.
-pub fn listening_port(running: &mut Running, serving: &str) -> u16 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let log = running.log_text();
-        let port = log
-            .lines()
-            .find(|line| line.contains(serving))
-            .and_then(|line| line.split_once("listen=127.0.0.1:"))
-            .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok());
-        if let Some(port) = port {
-            return port;
+impl Running {
+    /// A just-started process given `127.0.0.1:0`, once it listens: its port is read from the
+    /// log line containing `serving` (both `run` and `ingest` bind their listener before
+    /// anything slow starts, so this waits for the process alone). Panics with the log if the
+    /// process exits first or does not listen within a minute.
+    pub fn once_listening(child: Child, log: std::path::PathBuf, serving: &str) -> Running {
+        let mut running = Running {
+            child,
+            port: 0,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let log = running.log_text();
+            let port = log
+                .lines()
+                .find(|line| line.contains(serving))
+                .and_then(|line| line.split_once("listen=127.0.0.1:"))
+                .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok());
+            if let Some(port) = port {
+                running.port = port;
+                return running;
+            }
+            let exited = running.child.try_wait().unwrap();
+            if exited.is_some() || Instant::now() >= deadline {
+                panic!(
+                    "the process did not listen (exit: {exited:?}); its log ends:\n{}",
+                    log_tail(&log, 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        let exited = running.child.try_wait().unwrap();
-        if exited.is_some() || Instant::now() >= deadline {
-            panic!(
-                "the process did not listen (exit: {exited:?}); its log ends:\n{}",
-                log_tail(&log, 40)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
