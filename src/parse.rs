@@ -281,7 +281,6 @@ impl Parser {
 }
 
 #[cfg(test)]
-#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -22,7 +22,7 @@ use super::lanes::Lanes;
 use super::outbox::{self, Destination, Outbox};
 use super::Clients;
 use crate::kafka::lock;
-use crate::kafka::offsets::{Phase, Ticket};
+use crate::kafka::offsets::{OffsetTracker, Phase, Ticket};
 use crate::kafka::sink::{self, OutgoingRef, OutputContext, RetryMessage, UntimedTopic};
 use crate::kafka::source::{self, InputContext};
 use crate::kafka::KafkaSetupError;
@@ -267,6 +267,10 @@ impl AtLeastOnce {
             let Some(messages) = self.stash.remove(&ticket) else {
                 continue;
             };
+            // Released before its partition was revoked, by a send that outlived the drain.
+            if !lock(&clients.delivery.tracker).is_current(ticket) {
+                continue;
+            }
             for message in &messages {
                 clients.send(OutgoingRef::from(message)).await;
             }
@@ -276,8 +280,19 @@ impl AtLeastOnce {
     /// Sends again what failed to be delivered. A dead letter the broker refused for its size
     /// (a dead-letter topic with a smaller `max.message.bytes` than it said, or changed since
     /// start-up) is cut to half its size first, so that it lands and its offset commits.
+    /// Retries of a partition no longer held (or of its earlier assignment) are dropped: its
+    /// records were not committed, the owner derives them again, and a stale changelog write
+    /// sent now could land over a newer one.
     pub async fn send_retries(&mut self, clients: &Clients) {
-        let retries: VecDeque<RetryMessage> = std::mem::take(&mut *lock(&clients.delivery.retries));
+        let mut retries: VecDeque<RetryMessage> =
+            std::mem::take(&mut *lock(&clients.delivery.retries));
+        let dropped = keep_current(&mut retries, &lock(&clients.delivery.tracker));
+        if dropped > 0 {
+            tracing::info!(
+                dropped,
+                "Failed writes of revoked partitions not retried; their owner derives them again."
+            );
+        }
         for mut retry in retries {
             if let (ticket, Phase::Changelog) = sink::opaque_to_ticket(retry.opaque) {
                 self.order.failed(ticket);
@@ -373,6 +388,14 @@ impl AtLeastOnce {
             CommitMode::Async,
         );
     }
+}
+
+/// Keeps the retries whose ticket is of a partition held now (see
+/// `AtLeastOnce::send_retries`); returns how many were dropped.
+fn keep_current(retries: &mut VecDeque<RetryMessage>, tracker: &OffsetTracker) -> usize {
+    let before = retries.len();
+    retries.retain(|retry| tracker.is_current(sink::opaque_to_ticket(retry.opaque).0));
+    before - retries.len()
 }
 
 /// At-least-once with its sends beside the loop: a step's outboxes are sent by a task on the
@@ -672,6 +695,47 @@ mod tests {
         assert!(tracker.changelog_acknowledged(first));
         // Revoked partitions have nothing outstanding.
         assert!(tracker.changelog_acknowledged((9, 0)));
+    }
+
+    #[test]
+    fn retries_of_a_revoked_partition_or_its_earlier_assignment_are_dropped() {
+        let mut tracker = OffsetTracker::default();
+        let earlier = tracker.register(0, Some(5), 1, 1);
+        tracker.remove(0);
+        let now = tracker.register(0, Some(5), 1, 1);
+        let held = tracker.register(1, Some(9), 1, 0);
+        let revoked = tracker.register(2, Some(3), 1, 0);
+        tracker.remove(2);
+        let retry = |ticket: Ticket, phase| RetryMessage {
+            topic: "t".to_owned(),
+            partition: ticket.0,
+            key: None,
+            payload: None,
+            headers: None,
+            opaque: sink::ticket_to_opaque(ticket, phase),
+            refused_for_size: false,
+        };
+        let mut retries: VecDeque<RetryMessage> = [
+            retry(earlier, Phase::Changelog),
+            retry(now, Phase::Output),
+            retry(revoked, Phase::Output),
+            retry(held, Phase::Output),
+            retry(now, Phase::Changelog),
+        ]
+        .into();
+        assert_eq!(keep_current(&mut retries, &tracker), 2);
+        let kept: Vec<_> = retries
+            .iter()
+            .map(|r| sink::opaque_to_ticket(r.opaque))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                (now, Phase::Output),
+                (held, Phase::Output),
+                (now, Phase::Changelog)
+            ]
+        );
     }
 
     #[test]

@@ -68,6 +68,10 @@ pub struct OffsetTracker {
     lanes: HashMap<i32, Lane>,
     /// Tickets whose outputs are all acknowledged and whose changelog writes may go.
     releasable: Vec<Ticket>,
+    /// One past the highest sequence number issued on any lane. A partition assigned again
+    /// starts its lane here, so that the tickets of its earlier assignment (late delivery
+    /// reports, retries, a send that outlived the revocation) match none of the new ones.
+    next_fresh_seq: u64,
 }
 
 impl OffsetTracker {
@@ -81,8 +85,14 @@ impl OffsetTracker {
         outputs: u32,
         changelog: u32,
     ) -> Ticket {
-        let lane = self.lanes.entry(partition).or_default();
+        let fresh = self.next_fresh_seq;
+        let lane = self.lanes.entry(partition).or_insert_with(|| Lane {
+            front_seq: fresh,
+            release_seq: fresh,
+            ..Lane::default()
+        });
         let seq = lane.front_seq + lane.entries.len() as u64;
+        self.next_fresh_seq = self.next_fresh_seq.max(seq + 1);
         lane.entries.push_back(Entry {
             offset,
             outstanding: outputs,
@@ -131,6 +141,14 @@ impl OffsetTracker {
             }
             lane.release_seq += 1;
         }
+    }
+
+    /// Whether `ticket` belongs to the current assignment of its partition and still waits
+    /// for something: a ticket of a revoked partition, or of its earlier assignment, is not.
+    pub fn is_current(&self, (partition, seq): Ticket) -> bool {
+        self.lanes.get(&partition).is_some_and(|lane| {
+            seq >= lane.front_seq && seq - lane.front_seq < lane.entries.len() as u64
+        })
     }
 
     /// Whether every changelog write of `ticket` is acknowledged (or its partition revoked).
@@ -290,5 +308,29 @@ mod tests {
         assert_eq!(t.take_releasable(), vec![]);
         assert_eq!(t.take_committable(), vec![]);
         assert_eq!(t.committable(0), None);
+    }
+
+    #[test]
+    fn a_partition_assigned_again_ignores_the_reports_of_its_earlier_assignment() {
+        let mut t = OffsetTracker::default();
+        let old = t.register(0, Some(10), 1, 0);
+        t.remove(0);
+        // Assigned again, re-read from its committed offset.
+        let new = t.register(0, Some(10), 1, 0);
+        assert_ne!(
+            old, new,
+            "a ticket of the earlier assignment is no ticket of this one"
+        );
+        assert!(!t.is_current(old));
+        assert!(t.is_current(new));
+        t.delivered(old, Phase::Output);
+        assert_eq!(
+            t.take_committable(),
+            vec![],
+            "the late report acknowledges nothing of the new assignment"
+        );
+        t.delivered(new, Phase::Output);
+        assert_eq!(t.take_committable(), vec![(0, 11)]);
+        assert!(!t.is_current(new), "completed: nothing of it waits");
     }
 }

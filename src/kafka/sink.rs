@@ -382,8 +382,11 @@ fn warn_queue_full(waited: Duration) {
     }
 }
 
-/// Sends one message; a full local queue means the broker is slow or down: wait and retry.
-/// Any other send error queues a copy for retry, so nothing is dropped.
+/// Sends one at-least-once message (its opaque is its ticket); a full local queue means the
+/// broker is slow or down: wait and retry. Any other send error queues a copy for retry, so
+/// nothing is dropped — unless its partition was revoked while it waited (the revocation's
+/// drain gave up on it): then it goes with the partition, whose next owner derives it again
+/// from the committed offset, and a late changelog write cannot land over the next owner's.
 pub async fn send_with_backoff(
     producer: &ThreadedProducer<OutputContext>,
     mut message: OutgoingRef<'_>,
@@ -401,6 +404,11 @@ pub async fn send_with_backoff(
                 let pause = QUEUE_FULL_PAUSE.min(backoff);
                 tokio::time::sleep(pause).await;
                 waited += pause;
+                let (ticket, _) = opaque_to_ticket(message.opaque);
+                if !lock(&delivery.tracker).is_current(ticket) {
+                    tracing::debug!(partition = ticket.0, topic = %message.topic, "Partition revoked while its output waited for the queue; not sent.");
+                    return;
+                }
             }
             Attempt::Failed(error, back) => {
                 tracing::warn!(%error, topic = %message.topic, "Could not send an output; retrying later.");
@@ -528,6 +536,50 @@ mod tests {
         let _ = producer.flush(Duration::from_millis(500));
         assert_eq!(failed_topics(), ["outputs"]);
         assert_eq!(producer.in_flight_count(), 1, "the changelog message waits");
+    }
+
+    /// A send waiting for room in a full queue gives up once its partition is revoked (the
+    /// revocation's drain gave up on it first); before, it waited for the broker and then
+    /// wrote a revoked partition's output or changelog write behind the next owner's.
+    #[test]
+    fn a_send_waiting_for_a_full_queue_is_dropped_once_its_partition_is_revoked() {
+        let state = DeliveryState::new();
+        let properties = BTreeMap::from([
+            // Nothing listens there: the one message the queue holds never leaves it.
+            ("bootstrap.servers".to_owned(), "127.0.0.1:1".to_owned()),
+            ("queue.buffering.max.messages".to_owned(), "1".to_owned()),
+        ]);
+        let producer = output_producer(&properties, state.clone(), 1000, None, None).unwrap();
+        let ticket = lock(&state.tracker).register(0, Some(0), 2, 0);
+        let message = || OutgoingRef {
+            topic: "outputs",
+            partition: 0,
+            key: Some(b"k"),
+            payload: Some(b"v"),
+            headers: None,
+            opaque: ticket_to_opaque(ticket, Phase::Output),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            send_with_backoff(&producer, message(), Duration::from_millis(10), &state).await;
+            let waiting =
+                send_with_backoff(&producer, message(), Duration::from_millis(10), &state);
+            tokio::pin!(waiting);
+            assert!(
+                tokio::time::timeout(Duration::from_millis(300), &mut waiting)
+                    .await
+                    .is_err(),
+                "a held partition's send waits for room"
+            );
+            lock(&state.tracker).remove(0);
+            tokio::time::timeout(Duration::from_secs(60), waiting)
+                .await
+                .expect("the revoked partition's send gave up");
+        });
+        assert!(lock(&state.retries).is_empty(), "nor kept for a retry");
     }
 
     #[test]
