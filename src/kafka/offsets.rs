@@ -57,6 +57,16 @@ impl Lane {
         let index = seq.checked_sub(self.front_seq)? as usize;
         self.entries.get_mut(index).map(|e| (index, e))
     }
+
+    /// The entry of `seq`, while it waits for something.
+    fn waiting(&self, seq: u64) -> Option<&Entry> {
+        self.entries.get(seq.checked_sub(self.front_seq)? as usize)
+    }
+
+    /// One past the last sequence number this lane issued.
+    fn end_seq(&self) -> u64 {
+        self.front_seq + self.entries.len() as u64
+    }
 }
 
 /// Identifies an entry for delivery reports: (partition, sequence number).
@@ -68,8 +78,8 @@ pub struct OffsetTracker {
     lanes: HashMap<i32, Lane>,
     /// Tickets whose outputs are all acknowledged and whose changelog writes may go.
     releasable: Vec<Ticket>,
-    /// One past the highest sequence number issued on any lane. A partition assigned again
-    /// starts its lane here, so that the tickets of its earlier assignment (late delivery
+    /// One past the highest sequence number issued on any removed lane. A partition assigned
+    /// again starts its lane here, so that the tickets of its earlier assignment (late delivery
     /// reports, retries, a send that outlived the revocation) match none of the new ones.
     next_fresh_seq: u64,
 }
@@ -91,8 +101,7 @@ impl OffsetTracker {
             release_seq: fresh,
             ..Lane::default()
         });
-        let seq = lane.front_seq + lane.entries.len() as u64;
-        self.next_fresh_seq = self.next_fresh_seq.max(seq + 1);
+        let seq = lane.end_seq();
         lane.entries.push_back(Entry {
             offset,
             outstanding: outputs,
@@ -146,22 +155,17 @@ impl OffsetTracker {
     /// Whether `ticket` belongs to the current assignment of its partition and still waits
     /// for something: a ticket of a revoked partition, or of its earlier assignment, is not.
     pub fn is_current(&self, (partition, seq): Ticket) -> bool {
-        self.lanes.get(&partition).is_some_and(|lane| {
-            seq >= lane.front_seq && seq - lane.front_seq < lane.entries.len() as u64
-        })
+        self.lanes
+            .get(&partition)
+            .and_then(|lane| lane.waiting(seq))
+            .is_some()
     }
 
     /// Whether every changelog write of `ticket` is acknowledged (or its partition revoked).
     pub fn changelog_acknowledged(&self, (partition, seq): Ticket) -> bool {
-        let Some(lane) = self.lanes.get(&partition) else {
-            return true;
-        };
-        if seq < lane.front_seq {
-            return true;
-        }
-        let index = (seq - lane.front_seq) as usize;
-        lane.entries
-            .get(index)
+        self.lanes
+            .get(&partition)
+            .and_then(|lane| lane.waiting(seq))
             .is_none_or(|e| !e.held && e.changelog == 0)
     }
 
@@ -214,7 +218,9 @@ impl OffsetTracker {
 
     /// Forgets a revoked partition.
     pub fn remove(&mut self, partition: i32) {
-        self.lanes.remove(&partition);
+        if let Some(lane) = self.lanes.remove(&partition) {
+            self.next_fresh_seq = self.next_fresh_seq.max(lane.end_seq());
+        }
         self.releasable.retain(|t| t.0 != partition);
     }
 }

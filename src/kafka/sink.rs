@@ -493,19 +493,29 @@ pub fn load_producer(
 mod tests {
     use super::*;
 
+    /// An output producer whose every connection is refused (nothing listens there), with
+    /// one more property.
+    fn producer_without_broker(
+        state: &Arc<DeliveryState>,
+        (key, value): (&str, &str),
+    ) -> ThreadedProducer<OutputContext> {
+        let properties = BTreeMap::from([
+            ("bootstrap.servers".to_owned(), "127.0.0.1:1".to_owned()),
+            (key.to_owned(), value.to_owned()),
+        ]);
+        output_producer(&properties, state.clone(), 1000, None, None).unwrap()
+    }
+
     /// Both messages wait for a broker that never answers; only the one of the topic without
     /// an untimed handle fails by `message.timeout.ms`. The changelog message is sent first,
     /// so without its handle it would time out no later than the output.
     #[test]
     fn an_untimed_topics_messages_wait_while_the_others_time_out() {
         let state = DeliveryState::new();
-        let properties = BTreeMap::from([
-            // Nothing listens there: every connection is refused.
-            ("bootstrap.servers".to_owned(), "127.0.0.1:1".to_owned()),
-            ("message.timeout.ms".to_owned(), "100".to_owned()),
-        ]);
-        let producer =
-            Arc::new(output_producer(&properties, state.clone(), 1000, None, None).unwrap());
+        let producer = Arc::new(producer_without_broker(
+            &state,
+            ("message.timeout.ms", "100"),
+        ));
         let _untimed = UntimedTopic::new(&producer, "changelog").unwrap();
         for (seq, topic) in [(1, "changelog"), (2, "outputs")] {
             let message = OutgoingRef {
@@ -544,12 +554,8 @@ mod tests {
     #[test]
     fn a_send_waiting_for_a_full_queue_is_dropped_once_its_partition_is_revoked() {
         let state = DeliveryState::new();
-        let properties = BTreeMap::from([
-            // Nothing listens there: the one message the queue holds never leaves it.
-            ("bootstrap.servers".to_owned(), "127.0.0.1:1".to_owned()),
-            ("queue.buffering.max.messages".to_owned(), "1".to_owned()),
-        ]);
-        let producer = output_producer(&properties, state.clone(), 1000, None, None).unwrap();
+        // No broker: the one message the queue holds never leaves it.
+        let producer = producer_without_broker(&state, ("queue.buffering.max.messages", "1"));
         let ticket = lock(&state.tracker).register(0, Some(0), 2, 0);
         let message = || OutgoingRef {
             topic: "outputs",
