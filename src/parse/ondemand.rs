@@ -4,7 +4,8 @@
 //!
 //! Two stages, as in simdjson. First a SIMD pass over the record marks every quote in a
 //! bitmap and checks, for the whole record at once, what makes strings hard (no backslash
-//! anywhere; no control character inside a string). Then a scalar pass walks the grammar,
+//! anywhere; no control character inside a string) and whether every byte is ASCII (then
+//! the record needs no separate UTF-8 validation). Then a scalar pass walks the grammar,
 //! jumping from a string's opening quote to its closing one through the bitmap: the next
 //! token's position no longer waits on a byte-by-byte scan.
 //!
@@ -42,26 +43,27 @@ impl StageOne {
             .unwrap_or(StageOne::Portable)
     }
 
-    /// Every kernel this CPU runs, narrowest first.
+    /// Every kernel this CPU runs, narrowest first. The AVX kernels also find the inside of
+    /// strings with a carry-less multiply (PCLMULQDQ, which every AVX2 CPU has).
     pub fn available() -> Vec<StageOne> {
         let mut kernels = vec![StageOne::Portable];
         #[cfg(target_arch = "x86_64")]
         {
             kernels.push(StageOne::Sse2);
-            if std::arch::is_x86_feature_detected!("avx2") {
+            let clmul = std::arch::is_x86_feature_detected!("pclmulqdq");
+            if clmul && std::arch::is_x86_feature_detected!("avx2") {
                 kernels.push(StageOne::Avx2);
             }
-            if std::arch::is_x86_feature_detected!("avx512bw") {
+            if clmul && std::arch::is_x86_feature_detected!("avx512bw") {
                 kernels.push(StageOne::Avx512);
             }
         }
         kernels
     }
 
-    /// Bitmaps of one 64-byte block: bit `i` is set when byte `i` is a quote, a backslash,
-    /// or a control character (below 0x20).
-    #[inline]
-    fn block_masks(self, block: &[u8; 64]) -> (u64, u64, u64) {
+    /// The bitmaps of one 64-byte block (what the tests compare between kernels).
+    #[cfg(test)]
+    fn block_masks(self, block: &[u8; 64]) -> BlockMasks {
         match self {
             #[cfg(target_arch = "x86_64")]
             StageOne::Sse2 => block_masks_sse2(block),
@@ -76,9 +78,21 @@ impl StageOne {
     }
 }
 
+/// Stage one's bitmaps of one 64-byte block: bit `i` is set when byte `i` is what the
+/// field names.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct BlockMasks {
+    quotes: u64,
+    backslashes: u64,
+    /// Below 0x20.
+    controls: u64,
+    /// 0x80 and above: part of a multi-byte UTF-8 sequence (or invalid).
+    non_ascii: u64,
+}
+
 #[cfg(target_arch = "x86_64")]
 #[inline]
-fn block_masks_sse2(block: &[u8; 64]) -> (u64, u64, u64) {
+fn block_masks_sse2(block: &[u8; 64]) -> BlockMasks {
     use safe_arch::{
         cmp_eq_mask_i8_m128i, load_unaligned_m128i, min_u8_m128i, move_mask_i8_m128i,
         set_splat_i8_m128i,
@@ -86,26 +100,33 @@ fn block_masks_sse2(block: &[u8; 64]) -> (u64, u64, u64) {
     let quote = set_splat_i8_m128i(b'"' as i8);
     let backslash = set_splat_i8_m128i(b'\\' as i8);
     let below_space = set_splat_i8_m128i(0x1f);
-    let (mut quotes, mut backslashes, mut controls) = (0u64, 0u64, 0u64);
+    let mut masks = BlockMasks {
+        quotes: 0,
+        backslashes: 0,
+        controls: 0,
+        non_ascii: 0,
+    };
     for (i, chunk) in block.chunks_exact(16).enumerate() {
         let Ok(chunk) = <&[u8; 16]>::try_from(chunk) else {
             continue;
         };
         let v = load_unaligned_m128i(chunk);
         let mask = |m| u64::from(move_mask_i8_m128i(m) as u16) << (16 * i);
-        quotes |= mask(cmp_eq_mask_i8_m128i(v, quote));
-        backslashes |= mask(cmp_eq_mask_i8_m128i(v, backslash));
+        masks.quotes |= mask(cmp_eq_mask_i8_m128i(v, quote));
+        masks.backslashes |= mask(cmp_eq_mask_i8_m128i(v, backslash));
         // min(b, 0x1f) == b exactly when b <= 0x1f (unsigned).
-        controls |= mask(cmp_eq_mask_i8_m128i(min_u8_m128i(v, below_space), v));
+        masks.controls |= mask(cmp_eq_mask_i8_m128i(min_u8_m128i(v, below_space), v));
+        masks.non_ascii |= mask(v);
     }
-    (quotes, backslashes, controls)
+    masks
 }
 
 /// # Safety
 /// The CPU must have AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn block_masks_avx2(block: &[u8; 64]) -> (u64, u64, u64) {
+#[inline]
+unsafe fn block_masks_avx2(block: &[u8; 64]) -> BlockMasks {
     use std::arch::x86_64::{
         __m256i, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_min_epu8, _mm256_movemask_epi8,
         _mm256_set1_epi8,
@@ -128,42 +149,54 @@ unsafe fn block_masks_avx2(block: &[u8; 64]) -> (u64, u64, u64) {
         )
     };
     let below_space = _mm256_set1_epi8(0x1f);
-    // min(b, 0x1f) == b exactly when b <= 0x1f (unsigned).
-    let controls = bits(
-        _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(low, below_space), low)),
-        _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(high, below_space), high)),
-    );
-    (equal(b'"'), equal(b'\\'), controls)
+    BlockMasks {
+        quotes: equal(b'"'),
+        backslashes: equal(b'\\'),
+        // min(b, 0x1f) == b exactly when b <= 0x1f (unsigned).
+        controls: bits(
+            _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(low, below_space), low)),
+            _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(high, below_space), high)),
+        ),
+        non_ascii: bits(_mm256_movemask_epi8(low), _mm256_movemask_epi8(high)),
+    }
 }
 
 /// # Safety
 /// The CPU must have AVX-512BW.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512bw")]
-unsafe fn block_masks_avx512(block: &[u8; 64]) -> (u64, u64, u64) {
+#[inline]
+unsafe fn block_masks_avx512(block: &[u8; 64]) -> BlockMasks {
     use std::arch::x86_64::{
         __m512i, _mm512_cmpeq_epi8_mask, _mm512_cmple_epu8_mask, _mm512_loadu_si512,
-        _mm512_set1_epi8,
+        _mm512_movepi8_mask, _mm512_set1_epi8,
     };
     // SAFETY: one unaligned 64-byte load of the 64-byte array.
     let v = unsafe { _mm512_loadu_si512(block.as_ptr().cast::<__m512i>()) };
-    (
-        _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'"' as i8)),
-        _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'\\' as i8)),
-        _mm512_cmple_epu8_mask(v, _mm512_set1_epi8(0x1f)),
-    )
+    BlockMasks {
+        quotes: _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'"' as i8)),
+        backslashes: _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'\\' as i8)),
+        controls: _mm512_cmple_epu8_mask(v, _mm512_set1_epi8(0x1f)),
+        non_ascii: _mm512_movepi8_mask(v),
+    }
 }
 
 /// The byte-by-byte kernel: the reference the others are tested against.
 #[inline]
-fn block_masks_portable(block: &[u8; 64]) -> (u64, u64, u64) {
-    let (mut quotes, mut backslashes, mut controls) = (0u64, 0u64, 0u64);
+fn block_masks_portable(block: &[u8; 64]) -> BlockMasks {
+    let mut masks = BlockMasks {
+        quotes: 0,
+        backslashes: 0,
+        controls: 0,
+        non_ascii: 0,
+    };
     for (i, &b) in block.iter().enumerate() {
-        quotes |= u64::from(b == b'"') << i;
-        backslashes |= u64::from(b == b'\\') << i;
-        controls |= u64::from(b < 0x20) << i;
+        masks.quotes |= u64::from(b == b'"') << i;
+        masks.backslashes |= u64::from(b == b'\\') << i;
+        masks.controls |= u64::from(b < 0x20) << i;
+        masks.non_ascii |= u64::from(b >= 0x80) << i;
     }
-    (quotes, backslashes, controls)
+    masks
 }
 
 /// Bit `i` of the result is the parity of bits `0..=i` of `x`: with quotes as `x`, the
@@ -174,6 +207,18 @@ fn prefix_xor(mut x: u64) -> u64 {
         x ^= x << shift;
     }
     x
+}
+
+/// [`prefix_xor`] in one instruction: the carry-less product of `x` and all ones.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "pclmulqdq")]
+#[inline]
+fn prefix_xor_clmul(x: u64) -> u64 {
+    use std::arch::x86_64::{
+        _mm_clmulepi64_si128, _mm_cvtsi128_si64, _mm_set1_epi8, _mm_set_epi64x,
+    };
+    let product = _mm_clmulepi64_si128(_mm_set_epi64x(0, x as i64), _mm_set1_epi8(-1), 0);
+    _mm_cvtsi128_si64(product) as u64
 }
 
 const ASCII_ZEROS: u64 = 0x3030_3030_3030_3030;
@@ -201,7 +246,7 @@ fn leading_digits(word: u64) -> usize {
     (flags.trailing_zeros() / 8) as usize
 }
 
-/// The value of the first `count` (1..=8) bytes of `word`, which are ASCII digits.
+/// The value of the first `count` (0..=8) bytes of `word`, which are ASCII digits.
 #[inline]
 fn eight_digits(word: u64, count: usize) -> i64 {
     // Shift the digits to the top and fill the bottom with '0's: the same number as eight
@@ -216,30 +261,101 @@ fn eight_digits(word: u64, count: usize) -> i64 {
     v as i64
 }
 
-/// Stage one: the quote bitmap of `raw` into `quotes`; false when the record has a
-/// backslash, a control character inside a string, or an unterminated string.
-fn index_quotes(raw: &[u8], quotes: &mut Vec<u64>, kernel: StageOne) -> bool {
+/// What stage one learnt of a record it did not refuse.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Encoding {
+    /// Every byte is below 0x80: valid UTF-8 without a further check.
+    Ascii,
+    /// Some bytes are not ASCII: the record's UTF-8 must be validated.
+    Other,
+}
+
+/// Stage one: the quote bitmap of `raw` into `quotes`, and whether the record is all ASCII;
+/// `None` when the record has a backslash, a control character inside a string, or an
+/// unterminated string.
+fn index_quotes(raw: &[u8], quotes: &mut Vec<u64>, kernel: StageOne) -> Option<Encoding> {
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        StageOne::Sse2 => index_blocks(raw, quotes, block_masks_sse2, prefix_xor),
+        // SAFETY: `available()` lists these kernels only when the CPU has their features,
+        // and a parser only ever holds a kernel from that list.
+        #[cfg(target_arch = "x86_64")]
+        StageOne::Avx2 => unsafe { index_quotes_avx2(raw, quotes) },
+        #[cfg(target_arch = "x86_64")]
+        StageOne::Avx512 => unsafe { index_quotes_avx512(raw, quotes) },
+        _ => index_blocks(raw, quotes, block_masks_portable, prefix_xor),
+    }
+}
+
+/// # Safety
+/// The CPU must have AVX2 and PCLMULQDQ.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,pclmulqdq")]
+unsafe fn index_quotes_avx2(raw: &[u8], quotes: &mut Vec<u64>) -> Option<Encoding> {
+    // Compiled with the features, so the kernel and the multiply inline into the loop.
+    index_blocks(
+        raw,
+        quotes,
+        // SAFETY: this function runs only where the CPU has AVX2.
+        |block| unsafe { block_masks_avx2(block) },
+        |quotes| prefix_xor_clmul(quotes),
+    )
+}
+
+/// # Safety
+/// The CPU must have AVX-512BW and PCLMULQDQ.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512bw,pclmulqdq")]
+unsafe fn index_quotes_avx512(raw: &[u8], quotes: &mut Vec<u64>) -> Option<Encoding> {
+    index_blocks(
+        raw,
+        quotes,
+        // SAFETY: this function runs only where the CPU has AVX-512BW.
+        |block| unsafe { block_masks_avx512(block) },
+        |quotes| prefix_xor_clmul(quotes),
+    )
+}
+
+/// Stage one over whole blocks, with the kernel's bitmaps and a prefix-XOR.
+#[inline(always)]
+fn index_blocks(
+    raw: &[u8],
+    quotes: &mut Vec<u64>,
+    block_masks: impl Fn(&[u8; 64]) -> BlockMasks,
+    prefix_xor: impl Fn(u64) -> u64,
+) -> Option<Encoding> {
     quotes.clear();
+    quotes.reserve(raw.len().div_ceil(64));
     // All ones while a string runs on from the previous block.
     let mut carry = 0u64;
-    for block in raw.chunks(64) {
-        let mut padded = [b' '; 64];
-        let block = match <&[u8; 64]>::try_from(block) {
-            Ok(full) => full,
-            Err(_) => {
-                padded[..block.len()].copy_from_slice(block);
-                &padded
-            }
-        };
-        let (quote_bits, backslash_bits, control_bits) = kernel.block_masks(block);
-        let inside = prefix_xor(quote_bits) ^ carry;
-        if backslash_bits != 0 || control_bits & inside != 0 {
-            return false;
-        }
+    let mut non_ascii = 0u64;
+    let mut index = |block: &[u8; 64]| {
+        let masks = block_masks(block);
+        let inside = prefix_xor(masks.quotes) ^ carry;
         carry = ((inside as i64) >> 63) as u64;
-        quotes.push(quote_bits);
+        non_ascii |= masks.non_ascii;
+        quotes.push(masks.quotes);
+        masks.backslashes == 0 && masks.controls & inside == 0
+    };
+    let mut blocks = raw.chunks_exact(64);
+    for block in blocks.by_ref() {
+        if !index(block.try_into().ok()?) {
+            return None;
+        }
     }
-    carry == 0
+    let rest = blocks.remainder();
+    if !rest.is_empty() {
+        let mut padded = [b' '; 64];
+        padded[..rest.len()].copy_from_slice(rest);
+        if !index(&padded) {
+            return None;
+        }
+    }
+    (carry == 0).then_some(if non_ascii == 0 {
+        Encoding::Ascii
+    } else {
+        Encoding::Other
+    })
 }
 
 /// The keys the classifier reads first, read during the scan: of the record's top-level
@@ -276,10 +392,11 @@ pub(super) fn scan<'t>(
     keys: &'t mut ScannedKeys<'t>,
 ) -> Option<Text<'t>> {
     // Valid UTF-8 as a whole, so every slice between two ASCII quotes is a `str`.
-    let text = simdutf8::basic::from_utf8(raw).ok()?;
-    if !index_quotes(raw, quotes, kernel) {
-        return None;
-    }
+    let text = match index_quotes(raw, quotes, kernel)? {
+        // SAFETY: bytes below 0x80 are each a whole UTF-8 character.
+        Encoding::Ascii => unsafe { std::str::from_utf8_unchecked(raw) },
+        Encoding::Other => simdutf8::basic::from_utf8(raw).ok()?,
+    };
     let scanner = Scanner {
         text,
         bytes: raw,
@@ -538,6 +655,22 @@ impl<'t> Scanner<'t> {
     /// `None` beyond 18 digits.
     #[inline]
     fn digits(&self, start: usize) -> Option<(i64, usize)> {
+        // Up to 15 digits (Clerk's millisecond timestamps have 13) from two words read at
+        // once: the second word's digits do not wait on the first's value.
+        if let Some(chunk) = self.bytes.get(start..start + 16) {
+            let (low, high) = chunk.split_at(8);
+            let low = u64::from_le_bytes(low.try_into().ok()?);
+            let high = u64::from_le_bytes(high.try_into().ok()?);
+            let count = leading_digits(low);
+            if count < 8 {
+                return Some((eight_digits(low, count), start + count));
+            }
+            let more = leading_digits(high);
+            if more < 8 {
+                let value = eight_digits(low, 8) * POWERS_OF_TEN[more] + eight_digits(high, more);
+                return Some((value, start + 8 + more));
+            }
+        }
         let mut value: i64 = 0;
         let mut at = start;
         while let Some(chunk) = self.bytes.get(at..at + 8) {
@@ -626,15 +759,31 @@ mod tests {
     #[test]
     fn eight_digits_reads_any_prefix_length() {
         let digits = word(b"17168832");
-        for count in 1..=8 {
+        for count in 0..=8 {
             let expected: i64 = std::str::from_utf8(&b"17168832"[..count])
                 .unwrap()
                 .parse()
-                .unwrap();
+                .unwrap_or(0);
             assert_eq!(eight_digits(digits, count), expected, "{count}");
         }
         assert_eq!(eight_digits(word(b"00000000"), 8), 0);
         assert_eq!(eight_digits(word(b"99999999"), 8), 99_999_999);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_carry_less_prefix_xor_is_the_shifting_one() {
+        if !std::arch::is_x86_feature_detected!("pclmulqdq") {
+            return;
+        }
+        let mut rng = fastrand::Rng::with_seed(11);
+        for x in [0, 1, 1 << 63, u64::MAX, 0b1_0010]
+            .into_iter()
+            .chain(std::iter::repeat_with(|| rng.u64(..)).take(10_000))
+        {
+            // SAFETY: the CPU has PCLMULQDQ (checked above).
+            assert_eq!(unsafe { prefix_xor_clmul(x) }, prefix_xor(x), "{x:#x}");
+        }
     }
 
     #[test]
@@ -650,20 +799,41 @@ mod tests {
         for kernel in StageOne::available() {
             let mut quotes = Vec::new();
             let mut index = |raw: &[u8]| index_quotes(raw, &mut quotes, kernel);
-            assert!(index(br#"{"a":"b","c":1}"#), "{kernel:?}");
-            assert!(!index(br#"{"a":"b\"c"}"#), "{kernel:?}");
-            assert!(!index(b"{\"a\":\"b\tc\"}"), "{kernel:?}");
-            assert!(index(b"{\t\"a\":\n1}"), "{kernel:?}");
-            assert!(!index(br#"{"a":"unterminated}"#), "{kernel:?}");
+            let ascii = Some(Encoding::Ascii);
+            assert_eq!(index(br#"{"a":"b","c":1}"#), ascii, "{kernel:?}");
+            assert_eq!(index(br#"{"a":"b\"c"}"#), None, "{kernel:?}");
+            assert_eq!(index(b"{\"a\":\"b\tc\"}"), None, "{kernel:?}");
+            assert_eq!(index(b"{\t\"a\":\n1}"), ascii, "{kernel:?}");
+            assert_eq!(index(br#"{"a":"unterminated}"#), None, "{kernel:?}");
+            // Any byte of 0x80 or above, in a full block or in the padded rest.
+            let accented = format!("{{\"k\":\"{}é\"}}", "x".repeat(70));
+            assert_eq!(
+                index(accented.as_bytes()),
+                Some(Encoding::Other),
+                "{kernel:?}"
+            );
+            assert_eq!(
+                index(&accented.as_bytes()[..60]),
+                None,
+                "unterminated, {kernel:?}"
+            );
+            assert_eq!(
+                index("{\"é\":1}".as_bytes()),
+                Some(Encoding::Other),
+                "{kernel:?}"
+            );
             // A string that runs across the 64-byte blocks.
             let long = format!("{{\"k\":\"{}\"}}", "x".repeat(150));
-            assert!(index(long.as_bytes()), "{kernel:?}");
+            assert_eq!(index(long.as_bytes()), ascii, "{kernel:?}");
             assert_eq!(
                 quotes.iter().map(|q| q.count_ones()).sum::<u32>(),
                 4,
                 "{kernel:?}"
             );
-            assert!(index_quotes(br#"{"a":"b","c":1}"#, &mut quotes, kernel));
+            assert_eq!(
+                index_quotes(br#"{"a":"b","c":1}"#, &mut quotes, kernel),
+                ascii
+            );
             let expected = [1, 3, 5, 7, 9, 11]
                 .iter()
                 .fold(0u64, |bits, i| bits | (1 << i));
