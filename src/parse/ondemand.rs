@@ -624,7 +624,7 @@ impl<'t> Scanner<'t> {
             b't' => self.literal(at, b"true", Field::Bool).map(|(_, end)| end),
             b'f' => self.literal(at, b"false", Field::Bool).map(|(_, end)| end),
             b'n' => self.literal(at, b"null", Field::Null).map(|(_, end)| end),
-            b'-' | b'0'..=b'9' => self.number(at).map(|(_, end)| end),
+            b'-' | b'0'..=b'9' => self.number_end(at),
             _ => None,
         }
     }
@@ -654,7 +654,8 @@ impl<'t> Scanner<'t> {
     /// The run of ASCII digits at `start`: its value and end, eight digits at a time (SWAR);
     /// `None` beyond 18 digits.
     #[inline]
-    fn digits(&self, start: usize) -> Option<(i64, usize)> {
+    /// Without `keep` (a value skipped), only the run's end is found: the value is 0.
+    fn digits(&self, start: usize, keep: bool) -> Option<(i64, usize)> {
         // Up to 15 digits (Clerk's millisecond timestamps have 13) from two words read at
         // once: the second word's digits do not wait on the first's value.
         if let Some(chunk) = self.bytes.get(start..start + 16) {
@@ -663,11 +664,16 @@ impl<'t> Scanner<'t> {
             let high = u64::from_le_bytes(high.try_into().ok()?);
             let count = leading_digits(low);
             if count < 8 {
-                return Some((eight_digits(low, count), start + count));
+                let value = if keep { eight_digits(low, count) } else { 0 };
+                return Some((value, start + count));
             }
             let more = leading_digits(high);
             if more < 8 {
-                let value = eight_digits(low, 8) * POWERS_OF_TEN[more] + eight_digits(high, more);
+                let value = if keep {
+                    eight_digits(low, 8) * POWERS_OF_TEN[more] + eight_digits(high, more)
+                } else {
+                    0
+                };
                 return Some((value, start + 8 + more));
             }
         }
@@ -702,13 +708,27 @@ impl<'t> Scanner<'t> {
     /// A number: integers of up to 18 digits exactly (they fit an `i64`), decimals of up to
     /// 17 digits without an exponent; anything else goes to the tape.
     fn number(&self, start: usize) -> Option<(Field<'t>, usize)> {
+        self.read_number(start, true)
+    }
+
+    /// Validates the number at `start` like [`Scanner::number`]: its end.
+    fn number_end(&self, start: usize) -> Option<usize> {
+        self.read_number(start, false).map(|(_, end)| end)
+    }
+
+    /// [`Scanner::number`], or with `keep` false only its validation (the field is then
+    /// not the number's value).
+    #[inline(always)]
+    fn read_number(&self, start: usize, keep: bool) -> Option<(Field<'t>, usize)> {
         let bytes = self.bytes;
         let negative = bytes.get(start) == Some(&b'-');
         let digits_start = start + usize::from(negative);
-        let (value, mut at) = self.digits(digits_start)?;
+        let (value, mut at) = self.digits(digits_start, keep)?;
         let digits = at - digits_start;
-        let leading_zero = digits > 1 && bytes.get(digits_start) == Some(&b'0');
-        if digits == 0 || leading_zero || (negative && value == 0) {
+        let leading_zero = bytes.get(digits_start) == Some(&b'0');
+        // A leading zero only as the whole integer part, and never "-0" (the tape's `-0`
+        // is a float).
+        if digits == 0 || leading_zero && (digits > 1 || negative) {
             return None;
         }
         match bytes.get(at) {
@@ -725,6 +745,9 @@ impl<'t> Scanner<'t> {
                 }
                 if let Some(b'e' | b'E') = bytes.get(at) {
                     return None;
+                }
+                if !keep {
+                    return Some((Field::Float(0.0), at));
                 }
                 let parsed = self.text.get(start..at)?.parse().ok()?;
                 Some((Field::Float(parsed), at))
