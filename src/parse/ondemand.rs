@@ -652,9 +652,9 @@ impl<'t> Scanner<'t> {
     }
 
     /// The run of ASCII digits at `start`: its value and end, eight digits at a time (SWAR);
-    /// `None` beyond 18 digits.
+    /// `None` beyond 18 digits. Without `keep` (a value skipped), only the run's end is
+    /// found: the value is 0.
     #[inline]
-    /// Without `keep` (a value skipped), only the run's end is found: the value is 0.
     fn digits(&self, start: usize, keep: bool) -> Option<(i64, usize)> {
         // Up to 15 digits (Clerk's millisecond timestamps have 13) from two words read at
         // once: the second word's digits do not wait on the first's value.
