@@ -4,6 +4,7 @@
 //! straight to the input topic — with a status line a second and a summary at the end. Needs
 //! nothing but this binary.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -48,6 +49,9 @@ pub struct DemoListen {
 /// The embedded cluster, ingest, and the generator feeding both.
 pub struct Demo {
     pub config: Config,
+    /// The pipeline's `/metrics` port, bound at start; [`Demo::take_http_listener`] hands it
+    /// to the HTTP server.
+    http_listener: Option<tokio::net::TcpListener>,
     cluster: MockCluster<'static, DefaultProducerContext>,
     stop: Arc<AtomicBool>,
     generator: Option<JoinHandle<Arc<generate::webhooks::DeliveryCounts>>>,
@@ -63,12 +67,20 @@ impl Demo {
         listen: &DemoListen,
         metrics: PrometheusHandle,
     ) -> anyhow::Result<Demo> {
-        let http_listen = listen.http.as_str();
-        // An address in use is an error before anything is printed or started.
-        std::net::TcpListener::bind(http_listen)
-            .with_context(|| format!("cannot listen on {http_listen} (--http-listen)"))?;
-        std::net::TcpListener::bind(&listen.ingest)
-            .with_context(|| format!("cannot listen on {} (--ingest-listen)", listen.ingest))?;
+        // Both ports are bound here and kept, so that an address in use is an error before
+        // anything is printed or started, no other process can take a port between this
+        // check and its use, and port 0 names the port chosen.
+        let bind = |address: &str, flag: &str| {
+            let parsed: SocketAddr = address.parse().with_context(|| {
+                format!("{address} ({flag}) is not an address like 127.0.0.1:8080")
+            })?;
+            crate::http::bind(parsed)
+                .with_context(|| format!("cannot listen on {address} ({flag})"))
+        };
+        let http_listener = bind(&listen.http, "--http-listen")?;
+        let ingest_listener = bind(&listen.ingest, "--ingest-listen")?;
+        let http_listen = http_listener.local_addr()?;
+        let ingest_listen = ingest_listener.local_addr()?;
         let cluster = MockCluster::new(1).context("starting the embedded Kafka")?;
         let bootstrap = cluster.bootstrap_servers();
         let defaults = config::RawConfig::default();
@@ -98,9 +110,9 @@ impl Demo {
             &[
                 ("brokers".into(), bootstrap.clone()),
                 ("group_id".into(), DEMO_GROUP.into()),
-                ("http.listen".into(), http_listen.into()),
+                ("http.listen".into(), http_listen.to_string()),
                 ("topics.input".into(), INPUT.into()),
-                ("ingest.listen".into(), listen.ingest.clone()),
+                ("ingest.listen".into(), ingest_listen.to_string()),
                 ("ingest.secrets".into(), DEMO_SECRET.into()),
                 (
                     "lifecycle.allowed_lateness_ms".into(),
@@ -123,14 +135,15 @@ impl Demo {
         // Created above with the cluster's defaults; the mock answers no DescribeConfigs.
         config.topics.dead_letters_max_message_bytes = Some(MOCK_MAX_MESSAGE_BYTES);
         let ingest_shutdown = CancellationToken::new();
-        let mut ingest = tokio::spawn(crate::ingest::serve_with_metrics(
+        let mut ingest = tokio::spawn(crate::ingest::serve_on(
+            ingest_listener,
             config.clone(),
             metrics,
             ingest_shutdown.clone(),
         ));
-        wait_for_ingest(&listen.ingest, &mut ingest).await?;
+        wait_for_ingest(&ingest_listen.to_string(), &mut ingest).await?;
         let webhooks = WebhookTarget::parse(
-            &format!("http://{}{}", listen.ingest, crate::ingest::WEBHOOK_PATH),
+            &format!("http://{ingest_listen}{}", crate::ingest::WEBHOOK_PATH),
             DEMO_SECRET,
             WEBHOOK_CONNECTIONS,
             None,
@@ -166,7 +179,7 @@ impl Demo {
         println!(
             "  Clerk webhooks: the generator's session and user events are signed and posted to \
              sessionflow ingest at http://{}{} (secret {DEMO_SECRET}), the rest written to {INPUT}",
-            listen.ingest,
+            ingest_listen,
             crate::ingest::WEBHOOK_PATH,
         );
         println!(
@@ -178,12 +191,18 @@ impl Demo {
         );
         Ok(Demo {
             config,
+            http_listener: Some(http_listener),
             cluster,
             stop,
             generator: Some(generator),
             ingest: Some(ingest),
             ingest_shutdown,
         })
+    }
+
+    /// The listener of `config.http_listen`, bound at start (once).
+    pub fn take_http_listener(&mut self) -> Option<tokio::net::TcpListener> {
+        self.http_listener.take()
     }
 
     /// Stops the generator (its webhooks queued are posted), then ingest, then the cluster;

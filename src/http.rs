@@ -74,16 +74,34 @@ pub async fn serve(
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = bind(listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (http.listen): {e}"))?;
+    Ok(serve_on(
+        listener,
+        metrics,
+        handles,
+        liveness_timeout,
+        shutdown,
+    ))
+}
+
+/// [`serve`] on a listener bound already (`sessionflow demo` binds its ports before it
+/// starts anything, so that it can name them, port 0 included).
+pub fn serve_on(
+    listener: tokio::net::TcpListener,
+    metrics: PrometheusHandle,
+    handles: &Handles,
+    liveness_timeout: Option<Duration>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     let app = router(Endpoints {
         metrics,
         ready: handles.ready.clone(),
         heartbeat: handles.heartbeat.clone(),
         liveness_timeout,
     });
-    // The bound address, not the configured one: with port 0 it names the port chosen.
-    let listen = listener.local_addr().unwrap_or(listen);
-    tracing::info!(%listen, "Serving /metrics, /healthz and /readyz.");
-    Ok(serve_router(listener, app, LIMITS, shutdown))
+    if let Ok(listen) = listener.local_addr() {
+        tracing::info!(%listen, "Serving /metrics, /healthz and /readyz.");
+    }
+    serve_router(listener, app, LIMITS, shutdown)
 }
 
 /// Pending connections the kernel queues for the accept loop (the kernel caps it at
@@ -302,13 +320,9 @@ mod tests {
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let port = runtime.block_on(async move {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = probe.local_addr().unwrap().port();
-            drop(probe);
-            let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            serve(listen, handle, &handles, liveness_timeout, token)
-                .await
-                .unwrap();
+            let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+            let port = listener.local_addr().unwrap().port();
+            serve_on(listener, handle, &handles, liveness_timeout, token);
             port
         });
         (port, shutdown)

@@ -485,13 +485,25 @@ async fn check_topic(
 /// then finishes the requests in flight and flushes the producer.
 pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = m::install_for_ingest(Duration::from_secs(10))?;
-    serve_with_metrics(config, metrics, shutdown).await
+    serve_with(config, None, metrics, shutdown).await
 }
 
-/// [`serve`] in a process whose metrics recorder is installed already (`sessionflow demo`,
-/// where one `/metrics` shows the pipeline and ingest).
-pub async fn serve_with_metrics(
+/// [`serve`] on a listener bound already, in a process whose metrics recorder is installed
+/// already (`sessionflow demo`, where one `/metrics` shows the pipeline and ingest, and whose
+/// ports are bound before it starts anything, so that it can name them, port 0 included).
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
     config: Config,
+    metrics: PrometheusHandle,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    serve_with(config, Some(listener), metrics, shutdown).await
+}
+
+/// Serves on `listener`, or binds `ingest.listen` once the configuration is checked.
+async fn serve_with(
+    config: Config,
+    listener: Option<tokio::net::TcpListener>,
     metrics: PrometheusHandle,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -512,8 +524,11 @@ pub async fn serve_with_metrics(
     let requests = RequestMetrics::register();
     let tls = config.ingest.tls.as_ref().map(tls::acceptor).transpose()?;
     let listen = config.ingest.listen;
-    let listener = crate::http::bind(listen)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (ingest.listen): {e}"))?;
+    let listener = match listener {
+        Some(listener) => listener,
+        None => crate::http::bind(listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (ingest.listen): {e}"))?,
+    };
     let permits = Arc::new(Semaphore::new(config.ingest.max_concurrent_requests));
     let producer = producer(&config)?;
     check_topic(&producer, &config).await?;

@@ -66,10 +66,11 @@ struct DemoArgs {
     /// Generated records per second.
     #[arg(long, default_value_t = 5000)]
     rate: u64,
-    /// Address of /metrics, /healthz and /readyz.
+    /// Address of /metrics, /healthz and /readyz (port 0: any free port, named in the banner).
     #[arg(long, default_value = "127.0.0.1:9464")]
     http_listen: String,
-    /// Address of the embedded `sessionflow ingest` (POST /webhooks/clerk).
+    /// Address of the embedded `sessionflow ingest` (POST /webhooks/clerk; port 0: any free
+    /// port, named in the banner).
     #[arg(long, default_value = "127.0.0.1:9470")]
     ingest_listen: String,
 }
@@ -398,6 +399,7 @@ fn run_live(args: RunArgs) -> anyhow::Result<()> {
             shutdown,
             sessionflow::app::Handles::default(),
             metrics,
+            None,
         )
         .await
     });
@@ -412,20 +414,33 @@ fn stop_runtime(runtime: tokio::runtime::Runtime) {
 }
 
 /// The HTTP listener and the pipeline, until `shutdown`.
+/// `listener`: `http.listen` bound already (the demo's), or `None` to bind it here.
 async fn serve_and_run(
     config: sessionflow::config::Config,
     shutdown: CancellationToken,
     handles: sessionflow::app::Handles,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
+    listener: Option<tokio::net::TcpListener>,
 ) -> anyhow::Result<()> {
-    let http = sessionflow::http::serve(
-        config.http_listen,
-        metrics,
-        &handles,
-        config.liveness_timeout,
-        shutdown.clone(),
-    )
-    .await?;
+    let http = match listener {
+        Some(listener) => sessionflow::http::serve_on(
+            listener,
+            metrics,
+            &handles,
+            config.liveness_timeout,
+            shutdown.clone(),
+        ),
+        None => {
+            sessionflow::http::serve(
+                config.http_listen,
+                metrics,
+                &handles,
+                config.liveness_timeout,
+                shutdown.clone(),
+            )
+            .await?
+        }
+    };
     let result = sessionflow::app::run(config, shutdown.clone(), handles).await;
     shutdown.cancel();
     let _ = http.await;
@@ -442,7 +457,8 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
             ingest: args.ingest_listen,
         };
         let metrics = sessionflow::metrics::install(Duration::from_secs(10))?;
-        let demo = sessionflow::demo::Demo::start(args.rate, &listen, metrics.clone()).await?;
+        let mut demo = sessionflow::demo::Demo::start(args.rate, &listen, metrics.clone()).await?;
+        let http_listener = demo.take_http_listener();
         spawn_signal_handler(shutdown.clone(), demo.config.drain_timeout);
         let handles = sessionflow::app::Handles::default();
         let status = tokio::spawn(sessionflow::demo::print_status(
@@ -455,6 +471,7 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
             shutdown.clone(),
             handles.clone(),
             metrics,
+            http_listener,
         )
         .await;
         shutdown.cancel();

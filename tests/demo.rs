@@ -21,23 +21,17 @@ fn number_after(text: &str, label: &str) -> u64 {
 
 #[test]
 fn the_demo_runs_the_pipeline_on_an_embedded_kafka() {
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (port, ingest_port) = (free_port(), free_port());
+    // Port 0: the demo binds both ports before it starts anything and names them in its
+    // banner (no port picked here and released, which another process could take).
     let out = Command::new(env!("CARGO_BIN_EXE_sessionflow"))
         .args([
             "demo",
             "--duration",
             "10",
             "--http-listen",
-            &format!("127.0.0.1:{port}"),
+            "127.0.0.1:0",
             "--ingest-listen",
-            &format!("127.0.0.1:{ingest_port}"),
+            "127.0.0.1:0",
         ])
         .output()
         .unwrap();
@@ -46,6 +40,12 @@ fn the_demo_runs_the_pipeline_on_an_embedded_kafka() {
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let port = number_after(&stdout, "metrics (pipeline and ingest): http://127.0.0.1:");
+    let ingest_port = number_after(&stdout, "sessionflow ingest at http://127.0.0.1:");
+    assert!(
+        port > 0 && ingest_port > 0 && port != ingest_port,
+        "{stdout}"
     );
     assert!(
         stdout.contains(&format!("http://127.0.0.1:{port}/metrics")),
