@@ -41,27 +41,37 @@ fn a_failure_at_run_time_exits_1() {
 fn stopped_during_start_up(
     extra: &[&str],
 ) -> (std::process::ExitStatus, std::time::Duration, String) {
-    use std::io::Read;
-    use std::net::TcpStream;
     use std::time::{Duration, Instant};
 
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
-    let (broker, http) = (free(), free());
+    // Nothing listens on a port picked and released here: a broker that does not answer.
+    let broker = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr");
+    // Port 0 for HTTP: the process binds a port of its own (none picked here that another
+    // process could take first) and logs that it serves, in either log format.
     let mut child = Command::new(BIN)
         .args(["run", "--brokers", &broker.to_string()])
-        .args(["--http-listen", &http.to_string()])
+        .args(["--http-listen", "127.0.0.1:0"])
         .args(extra)
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
     let began = Instant::now();
-    while TcpStream::connect(http).is_err() {
-        assert!(began.elapsed() < Duration::from_secs(60), "never listened");
+    while !read_log().contains("Serving /metrics, /healthz and /readyz.") {
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "never listened: {}",
+            read_log()
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "exited at start: {}",
+            read_log()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let signalled = Instant::now();
@@ -72,14 +82,7 @@ fn stopped_during_start_up(
     assert!(sent.success());
     let status = child.wait().unwrap();
     let took = signalled.elapsed();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    (status, took, stderr)
+    (status, took, read_log())
 }
 
 /// SIGTERM while start-up waits for a broker that does not answer (its metadata request
