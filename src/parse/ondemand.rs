@@ -80,7 +80,7 @@ impl StageOne {
 
 /// Stage one's bitmaps of one 64-byte block: bit `i` is set when byte `i` is what the
 /// field names.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 struct BlockMasks {
     quotes: u64,
     backslashes: u64,
@@ -100,12 +100,7 @@ fn block_masks_sse2(block: &[u8; 64]) -> BlockMasks {
     let quote = set_splat_i8_m128i(b'"' as i8);
     let backslash = set_splat_i8_m128i(b'\\' as i8);
     let below_space = set_splat_i8_m128i(0x1f);
-    let mut masks = BlockMasks {
-        quotes: 0,
-        backslashes: 0,
-        controls: 0,
-        non_ascii: 0,
-    };
+    let mut masks = BlockMasks::default();
     for (i, chunk) in block.chunks_exact(16).enumerate() {
         let Ok(chunk) = <&[u8; 16]>::try_from(chunk) else {
             continue;
@@ -184,12 +179,7 @@ unsafe fn block_masks_avx512(block: &[u8; 64]) -> BlockMasks {
 /// The byte-by-byte kernel: the reference the others are tested against.
 #[inline]
 fn block_masks_portable(block: &[u8; 64]) -> BlockMasks {
-    let mut masks = BlockMasks {
-        quotes: 0,
-        backslashes: 0,
-        controls: 0,
-        non_ascii: 0,
-    };
+    let mut masks = BlockMasks::default();
     for (i, &b) in block.iter().enumerate() {
         masks.quotes |= u64::from(b == b'"') << i;
         masks.backslashes |= u64::from(b == b'\\') << i;
