@@ -74,8 +74,7 @@ impl Demo {
             let parsed: SocketAddr = address.parse().with_context(|| {
                 format!("{address} ({flag}) is not an address like 127.0.0.1:8080")
             })?;
-            crate::http::bind(parsed)
-                .with_context(|| format!("cannot listen on {address} ({flag})"))
+            crate::http::bind(parsed, flag)
         };
         let http_listener = bind(&listen.http, "--http-listen")?;
         let ingest_listener = bind(&listen.ingest, "--ingest-listen")?;

@@ -64,28 +64,8 @@ struct Endpoints {
     liveness_timeout: Option<Duration>,
 }
 
-/// Binds `listen` (an error names the address) and serves until `shutdown`.
-pub async fn serve(
-    listen: SocketAddr,
-    metrics: PrometheusHandle,
-    handles: &Handles,
-    liveness_timeout: Option<Duration>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let listener = bind(listen)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (http.listen): {e}"))?;
-    Ok(serve_on(
-        listener,
-        metrics,
-        handles,
-        liveness_timeout,
-        shutdown,
-    ))
-}
-
-/// [`serve`] on a listener bound already (`sessionflow demo` binds its ports before it
-/// starts anything, so that it can name them, port 0 included).
-pub fn serve_on(
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` (see [`bind`]) until `shutdown`.
+pub fn serve(
     listener: tokio::net::TcpListener,
     metrics: PrometheusHandle,
     handles: &Handles,
@@ -108,11 +88,15 @@ pub fn serve_on(
 /// `net.core.somaxconn`, 4096 by default).
 const ACCEPT_BACKLOG: u32 = 4096;
 
-/// A listener on `address` with a deep accept queue. The usual 128 is too shallow: a client
-/// reconnecting hundreds of displaced connections at once fills it, and the kernel then
-/// drops every SYN, a probe's too, which is retried only after a second, past a probe's
-/// timeout.
-pub fn bind(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+/// A listener on `address` with a deep accept queue (the setting or flag it came from is
+/// named in an error). The usual 128 is too shallow: a client reconnecting hundreds of
+/// displaced connections at once fills it, and the kernel then drops every SYN, a probe's
+/// too, which is retried only after a second, past a probe's timeout.
+pub fn bind(address: SocketAddr, setting: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    listen_deep(address).map_err(|e| anyhow::anyhow!("cannot listen on {address} ({setting}): {e}"))
+}
+
+fn listen_deep(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = match address {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
@@ -320,9 +304,9 @@ mod tests {
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let port = runtime.block_on(async move {
-            let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+            let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)), "test").unwrap();
             let port = listener.local_addr().unwrap().port();
-            serve_on(listener, handle, &handles, liveness_timeout, token);
+            serve(listener, handle, &handles, liveness_timeout, token);
             port
         });
         (port, shutdown)

@@ -526,8 +526,7 @@ async fn serve_with(
     let listen = config.ingest.listen;
     let listener = match listener {
         Some(listener) => listener,
-        None => crate::http::bind(listen)
-            .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (ingest.listen): {e}"))?,
+        None => crate::http::bind(listen, "ingest.listen")?,
     };
     let permits = Arc::new(Semaphore::new(config.ingest.max_concurrent_requests));
     let producer = producer(&config)?;

@@ -422,25 +422,17 @@ async fn serve_and_run(
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     listener: Option<tokio::net::TcpListener>,
 ) -> anyhow::Result<()> {
-    let http = match listener {
-        Some(listener) => sessionflow::http::serve_on(
-            listener,
-            metrics,
-            &handles,
-            config.liveness_timeout,
-            shutdown.clone(),
-        ),
-        None => {
-            sessionflow::http::serve(
-                config.http_listen,
-                metrics,
-                &handles,
-                config.liveness_timeout,
-                shutdown.clone(),
-            )
-            .await?
-        }
+    let listener = match listener {
+        Some(listener) => listener,
+        None => sessionflow::http::bind(config.http_listen, "http.listen")?,
     };
+    let http = sessionflow::http::serve(
+        listener,
+        metrics,
+        &handles,
+        config.liveness_timeout,
+        shutdown.clone(),
+    );
     let result = sessionflow::app::run(config, shutdown.clone(), handles).await;
     shutdown.cancel();
     let _ = http.await;
