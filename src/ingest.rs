@@ -8,6 +8,7 @@ mod recent;
 pub mod signature;
 pub mod tls;
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,7 +24,6 @@ use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +35,7 @@ use crate::http::ListenerLimits;
 use crate::kafka::{base_config, client_error, lock, set_default};
 use crate::log_limit::LogLimit;
 use crate::metrics as m;
+use crate::parse::{Limits, ParseError, Parser};
 
 /// Where Clerk (Svix) posts.
 pub const WEBHOOK_PATH: &str = "/webhooks/clerk";
@@ -151,19 +152,32 @@ struct Ingest {
     write_warnings: LogLimit,
 }
 
-/// The part of a Clerk webhook event that places it: its type, and the session's id.
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    data: Option<EnvelopeData<'a>>,
+/// Where a webhook's write goes, owned: what [`Parser::webhook_route`] read of its body.
+struct Route {
+    kind: String,
+    session_id: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct EnvelopeData<'a> {
-    #[serde(borrow)]
-    id: Option<std::borrow::Cow<'a, str>>,
+thread_local! {
+    /// One parser per runtime thread, so its buffers are reused across requests. Bodies are
+    /// bounded by `max_body_bytes` before they get here, so the size limit is the largest
+    /// possible; nesting keeps the default limit.
+    static ROUTE_PARSER: RefCell<Parser> = RefCell::new(Parser::new(Limits {
+        max_record_bytes: usize::MAX,
+        ..Limits::default()
+    }));
+}
+
+/// Reads a signed body's route with the same readers as `run`.
+fn route(body: &[u8]) -> Result<Route, ParseError> {
+    ROUTE_PARSER.with_borrow_mut(|parser| {
+        parser.webhook_route(body, |read| {
+            read.map(|route| Route {
+                kind: route.kind.to_owned(),
+                session_id: route.data_id.map(str::to_owned),
+            })
+        })
+    })
 }
 
 /// A signed header by its Svix name or its unbranded Standard Webhooks name.
@@ -291,31 +305,34 @@ async fn receive(State(ingest): State<Arc<Ingest>>, request: Request) -> Respons
     if lock(&ingest.recent).contains(id) {
         return ingest.count(Outcome::Duplicate);
     }
-    let Ok(envelope) = serde_json::from_slice::<Envelope<'_>>(&body) else {
-        // Signed by Clerk but not an event: the sender is trusted, the payload broken.
-        if let Some(held_back) = ingest.broken_warnings.allow(crate::clock::now_ms()) {
-            tracing::warn!(
-                webhook_id = id,
-                bytes = body.len(),
-                held_back,
-                "A signed webhook is not a Clerk event (JSON with a type); refused with 400."
-            );
+    let route = match route(&body) {
+        Ok(route) => route,
+        Err(error) => {
+            // Signed by Clerk but not an event: the sender is trusted, the payload broken.
+            if let Some(held_back) = ingest.broken_warnings.allow(crate::clock::now_ms()) {
+                tracing::warn!(
+                    webhook_id = id,
+                    bytes = body.len(),
+                    %error,
+                    held_back,
+                    "A signed webhook is not a Clerk event (a JSON object with a string type); refused with 400."
+                );
+            }
+            return ingest.count(Outcome::BadRequest);
         }
-        return ingest.count(Outcome::BadRequest);
     };
-    let session_id = envelope.data.as_ref().and_then(|d| d.id.as_deref());
-    let key = match (envelope.kind.starts_with("session."), session_id) {
+    let key = match (route.kind.starts_with("session."), &route.session_id) {
         (true, Some(session)) => session,
         (true, None) => {
             if let Some(held_back) = ingest.broken_warnings.allow(crate::clock::now_ms()) {
-                tracing::warn!(webhook_id = id, kind = %envelope.kind, held_back, "A signed session webhook has no data.id; refused with 400.");
+                tracing::warn!(webhook_id = id, kind = %route.kind, held_back, "A signed session webhook has no data.id (a string); refused with 400.");
             }
             return ingest.count(Outcome::BadRequest);
         }
         // Not a session event: its own id keeps redeliveries together.
         (false, _) => id,
     };
-    write(&ingest, id, timestamp, &envelope.kind, key, &body, deadline).await
+    write(&ingest, id, timestamp, &route.kind, key, &body, deadline).await
 }
 
 /// Writes the body unchanged and waits for the broker's acknowledgement, until `deadline`.

@@ -60,6 +60,15 @@ impl Default for Limits {
     }
 }
 
+/// Where a webhook event belongs, as [`Parser::webhook_route`] reads it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct WebhookRoute<'t> {
+    /// The event's `type`.
+    pub kind: &'t str,
+    /// `data.id`, when `data` is an object whose `id` is a string.
+    pub data_id: Option<&'t str>,
+}
+
 /// A valid record: its observations borrow the record's bytes or the parser's buffers until
 /// the callback returns.
 pub struct Parsed<'t> {
@@ -231,6 +240,34 @@ impl Parser {
         scan: bool,
         f: impl FnOnce(Result<Parsed<'_>, ParseError>) -> R,
     ) -> R {
+        self.read(raw, scan, |doc| {
+            f(doc.and_then(|doc| classify(&doc).map(|body| Parsed { doc, body })))
+        })
+    }
+
+    /// Where a signed webhook goes (`sessionflow ingest`): its `type` and `data.id`, read
+    /// by the same readers as [`Parser::parse`], so ingest and `run` agree on what a body
+    /// holds (duplicate keys included: the last one counts). An error when the body is not
+    /// JSON, not an object, or has no string `type`; `data` is not validated (a broken
+    /// Session is `run`'s to dead-letter).
+    pub fn webhook_route<R>(
+        &mut self,
+        raw: &[u8],
+        f: impl FnOnce(Result<WebhookRoute<'_>, ParseError>) -> R,
+    ) -> R {
+        self.read(raw, true, |doc| {
+            f(doc.and_then(|doc| classify::webhook_route(&doc)))
+        })
+    }
+
+    /// Reads `raw` with the on-demand scan (when `scan`) or, when the scan is not sure,
+    /// simd-json's tape, and hands the document to `f`.
+    fn read<R>(
+        &mut self,
+        raw: &[u8],
+        scan: bool,
+        f: impl FnOnce(Result<Doc<'_>, ParseError>) -> R,
+    ) -> R {
         if let Err(e) = self.check_size(raw) {
             return f(Err(e));
         }
@@ -248,8 +285,7 @@ impl Parser {
             .flatten();
         if let Some(text) = scanned {
             self.paths.scan += 1;
-            let doc = Doc::Text(text);
-            return f(classify(&doc).map(|body| Parsed { doc, body }));
+            return f(Ok(Doc::Text(text)));
         }
         self.paths.tape += 1;
         self.scratch.clear();
@@ -259,10 +295,7 @@ impl Parser {
         let filled =
             simd_json::fill_tape_padded(&mut self.scratch, raw.len(), &mut self.buffers, &mut tape);
         let out = match filled {
-            Ok(()) => {
-                let doc = Doc::Tape(&tape.0);
-                f(classify(&doc).map(|body| Parsed { doc, body }))
-            }
+            Ok(()) => f(Ok(Doc::Tape(&tape.0))),
             Err(e) => f(Err(tape::json_error(&e, raw, self.limits.max_depth))),
         };
         self.tape = tape.reset();
@@ -387,6 +420,73 @@ mod tests {
         );
         assert_eq!(kind, ErrorKind::MissingField);
         assert_eq!(reason, "`data.updated_at` is missing or null");
+    }
+
+    /// `Parser::webhook_route` on `raw`, owned: (type, data.id) or the error's kind and words.
+    fn route(raw: &str) -> Result<(String, Option<String>), (ErrorKind, String)> {
+        Parser::default().webhook_route(raw.as_bytes(), |read| {
+            read.map(|r| (r.kind.to_owned(), r.data_id.map(str::to_owned)))
+                .map_err(|e| (e.kind, e.to_string()))
+        })
+    }
+
+    #[test]
+    fn a_webhook_route_is_its_type_and_data_id_from_either_reader() {
+        let created = r#"{"data":{"id":"sess_1","status":"active"},"object":"event","type":"session.created"}"#;
+        let owned = |kind: &str, id: Option<&str>| Ok((kind.to_owned(), id.map(str::to_owned)));
+        assert_eq!(route(created), owned("session.created", Some("sess_1")));
+        // An escape sends the body to the tape; the strings come back unescaped.
+        assert_eq!(
+            route(r#"{"type":"session\u002eended","data":{"id":"sess_\u0032"}}"#),
+            owned("session.ended", Some("sess_2"))
+        );
+        // The last of duplicate keys counts, as in `run`'s parse.
+        assert_eq!(
+            route(r#"{"type":"user.created","data":{"id":"a","id":"b"},"type":"session.ended"}"#),
+            owned("session.ended", Some("b"))
+        );
+        // `data` is not validated: only a string `id` in an object routes.
+        for data in [
+            r#"null"#,
+            r#"[{"id":"s"}]"#,
+            r#"{"id":7}"#,
+            r#"{"object":"user"}"#,
+        ] {
+            let raw = format!(r#"{{"type":"session.created","data":{data}}}"#);
+            assert_eq!(route(&raw), owned("session.created", None), "{raw}");
+        }
+        assert_eq!(
+            route(r#"{"type":"email.created"}"#),
+            owned("email.created", None)
+        );
+    }
+
+    #[test]
+    fn a_body_without_a_string_type_has_no_route() {
+        assert_eq!(
+            route(r#"{"data":{"id":"s"}}"#),
+            Err((ErrorKind::MissingField, "`type` is missing or null".into()))
+        );
+        assert_eq!(
+            route(r#"{"type":null}"#).unwrap_err().0,
+            ErrorKind::MissingField
+        );
+        assert_eq!(route(r#"{"type":1}"#).unwrap_err().0, ErrorKind::WrongType);
+        assert_eq!(
+            route(r#"["session.created"]"#).unwrap_err().0,
+            ErrorKind::InvalidShape
+        );
+        assert_eq!(
+            route(r#""session.created""#).unwrap_err().0,
+            ErrorKind::InvalidShape
+        );
+        for broken in [r#"{"type":"#, "", "{\"type\":\"a\"} x", "\u{1}"] {
+            assert_eq!(
+                route(broken).unwrap_err().0,
+                ErrorKind::InvalidJson,
+                "{broken:?}"
+            );
+        }
     }
 
     #[test]

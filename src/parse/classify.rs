@@ -3,7 +3,7 @@
 
 use super::error::{ErrorKind, JsonType, ParseError, Place, Problem};
 use super::fields::{Doc, Field, Keys};
-use super::Ignored;
+use super::{Ignored, WebhookRoute};
 use crate::model::Observation;
 
 /// The longest session id accepted, in bytes (SPEC section 1; Clerk's are about 32).
@@ -73,24 +73,49 @@ fn classify_object<'t>(doc: &Doc<'t>, keys: &Keys<'t>) -> Result<Body<'t>, Parse
     }
 }
 
-fn classify_webhook<'t>(doc: &Doc<'t>, keys: &Keys<'t>) -> Result<Body<'t>, ParseError> {
-    let kind = match keys.kind {
-        None => {
+/// A webhook envelope's `type`, which must be a string.
+fn event_type<'t>(keys: &Keys<'t>) -> Result<&'t str, ParseError> {
+    match keys.kind {
+        None => Err(ParseError::new(
+            ErrorKind::MissingField,
+            Place::Root,
+            Problem::Missing("type"),
+        )),
+        Some(Field::Str(kind)) => Ok(kind),
+        Some(other) => Err(ParseError::new(
+            ErrorKind::WrongType,
+            Place::Root,
+            Problem::NotString("type", other.json_type()),
+        )),
+    }
+}
+
+/// What ingest needs of a webhook body: the object's string `type`, and `data.id` when
+/// there is one (see [`super::Parser::webhook_route`]).
+pub(super) fn webhook_route<'t>(doc: &Doc<'t>) -> Result<WebhookRoute<'t>, ParseError> {
+    let keys = match doc.root() {
+        Some(Field::Object(at)) => doc.keys(at),
+        other => {
             return Err(ParseError::new(
-                ErrorKind::MissingField,
+                ErrorKind::InvalidShape,
                 Place::Root,
-                Problem::Missing("type"),
-            ))
-        }
-        Some(Field::Str(kind)) => kind,
-        Some(other) => {
-            return Err(ParseError::new(
-                ErrorKind::WrongType,
-                Place::Root,
-                Problem::NotString("type", other.json_type()),
+                Problem::UnknownShape(other.map_or(JsonType::Null, |f| f.json_type())),
             ))
         }
     };
+    let kind = event_type(&keys)?;
+    let data_id = match keys.data {
+        Some(Field::Object(at)) => match doc.keys(at).id {
+            Some(Field::Str(id)) => Some(id),
+            _ => None,
+        },
+        _ => None,
+    };
+    Ok(WebhookRoute { kind, data_id })
+}
+
+fn classify_webhook<'t>(doc: &Doc<'t>, keys: &Keys<'t>) -> Result<Body<'t>, ParseError> {
+    let kind = event_type(keys)?;
     if !kind.starts_with("session.") {
         return Ok(Body::Ignored(Ignored::NonSessionEvent));
     }
