@@ -43,11 +43,11 @@ fn stopped_during_start_up(
 ) -> (std::process::ExitStatus, std::time::Duration, String) {
     use std::time::{Duration, Instant};
 
-    // Nothing listens on a port picked and released here: a broker that does not answer.
-    let broker = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A port bound here and never listened on, held until the end: connecting to it is
+    // refused (a broker that does not answer), and no other process can take it meanwhile.
+    let held_port = tokio::net::TcpSocket::new_v4().unwrap();
+    held_port.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let broker = held_port.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("stderr");
     // Port 0 for HTTP: the process binds a port of its own (none picked here that another
@@ -82,6 +82,7 @@ fn stopped_during_start_up(
     assert!(sent.success());
     let status = child.wait().unwrap();
     let took = signalled.elapsed();
+    drop(held_port);
     (status, took, read_log())
 }
 
