@@ -351,6 +351,86 @@ fn an_input_partition_that_cannot_fetch_is_reported_and_unreadies_the_instance()
     );
 }
 
+/// At-least-once, a rebalance while only the first instance's producer is stalled (its
+/// producer bootstrapped through the proxy, black-holed; its consumer reaches the broker
+/// directly): the revocation's drain gives up after `drain_timeout_ms` with outputs
+/// unacknowledged, so the revoked partition's offsets stay uncommitted and the second
+/// instance derives its records again. The first instance is then killed (-9) with its
+/// producer still stalled and the held connections cut, so nothing it did not get
+/// acknowledged ever lands: the output holds every event `replay` derives, none derived anew,
+/// only if no offset was committed past an unacknowledged output.
+#[test]
+fn a_rebalance_while_the_producer_is_stalled_loses_nothing() {
+    let _alone = proxy_alone();
+    let Some(scenario) = Scenario::new("producer-stall", PARTITIONS) else {
+        return;
+    };
+    let (listen, upstream) = proxy_addresses().expect("scripts/kafka-dev.sh run exports the proxy");
+    let proxy = FaultProxy::start(&listen, &upstream);
+    let common = [
+        "lifecycle.idle_timeout_ms=0",
+        "lifecycle.max_clock_skew_ms=0",
+        "kafka.consumer.\"session.timeout.ms\"=\"6000\"",
+        "pipeline.drain_timeout_ms=3000",
+    ];
+    let through_proxy = format!("kafka.producer.\"bootstrap.servers\"=\"{}\"", proxy.listen);
+    let first_sets: Vec<&str> = common
+        .iter()
+        .copied()
+        .chain([through_proxy.as_str()])
+        .collect();
+    let mut first = scenario.start(&first_sets);
+    let mut generator = spawn_generator(&scenario.bootstrap, &scenario.input, 120_000, 66, 20_000);
+    scenario.wait_committed_beyond(
+        "the first instance making progress",
+        20_000,
+        Duration::from_secs(120),
+    );
+    proxy.set(Mode::BlackHole);
+    let committed_at_stall = scenario.committed();
+    // Input for the stalled instance to process whatever the generator has reached (on a
+    // slow start-up it may have finished): outputs it cannot get acknowledged.
+    generate_into(&scenario.bootstrap, &scenario.input, 20_000, 67);
+    let mut second = scenario.start(&common);
+    wait_for_run(
+        &first,
+        "the first instance's revocation drain giving up",
+        Duration::from_secs(120),
+        || {
+            first
+                .log_text()
+                .contains("Outputs not all acknowledged within drain_timeout_ms.")
+        },
+    );
+    wait_for_run(
+        &second,
+        "the second instance restoring the partition it took over",
+        Duration::from_secs(120),
+        || !restores_logged(&second.log_text()).is_empty(),
+    );
+    // Killed while stalled, then its held connections cut: what it did not get
+    // acknowledged is gone. Its other partition moves once its group session times out.
+    signal(first.child.id(), "KILL");
+    first.child.wait().unwrap();
+    proxy.cut();
+    proxy.resume();
+    assert!(generator.wait().unwrap().success());
+    let ends = scenario.end_offsets();
+    wait_for_run(
+        &second,
+        "every input offset committed by the second instance",
+        Duration::from_secs(300),
+        || scenario.committed() == ends,
+    );
+    let second_log = second.log_text();
+    assert!(second.terminate().success(), "{second_log}");
+    let output = scenario.against_replay();
+    let duplicates = output.assert_at_least_once();
+    eprintln!(
+        "producer stalled through a rebalance: committed {committed_at_stall:?} when it stalled; every expected event present, {duplicates} duplicates"
+    );
+}
+
 /// Exactly-once, the broker's connections stalled (black-holed by the proxy) with a
 /// transaction open: past two transaction timeouts the transaction is given up on and the
 /// producer replaced while the stall lasts (a CI run once saw librdkafka's coordinator
