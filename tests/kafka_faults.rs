@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use common::proxy::{proxy_addresses, FaultProxy, Mode};
+use common::proxy::{FaultProxy, Mode};
 use common::*;
 use sessionflow::app::restore::Restorer;
 use sessionflow::apply;
@@ -54,7 +54,6 @@ fn the_broker_unreachable_during_a_restore_delays_it_and_loses_nothing() {
     let Some(scenario) = Scenario::new("restore-outage", PARTITIONS) else {
         return;
     };
-    let (listen, upstream) = proxy_addresses().expect("scripts/kafka-dev.sh run exports the proxy");
     let total = 600_000;
     generate_into(&scenario.bootstrap, &scenario.input, total, 61);
     // Terminal sessions kept for a week of event time: the generated traffic (about two
@@ -82,7 +81,7 @@ fn the_broker_unreachable_during_a_restore_delays_it_and_loses_nothing() {
 
     // The second reaches the broker only through the proxy, slowed so that its restore is
     // still running when the broker goes away.
-    let proxy = FaultProxy::start(&listen, &upstream);
+    let proxy = FaultProxy::in_front_of_the_broker();
     proxy.set(Mode::Pass {
         latency: Duration::from_millis(30),
     });
@@ -222,7 +221,6 @@ fn sigterm(delivery: &str, broker_reachable: bool) {
     let Some(scenario) = Scenario::new(&name, PARTITIONS) else {
         return;
     };
-    let (listen, upstream) = proxy_addresses().expect("scripts/kafka-dev.sh run exports the proxy");
     generate_into(&scenario.bootstrap, &scenario.input, 60_000, 71);
     let delivery_set = format!("delivery=\"{delivery}\"");
     let drain = format!("pipeline.drain_timeout_ms={DRAIN_TIMEOUT_MS}");
@@ -234,7 +232,7 @@ fn sigterm(delivery: &str, broker_reachable: bool) {
         drain.as_str(),
         transactional_id.as_str(),
     ];
-    let proxy = FaultProxy::start(&listen, &upstream);
+    let proxy = FaultProxy::in_front_of_the_broker();
     let mut first = scenario.start_via(&proxy.listen, &sets, &[]);
     wait_for_run(
         &first,
@@ -278,9 +276,8 @@ fn sigterm(delivery: &str, broker_reachable: bool) {
 /// that a batch is in progress (its transaction open, in exactly-once) when a test stalls
 /// the connections.
 fn slowed_proxy_before_a_backlog(scenario: &Scenario, records: u64, seed: u64) -> FaultProxy {
-    let (listen, upstream) = proxy_addresses().expect("scripts/kafka-dev.sh run exports the proxy");
     generate_into(&scenario.bootstrap, &scenario.input, records, seed);
-    let proxy = FaultProxy::start(&listen, &upstream);
+    let proxy = FaultProxy::in_front_of_the_broker();
     proxy.set(Mode::Pass {
         latency: Duration::from_millis(20),
     });
@@ -365,8 +362,7 @@ fn a_rebalance_while_the_producer_is_stalled_loses_nothing() {
     let Some(scenario) = Scenario::new("producer-stall", PARTITIONS) else {
         return;
     };
-    let (listen, upstream) = proxy_addresses().expect("scripts/kafka-dev.sh run exports the proxy");
-    let proxy = FaultProxy::start(&listen, &upstream);
+    let proxy = FaultProxy::in_front_of_the_broker();
     let common = [
         "lifecycle.idle_timeout_ms=0",
         "lifecycle.max_clock_skew_ms=0",
@@ -487,8 +483,7 @@ fn writes_failed_while_the_broker_was_away_are_retried_in_order() {
     let Some(scenario) = Scenario::new("retry-order", PARTITIONS) else {
         return;
     };
-    let (listen, upstream) = proxy_addresses().expect("scripts/kafka-dev.sh run exports the proxy");
-    let proxy = FaultProxy::start(&listen, &upstream);
+    let proxy = FaultProxy::in_front_of_the_broker();
     let sets = [
         "lifecycle.idle_timeout_ms=0",
         "lifecycle.max_clock_skew_ms=0",
@@ -625,8 +620,7 @@ fn a_signal_while_transactions_initialise_stops_without_waiting_for_the_call() {
     let Some(scenario) = Scenario::new("sigterm-init-transactions", PARTITIONS) else {
         return;
     };
-    let (listen, upstream) = proxy_addresses().expect("scripts/kafka-dev.sh run exports the proxy");
-    let proxy = FaultProxy::start(&listen, &upstream);
+    let proxy = FaultProxy::in_front_of_the_broker();
     proxy.set(Mode::Pass {
         latency: Duration::from_millis(500),
     });

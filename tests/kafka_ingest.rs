@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::proxy::{proxy_addresses, FaultProxy};
+use common::proxy::FaultProxy;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -409,11 +409,10 @@ fn two_thousand_webhooks_over_fifty_connections_are_all_written_and_derive_as_re
 #[test]
 fn a_broker_away_mid_load_means_503s_and_no_acknowledged_webhook_is_lost() {
     let Some(bootstrap) = bootstrap() else { return };
-    let (listen, upstream) = proxy_addresses().expect("scripts/kafka-dev.sh run exports the proxy");
     let dir = tempfile::tempdir().unwrap();
     let topic = unique("ingest-away");
     create_topics(&bootstrap, &[&topic], 4);
-    let proxy = FaultProxy::start(&listen, &upstream);
+    let proxy = FaultProxy::in_front_of_the_broker();
     let mut ingest = Ingest::start_with(
         &proxy.listen,
         &topic,

@@ -45,6 +45,14 @@ pub fn proxy_addresses() -> Option<(String, String)> {
 }
 
 impl FaultProxy {
+    /// Listens where the broker's PROXIED listener advertises and forwards to that listener
+    /// ([`proxy_addresses`]; panics when `scripts/kafka-dev.sh run` did not export them).
+    pub fn in_front_of_the_broker() -> FaultProxy {
+        let (listen, upstream) =
+            proxy_addresses().expect("scripts/kafka-dev.sh run exports the proxy");
+        FaultProxy::start(&listen, &upstream)
+    }
+
     /// Listens on `listen` and forwards to `upstream`, passing traffic through.
     pub fn start(listen: &str, upstream: &str) -> FaultProxy {
         let runtime = tokio::runtime::Builder::new_multi_thread()
