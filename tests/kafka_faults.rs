@@ -411,12 +411,10 @@ fn a_rebalance_while_the_producer_is_stalled_loses_nothing() {
     proxy.cut();
     proxy.resume();
     assert!(generator.wait().unwrap().success());
-    let ends = scenario.end_offsets();
-    wait_for_run(
+    scenario.wait_all_committed(
         &second,
         "every input offset committed by the second instance",
         Duration::from_secs(300),
-        || scenario.committed() == ends,
     );
     let second_log = second.log_text();
     assert!(second.terminate().success(), "{second_log}");
