@@ -33,16 +33,23 @@ pub(super) fn classify<'t>(doc: &Doc<'t>) -> Result<Body<'t>, ParseError> {
             validate_list(doc, at, len, Place::Element)?;
             Ok(Body::List(at, len))
         }
-        Some(other) => Err(ParseError::new(
+        other => Err(unrecognised_root(other)),
+    }
+}
+
+/// The error for a top-level value the reader does not take (an empty tape is not JSON).
+fn unrecognised_root(root: Option<Field<'_>>) -> ParseError {
+    match root {
+        Some(other) => ParseError::new(
             ErrorKind::InvalidShape,
             Place::Root,
             Problem::UnknownShape(other.json_type()),
-        )),
-        None => Err(ParseError::new(
+        ),
+        None => ParseError::new(
             ErrorKind::InvalidJson,
             Place::Root,
             Problem::UnknownShape(JsonType::Null),
-        )),
+        ),
     }
 }
 
@@ -95,13 +102,7 @@ fn event_type<'t>(keys: &Keys<'t>) -> Result<&'t str, ParseError> {
 pub(super) fn webhook_route<'t>(doc: &Doc<'t>) -> Result<WebhookRoute<'t>, ParseError> {
     let keys = match doc.root() {
         Some(Field::Object(at)) => doc.keys(at),
-        other => {
-            return Err(ParseError::new(
-                ErrorKind::InvalidShape,
-                Place::Root,
-                Problem::UnknownShape(other.map_or(JsonType::Null, |f| f.json_type())),
-            ))
-        }
+        other => return Err(unrecognised_root(other)),
     };
     let kind = event_type(&keys)?;
     let data_id = match keys.data {
