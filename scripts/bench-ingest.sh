@@ -3,7 +3,9 @@
 # side in one run (docs/benchmarks.md):
 #  0. warm-up: WARMUP webhooks through ingest, not measured (the broker's JVM compiles its
 #     produce path over the first few hundred thousand records; measured cold, ingest paid for
-#     the broker's JIT: 0.12x, and 0.43x once warm on the same machine);
+#     the broker's JIT: 0.12x, and 0.43x once warm on the same machine), then, when this
+#     script started the broker, a tenth as many at a time until its JIT compiler threads
+#     are quiet;
 #  1. ROUNDS rounds of: the floor (examples/http_floor.rs: the same HTTP stack and listener
 #     answering 200 without verifying or writing), then `sessionflow ingest` (verify, write to
 #     a 4-partition topic, answer on acknowledgement), EVENTS signed webhooks each from
@@ -34,6 +36,20 @@ cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done;
 trap cleanup EXIT
 wait_http() { until curl -sf "127.0.0.1:$1$2" >/dev/null 2>&1; do sleep 0.2; done; }
 cpu_ticks() { [ -n "$1" ] && awk '{print $14 + $15}' "/proc/$1/stat" || echo 0; }
+# The broker JVM's JIT compiler threads (C1, C2): their CPU is the broker warming up, not
+# the cost of a write, and it lasts well past the first few hundred thousand webhooks.
+jit_ticks() {
+  local total=0 task comm
+  [ -n "$broker_pid" ] || { echo 0; return; }
+  for task in /proc/"$broker_pid"/task/*; do
+    read -r comm <"$task/comm" 2>/dev/null || continue
+    case "$comm" in C1\ Compiler* | C2\ Compiler*)
+      total=$((total + $(awk '{print $14 + $15}' "$task/stat" 2>/dev/null || echo 0))) ;;
+    esac
+  done
+  echo "$total"
+}
+per_webhook() { echo "$1 * 1000000 / $hz / $2" | bc -l; } # TICKS COUNT -> microseconds
 hz=$(getconf CLK_TCK)
 post() { # PORT COUNT RATE(or empty) SEED
   local rate_flag=()
@@ -53,14 +69,15 @@ measure() { # NAME PORT PID SEED
   # right after the other server's run, the first seconds cost more (the broker's own
   # share most; see docs/benchmarks.md, session 19).
   post "$2" $((events / 10)) "" $(($4 + 100)) >/dev/null
-  s0=$(cpu_ticks "$3"); b0=$(cpu_ticks "$broker_pid")
+  s0=$(cpu_ticks "$3"); b0=$(cpu_ticks "$broker_pid"); j0=$(jit_ticks)
   generator_cpu=$(mktemp)
   line=$( { TIMEFORMAT='%3U %3S'; time post "$2" "$events" "" "$4"; } 2>"$generator_cpu")
   printf '%-8s %s\n' "$1" "$line" >&2
   printf '         CPU per webhook: %s %.1f us' "$1" \
-    "$(echo "($(cpu_ticks "$3") - $s0) * 1000000 / $hz / $events" | bc -l)" >&2
-  [ -n "$broker_pid" ] && printf ', broker %.1f us' \
-    "$(echo "($(cpu_ticks "$broker_pid") - $b0) * 1000000 / $hz / $events" | bc -l)" >&2
+    "$(per_webhook "$(($(cpu_ticks "$3") - s0))" "$events")" >&2
+  [ -n "$broker_pid" ] && printf ', broker %.1f us (of which its JIT compiler %.1f us)' \
+    "$(per_webhook "$(($(cpu_ticks "$broker_pid") - b0))" "$events")" \
+    "$(per_webhook "$(($(jit_ticks) - j0))" "$events")" >&2
   printf ', generator %.1f us' \
     "$(awk -v n="$events" '{ print ($1 + $2) * 1000000 / n }' "$generator_cpu")" >&2
   rm -f "$generator_cpu"
@@ -83,15 +100,31 @@ wait_http 19481 /readyz
 
 echo "== warm-up: $warmup webhooks through ingest (not measured)"
 post 19481 "$warmup" "" 10
+if [ -n "$broker_pid" ]; then
+  # Then on until the broker's JIT is quiet (under 0.5 us per webhook over a tenth of the
+  # warm-up), at most thirty more: measured while it still compiles, the broker's share of a
+  # webhook varied 3x between identical rounds (docs/benchmarks.md, session 20).
+  for chunk in $(seq 30); do
+    j0=$(jit_ticks)
+    post 19481 $((warmup / 10)) "" $((200 + chunk)) >/dev/null
+    jit=$(per_webhook "$(($(jit_ticks) - j0))" $((warmup / 10)))
+    printf '   and %d more: the broker JIT compiler %.1f us per webhook\n' $((warmup / 10)) "$jit"
+    [ "$(echo "$jit < 0.5" | bc -l)" = 1 ] && break
+  done
+fi
 echo "== $rounds rounds of $events webhooks over $connections connections, floor then ingest"
 best=0
+ratios=()
 for round in $(seq "$rounds"); do
   floor=$(measure floor 19480 "$floor_pid" $((20 + round)))
   ingest=$(measure ingest 19481 "$ingest_pid" $((30 + round)))
-  printf "round %d: ingest / HTTP floor (webhooks/s): %.2fx\n" "$round" \
-    "$(echo "$ingest / ($floor + 0.000001)" | bc -l)"
+  ratios+=("$(printf '%.2f' "$(echo "$ingest / ($floor + 0.000001)" | bc -l)")")
+  printf "round %d: ingest / HTTP floor (webhooks/s): %sx\n" "$round" "${ratios[-1]}"
   [ "$ingest" -gt "$best" ] && best=$ingest
 done
+printf '%s\n' "${ratios[@]}" | sort -n | awk '{ r[NR] = $1 } END {
+  printf "ingest / HTTP floor over %d rounds: median %.2fx, lowest %.2fx, highest %.2fx\n",
+    NR, (NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2), r[1], r[NR] }'
 half=$((best / 2))
 echo "== sessionflow ingest at half its best rate ($half/s)"
 post 19481 "$events" "$half" 13
