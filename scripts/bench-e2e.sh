@@ -41,6 +41,18 @@ input=bench-in-$run_id
 broker_pid=$(cat "${SESSIONFLOW_KAFKA_DIR:-/tmp/sessionflow-kafka}/broker.pid")
 # CPU seconds (user + system, all threads) of a process so far.
 cpu_of() { awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$1/stat"; }
+# CPU seconds of the broker JVM's JIT compiler threads (C1, C2) so far: the broker warming up,
+# not the cost of the job (they compile well past the first million records).
+jit_of() {
+  local total=0 task comm
+  for task in /proc/"$1"/task/*; do
+    read -r comm <"$task/comm" 2>/dev/null || continue
+    case "$comm" in C1\ Compiler* | C2\ Compiler*)
+      total=$((total + $(awk '{print $14 + $15}' "$task/stat" 2>/dev/null || echo 0))) ;;
+    esac
+  done
+  echo "$total / 100" | bc -l
+}
 echo "== pre-loading $records records into $input (4 partitions, made with Kafka's own tool)"
 scripts/kafka-dev.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$b" --create \
   --topic "$input" --partitions 4 --replication-factor 1 >/dev/null
@@ -51,11 +63,12 @@ echo "$bytes_info (warm-up read)"
 # Records/s of an example's line "…: N records/s", and its own CPU-s (pass-through prints it).
 rate_of() { sed 's/.*: \([0-9]*\) records\/s.*/\1/' <<<"$1"; }
 echo "== consume-only rdkafka loop"
-broker_before=$(cpu_of "$broker_pid")
+broker_before=$(cpu_of "$broker_pid"); jit_before=$(jit_of "$broker_pid")
 baseline=$(target/release/examples/consume_only "$b" "$input")
 broker_after=$(cpu_of "$broker_pid")
 echo "$baseline"
 echo "consume-only broker-cpu $(echo "$broker_after - $broker_before" | bc -l)" >"$work/cpu-consume-only"
+echo "$(jit_of "$broker_pid") - $jit_before" | bc -l >"$work/jit-consume-only"
 
 # Throughput of `sessionflow run` in one delivery mode (fresh group and outputs), measured
 # between two moments librdkafka's statistics were exported (once a second): the first
@@ -75,12 +88,23 @@ measure_run() {
   local run_pid=$!
   pids+=("$run_pid")
   python3 - "$records" "$port" "$run_pid" "$broker_pid" "$work/rate-$delivery" "$work/cpu-$delivery" <<'PY'
-import sys, time, urllib.request
+import os, sys, time, urllib.request
 total, port, run_pid, broker_pid = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 url = f"http://127.0.0.1:{port}/metrics"
-def cpu(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+def cpu(pid, task=None):
+    path = f"/proc/{pid}/task/{task}/stat" if task else f"/proc/{pid}/stat"
+    fields = open(path).read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / 100.0
+def jit(pid):
+    # The broker JVM's JIT compiler threads (C1, C2), as jit_of above.
+    total = 0.0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            if open(f"/proc/{pid}/task/{task}/comm").read().startswith(("C1 Compiler", "C2 Compiler")):
+                total += cpu(pid, task)
+        except OSError:
+            pass
+    return total
 def records_done():
     try:
         text = urllib.request.urlopen(url, timeout=2).read().decode()
@@ -98,9 +122,9 @@ while True:
     if done is not None and done != last:
         last = done
         if first is None and done >= total * 0.1:
-            first = (now, done, cpu(run_pid), cpu(broker_pid))
+            first = (now, done, cpu(run_pid), cpu(broker_pid), jit(broker_pid))
         if first is not None and done >= total:
-            end = (now, done, cpu(run_pid), cpu(broker_pid))
+            end = (now, done, cpu(run_pid), cpu(broker_pid), jit(broker_pid))
             break
     time.sleep(0.02)
 secs, n = end[0] - first[0], end[1] - first[1]
@@ -108,10 +132,12 @@ if secs <= 0 or n <= 0:
     sys.exit(f"sessionflow: too few records between two exports ({n:.0f} in {secs:.2f} s); run more")
 rate = n / secs
 own, broker = (end[2] - first[2]) / n * 1e6, (end[3] - first[3]) / n * 1e6
+broker_jit = (end[4] - first[4]) / n * 1e6
 print(f"sessionflow: {n:.0f} records in {secs:.2f} s between exports: {rate:.0f} records/s; "
-      f"CPU-s per million records: sessionflow {own:.1f}, broker {broker:.1f}")
+      f"CPU-s per million records: sessionflow {own:.1f}, broker {broker:.1f} "
+      f"(its JIT compiler {broker_jit:.1f})")
 open(sys.argv[5], "w").write(f"{rate:.0f}\n")
-open(sys.argv[6], "w").write(f"{own:.2f} {broker:.2f}\n")
+open(sys.argv[6], "w").write(f"{own:.2f} {broker:.2f} {broker_jit:.2f}\n")
 PY
   kill -TERM "$run_pid"; wait "$run_pid" || true
   local base_rate
@@ -141,12 +167,13 @@ pass_through() { # NAME [FLAGS...]
   local name=$1
   shift
   echo "== pass-through $name ${*:-} (the same messages per record, sizes and producer settings; no processing)"
-  broker_before=$(cpu_of "$broker_pid")
+  broker_before=$(cpu_of "$broker_pid"); jit_before=$(jit_of "$broker_pid")
   passthrough=$(target/release/examples/pass_through "$@" "$b" "$input" "bench-pass-$name-$run_id" "${profile[@]}")
   broker_after=$(cpu_of "$broker_pid")
   echo "$passthrough"
   echo "$passthrough" >"$work/pass-through-$name"
   echo "pass-through broker-cpu $(echo "$broker_after - $broker_before" | bc -l)" >"$work/cpu-pass-through-$name"
+  echo "$(jit_of "$broker_pid") - $jit_before" | bc -l >"$work/jit-pass-through-$name"
 }
 profile_of at_least_once
 pass_through at_least_once
@@ -165,8 +192,10 @@ import re, sys
 records, baseline, work = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 def rate(line): return float(re.search(r"([0-9]+) records/s", line).group(1))
 def broker(name): return float(open(f"{work}/cpu-{name}").read().split()[-1]) / records * 1e6
+def broker_jit(name): return float(open(f"{work}/jit-{name}").read()) / records * 1e6
 def own_cpu(line): return float(re.search(r"([0-9.]+) CPU-s", line).group(1)) / records * 1e6
-rows = [("consume-only", rate(baseline), own_cpu(baseline), broker("consume-only"))]
+rows = [("consume-only", rate(baseline), own_cpu(baseline), broker("consume-only"),
+         broker_jit("consume-only"))]
 floors = {}
 for name, label in (("at_least_once", "pass-through of at_least_once's outputs"),
                     ("exactly_once", "pass-through of exactly_once's outputs"),
@@ -174,16 +203,16 @@ for name, label in (("at_least_once", "pass-through of at_least_once's outputs")
                      "pass-through of exactly_once's outputs, transactional")):
     line = open(f"{work}/pass-through-{name}").read()
     floors[name] = (rate(line), own_cpu(line), broker(f"pass-through-{name}"))
-    rows.append((label, *floors[name]))
+    rows.append((label, *floors[name], broker_jit(f"pass-through-{name}")))
 runs = {}
 for mode in ("at_least_once", "exactly_once"):
-    own, brk = (float(x) for x in open(f"{work}/cpu-{mode}").read().split())
+    own, brk, brk_jit = (float(x) for x in open(f"{work}/cpu-{mode}").read().split())
     runs[mode] = (float(open(f"{work}/rate-{mode}").read()), own, brk)
-    rows.append((f"sessionflow {mode}", *runs[mode]))
-print("| run | records/s | own CPU-s per million records | broker CPU-s per million |")
-print("| --- | --- | --- | --- |")
-for name, r, own, brk in rows:
-    print(f"| {name} | {r:.0f} | {own:.1f} | {brk:.1f} |")
+    rows.append((f"sessionflow {mode}", *runs[mode], brk_jit))
+print("| run | records/s | own CPU-s per million records | broker CPU-s per million | of which the broker's JIT compiler |")
+print("| --- | --- | --- | --- | --- |")
+for name, r, own, brk, brk_jit in rows:
+    print(f"| {name} | {r:.0f} | {own:.1f} | {brk:.1f} | {brk_jit:.1f} |")
 for mode, floor in (("at_least_once", "at_least_once"), ("exactly_once", "exactly_once"),
                     ("exactly_once", "exactly_once_transactional")):
     (r, own, brk), pt = runs[mode], floors[floor]
