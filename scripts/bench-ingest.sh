@@ -102,14 +102,17 @@ echo "== warm-up: $warmup webhooks through ingest (not measured)"
 post 19481 "$warmup" "" 10
 if [ -n "$broker_pid" ]; then
   # Then on until the broker's JIT is quiet (under 0.5 us per webhook over a tenth of the
-  # warm-up), at most thirty more: measured while it still compiles, the broker's share of a
-  # webhook varied 3x between identical rounds (docs/benchmarks.md, session 20).
-  for chunk in $(seq 30); do
+  # warm-up, twice in a row: it compiles in bursts), at most forty more: measured while it
+  # still compiles, the broker's share of a webhook varied 3x between identical rounds
+  # (docs/benchmarks.md, session 20).
+  quiet=0
+  for chunk in $(seq 40); do
     j0=$(jit_ticks)
     post 19481 $((warmup / 10)) "" $((200 + chunk)) >/dev/null
     jit=$(per_webhook "$(($(jit_ticks) - j0))" $((warmup / 10)))
     printf '   and %d more: the broker JIT compiler %.1f us per webhook\n' $((warmup / 10)) "$jit"
-    [ "$(echo "$jit < 0.5" | bc -l)" = 1 ] && break
+    if [ "$(echo "$jit < 0.5" | bc -l)" = 1 ]; then quiet=$((quiet + 1)); else quiet=0; fi
+    [ "$quiet" -ge 2 ] && break
   done
 fi
 echo "== $rounds rounds of $events webhooks over $connections connections, floor then ingest"
