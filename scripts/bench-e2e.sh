@@ -41,18 +41,9 @@ input=bench-in-$run_id
 broker_pid=$(cat "${SESSIONFLOW_KAFKA_DIR:-/tmp/sessionflow-kafka}/broker.pid")
 # CPU seconds (user + system, all threads) of a process so far.
 cpu_of() { awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$1/stat"; }
-# CPU seconds of the broker JVM's JIT compiler threads (C1, C2) so far: the broker warming up,
-# not the cost of the job (they compile well past the first million records).
-jit_of() {
-  local total=0 task comm
-  for task in /proc/"$1"/task/*; do
-    read -r comm <"$task/comm" 2>/dev/null || continue
-    case "$comm" in C1\ Compiler* | C2\ Compiler*)
-      total=$((total + $(awk '{print $14 + $15}' "$task/stat" 2>/dev/null || echo 0))) ;;
-    esac
-  done
-  echo "$total / 100" | bc -l
-}
+# CPU seconds of the broker JVM's JIT compiler threads so far (scripts/broker-jit.sh).
+. scripts/broker-jit.sh
+jit_of() { echo "$(broker_jit_ticks "$1") / $(getconf CLK_TCK)" | bc -l; }
 echo "== pre-loading $records records into $input (4 partitions, made with Kafka's own tool)"
 scripts/kafka-dev.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$b" --create \
   --topic "$input" --partitions 4 --replication-factor 1 >/dev/null

@@ -36,19 +36,9 @@ cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done;
 trap cleanup EXIT
 wait_http() { until curl -sf "127.0.0.1:$1$2" >/dev/null 2>&1; do sleep 0.2; done; }
 cpu_ticks() { [ -n "$1" ] && awk '{print $14 + $15}' "/proc/$1/stat" || echo 0; }
-# The broker JVM's JIT compiler threads (C1, C2): their CPU is the broker warming up, not
-# the cost of a write, and it lasts well past the first few hundred thousand webhooks.
-jit_ticks() {
-  local total=0 task comm
-  [ -n "$broker_pid" ] || { echo 0; return; }
-  for task in /proc/"$broker_pid"/task/*; do
-    read -r comm <"$task/comm" 2>/dev/null || continue
-    case "$comm" in C1\ Compiler* | C2\ Compiler*)
-      total=$((total + $(awk '{print $14 + $15}' "$task/stat" 2>/dev/null || echo 0))) ;;
-    esac
-  done
-  echo "$total"
-}
+# The broker's JIT compiler threads' CPU (scripts/broker-jit.sh): the broker warming up.
+. scripts/broker-jit.sh
+jit_ticks() { broker_jit_ticks "$broker_pid"; }
 per_webhook() { echo "$1 * 1000000 / $hz / $2" | bc -l; } # TICKS COUNT -> microseconds
 hz=$(getconf CLK_TCK)
 post() { # PORT COUNT RATE(or empty) SEED
