@@ -79,23 +79,17 @@ measure_run() {
   local run_pid=$!
   pids+=("$run_pid")
   python3 - "$records" "$port" "$run_pid" "$broker_pid" "$work/rate-$delivery" "$work/cpu-$delivery" <<'PY'
-import os, sys, time, urllib.request
+import subprocess, sys, time, urllib.request
 total, port, run_pid, broker_pid = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 url = f"http://127.0.0.1:{port}/metrics"
-def cpu(pid, task=None):
-    path = f"/proc/{pid}/task/{task}/stat" if task else f"/proc/{pid}/stat"
-    fields = open(path).read().rsplit(")", 1)[1].split()
+def cpu(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / 100.0
 def jit(pid):
-    # The broker JVM's JIT compiler threads (C1, C2), as jit_of above.
-    total = 0.0
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            if open(f"/proc/{pid}/task/{task}/comm").read().startswith(("C1 Compiler", "C2 Compiler")):
-                total += cpu(pid, task)
-        except OSError:
-            pass
-    return total
+    # CPU seconds of the broker JVM's JIT compiler threads (scripts/broker-jit.sh, as jit_of).
+    return float(subprocess.check_output(
+        ["bash", "-c", '. scripts/broker-jit.sh; echo "$(broker_jit_ticks "$1") / 100" | bc -l',
+         "jit", pid]))
 def records_done():
     try:
         text = urllib.request.urlopen(url, timeout=2).read().decode()
