@@ -83,24 +83,26 @@ impl StageOne {
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 struct BlockMasks {
     quotes: u64,
-    backslashes: u64,
-    /// Below 0x20.
-    controls: u64,
-    /// 0x80 and above: part of a multi-byte UTF-8 sequence (or invalid).
-    non_ascii: u64,
+    /// Backslashes and bytes below 0x20. Inside a string either one hands the record to
+    /// the tape (an escape, or a control character JSON forbids there); outside strings a
+    /// backslash is a syntax error the grammar walk finds, and the rest is whitespace.
+    escapes_or_controls: u64,
+    /// Whether any byte is 0x80 or above: part of a multi-byte UTF-8 sequence (or invalid).
+    non_ascii: bool,
 }
 
 #[cfg(target_arch = "x86_64")]
 #[inline]
 fn block_masks_sse2(block: &[u8; 64]) -> BlockMasks {
     use safe_arch::{
-        cmp_eq_mask_i8_m128i, load_unaligned_m128i, min_u8_m128i, move_mask_i8_m128i,
-        set_splat_i8_m128i,
+        bitor_m128i, cmp_eq_mask_i8_m128i, load_unaligned_m128i, min_u8_m128i, move_mask_i8_m128i,
+        set_splat_i8_m128i, zeroed_m128i,
     };
     let quote = set_splat_i8_m128i(b'"' as i8);
     let backslash = set_splat_i8_m128i(b'\\' as i8);
     let below_space = set_splat_i8_m128i(0x1f);
     let mut masks = BlockMasks::default();
+    let mut high_bytes = zeroed_m128i();
     for (i, chunk) in block.chunks_exact(16).enumerate() {
         let Ok(chunk) = <&[u8; 16]>::try_from(chunk) else {
             continue;
@@ -108,11 +110,14 @@ fn block_masks_sse2(block: &[u8; 64]) -> BlockMasks {
         let v = load_unaligned_m128i(chunk);
         let mask = |m| u64::from(move_mask_i8_m128i(m) as u16) << (16 * i);
         masks.quotes |= mask(cmp_eq_mask_i8_m128i(v, quote));
-        masks.backslashes |= mask(cmp_eq_mask_i8_m128i(v, backslash));
         // min(b, 0x1f) == b exactly when b <= 0x1f (unsigned).
-        masks.controls |= mask(cmp_eq_mask_i8_m128i(min_u8_m128i(v, below_space), v));
-        masks.non_ascii |= mask(v);
+        masks.escapes_or_controls |= mask(bitor_m128i(
+            cmp_eq_mask_i8_m128i(v, backslash),
+            cmp_eq_mask_i8_m128i(min_u8_m128i(v, below_space), v),
+        ));
+        high_bytes = bitor_m128i(high_bytes, v);
     }
+    masks.non_ascii = move_mask_i8_m128i(high_bytes) != 0;
     masks
 }
 
@@ -124,7 +129,7 @@ fn block_masks_sse2(block: &[u8; 64]) -> BlockMasks {
 unsafe fn block_masks_avx2(block: &[u8; 64]) -> BlockMasks {
     use std::arch::x86_64::{
         __m256i, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_min_epu8, _mm256_movemask_epi8,
-        _mm256_set1_epi8,
+        _mm256_or_si256, _mm256_set1_epi8,
     };
     // SAFETY: two unaligned 32-byte loads inside the 64-byte array.
     let (low, high) = unsafe {
@@ -133,26 +138,27 @@ unsafe fn block_masks_avx2(block: &[u8; 64]) -> BlockMasks {
             _mm256_loadu_si256(block.as_ptr().add(32).cast::<__m256i>()),
         )
     };
-    let bits = |low_mask: i32, high_mask: i32| {
-        u64::from(low_mask as u32) | (u64::from(high_mask as u32) << 32)
+    let bits = |low_mask: __m256i, high_mask: __m256i| {
+        u64::from(_mm256_movemask_epi8(low_mask) as u32)
+            | (u64::from(_mm256_movemask_epi8(high_mask) as u32) << 32)
     };
-    let equal = |byte: u8| {
-        let splat = _mm256_set1_epi8(byte as i8);
-        bits(
-            _mm256_movemask_epi8(_mm256_cmpeq_epi8(low, splat)),
-            _mm256_movemask_epi8(_mm256_cmpeq_epi8(high, splat)),
+    let quote = _mm256_set1_epi8(b'"' as i8);
+    let backslash = _mm256_set1_epi8(b'\\' as i8);
+    let below_space = _mm256_set1_epi8(0x1f);
+    // min(b, 0x1f) == b exactly when b <= 0x1f (unsigned).
+    let escape_or_control = |v| {
+        _mm256_or_si256(
+            _mm256_cmpeq_epi8(v, backslash),
+            _mm256_cmpeq_epi8(_mm256_min_epu8(v, below_space), v),
         )
     };
-    let below_space = _mm256_set1_epi8(0x1f);
     BlockMasks {
-        quotes: equal(b'"'),
-        backslashes: equal(b'\\'),
-        // min(b, 0x1f) == b exactly when b <= 0x1f (unsigned).
-        controls: bits(
-            _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(low, below_space), low)),
-            _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(high, below_space), high)),
+        quotes: bits(
+            _mm256_cmpeq_epi8(low, quote),
+            _mm256_cmpeq_epi8(high, quote),
         ),
-        non_ascii: bits(_mm256_movemask_epi8(low), _mm256_movemask_epi8(high)),
+        escapes_or_controls: bits(escape_or_control(low), escape_or_control(high)),
+        non_ascii: _mm256_movemask_epi8(_mm256_or_si256(low, high)) != 0,
     }
 }
 
@@ -170,9 +176,9 @@ unsafe fn block_masks_avx512(block: &[u8; 64]) -> BlockMasks {
     let v = unsafe { _mm512_loadu_si512(block.as_ptr().cast::<__m512i>()) };
     BlockMasks {
         quotes: _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'"' as i8)),
-        backslashes: _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'\\' as i8)),
-        controls: _mm512_cmple_epu8_mask(v, _mm512_set1_epi8(0x1f)),
-        non_ascii: _mm512_movepi8_mask(v),
+        escapes_or_controls: _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'\\' as i8))
+            | _mm512_cmple_epu8_mask(v, _mm512_set1_epi8(0x1f)),
+        non_ascii: _mm512_movepi8_mask(v) != 0,
     }
 }
 
@@ -182,9 +188,8 @@ fn block_masks_portable(block: &[u8; 64]) -> BlockMasks {
     let mut masks = BlockMasks::default();
     for (i, &b) in block.iter().enumerate() {
         masks.quotes |= u64::from(b == b'"') << i;
-        masks.backslashes |= u64::from(b == b'\\') << i;
-        masks.controls |= u64::from(b < 0x20) << i;
-        masks.non_ascii |= u64::from(b >= 0x80) << i;
+        masks.escapes_or_controls |= u64::from(b == b'\\' || b < 0x20) << i;
+        masks.non_ascii |= b >= 0x80;
     }
     masks
 }
@@ -318,14 +323,14 @@ fn index_blocks(
     quotes.reserve(raw.len().div_ceil(64));
     // All ones while a string runs on from the previous block.
     let mut carry = 0u64;
-    let mut non_ascii = 0u64;
+    let mut non_ascii = false;
     let mut index = |block: &[u8; 64]| {
         let masks = block_masks(block);
         let inside = prefix_xor(masks.quotes) ^ carry;
         carry = ((inside as i64) >> 63) as u64;
         non_ascii |= masks.non_ascii;
         quotes.push(masks.quotes);
-        masks.backslashes == 0 && masks.controls & inside == 0
+        masks.escapes_or_controls & inside == 0
     };
     let mut blocks = raw.chunks_exact(64);
     for block in blocks.by_ref() {
@@ -341,7 +346,7 @@ fn index_blocks(
             return None;
         }
     }
-    (carry == 0).then_some(if non_ascii == 0 {
+    (carry == 0).then_some(if !non_ascii {
         Encoding::Ascii
     } else {
         Encoding::Other
@@ -577,13 +582,63 @@ impl<'t> Scanner<'t> {
         }
     }
 
+    /// Validates the object whose `{` is at `open` without reading its keys: its end.
+    /// [`Scanner::object`] without the key bookkeeping, for the objects a Session does not
+    /// need (most of a webhook's bytes are its `user`): the loop stays small enough to keep
+    /// its state in registers.
+    fn skip_object(&self, open: usize, depth: usize) -> Option<usize> {
+        if depth > self.max_depth {
+            return None;
+        }
+        let mut at = self.whitespace(open + 1);
+        if self.bytes.get(at) == Some(&b'}') {
+            return Some(at + 1);
+        }
+        loop {
+            if self.bytes.get(at) != Some(&b'"') {
+                return None;
+            }
+            at = self.whitespace(self.string_end(at)? + 1);
+            if self.bytes.get(at) != Some(&b':') {
+                return None;
+            }
+            let end = self.skip(self.whitespace(at + 1), depth)?;
+            at = self.whitespace(end);
+            match self.bytes.get(at) {
+                Some(b',') => at = self.whitespace(at + 1),
+                Some(b'}') => return Some(at + 1),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Validates the array whose `[` is at `open` without counting it: its end.
+    fn skip_array(&self, open: usize, depth: usize) -> Option<usize> {
+        if depth > self.max_depth {
+            return None;
+        }
+        let mut at = self.whitespace(open + 1);
+        if self.bytes.get(at) == Some(&b']') {
+            return Some(at + 1);
+        }
+        loop {
+            let end = self.skip(at, depth)?;
+            at = self.whitespace(end);
+            match self.bytes.get(at) {
+                Some(b',') => at = self.whitespace(at + 1),
+                Some(b']') => return Some(at + 1),
+                _ => return None,
+            }
+        }
+    }
+
     /// The value starting at `at`, inside a container `depth` levels deep.
     #[inline]
     fn value(&self, at: usize, depth: usize) -> Option<(Field<'t>, usize)> {
         match self.bytes.get(at)? {
             b'"' => self.string(at).map(|(s, end)| (Field::Str(s), end)),
             b'{' => {
-                let end = self.object(at, depth + 1, None, None)?;
+                let end = self.skip_object(at, depth + 1)?;
                 Some((Field::Object(at), end))
             }
             b'[' => {
@@ -605,12 +660,12 @@ impl<'t> Scanner<'t> {
     }
 
     /// Validates the value starting at `at` without keeping it: its end.
-    #[inline]
+    #[inline(always)]
     fn skip(&self, at: usize, depth: usize) -> Option<usize> {
         match self.bytes.get(at)? {
             b'"' => self.string_end(at).map(|close| close + 1),
-            b'{' => self.object(at, depth + 1, None, None),
-            b'[' => self.array(at, depth + 1, None).map(|(_, end)| end),
+            b'{' => self.skip_object(at, depth + 1),
+            b'[' => self.skip_array(at, depth + 1),
             b't' => self.literal(at, b"true", Field::Bool).map(|(_, end)| end),
             b'f' => self.literal(at, b"false", Field::Bool).map(|(_, end)| end),
             b'n' => self.literal(at, b"null", Field::Null).map(|(_, end)| end),
@@ -621,7 +676,7 @@ impl<'t> Scanner<'t> {
 
     /// The position of the closing quote of the string whose opening quote is at `open`:
     /// the next quote in the bitmap (stage one ruled out escapes and control characters).
-    #[inline]
+    #[inline(always)]
     fn string_end(&self, open: usize) -> Option<usize> {
         let start = open + 1;
         let mut word = start / 64;
@@ -644,7 +699,7 @@ impl<'t> Scanner<'t> {
     /// The run of ASCII digits at `start`: its value and end, eight digits at a time (SWAR);
     /// `None` beyond 18 digits. Without `keep` (a value skipped), only the run's end is
     /// found: the value is 0.
-    #[inline]
+    #[inline(always)]
     fn digits(&self, start: usize, keep: bool) -> Option<(i64, usize)> {
         // Up to 15 digits (Clerk's millisecond timestamps have 13) from two words read at
         // once: the second word's digits do not wait on the first's value.
@@ -851,6 +906,33 @@ mod tests {
                 .iter()
                 .fold(0u64, |bits, i| bits | (1 << i));
             assert_eq!(quotes, vec![expected], "{kernel:?}");
+        }
+    }
+
+    /// Stage one lets a backslash outside strings through (it only matters inside one), and
+    /// the grammar walk refuses it, wherever it stands, so the tape words the error.
+    #[test]
+    fn a_backslash_outside_strings_goes_to_the_tape() {
+        for kernel in StageOne::available() {
+            for raw in [
+                &br#"{"a":1\}"#[..],
+                br#"{\"a":1}"#,
+                br#"{"a":\"b"}"#,
+                br#"{"a":[1,\2]}"#,
+                br#"{"a":1}\"#,
+            ] {
+                let mut quotes = Vec::new();
+                assert!(
+                    index_quotes(raw, &mut quotes, kernel).is_some(),
+                    "{kernel:?}"
+                );
+                let mut keys = ScannedKeys::default();
+                assert!(
+                    scan(raw, 64, kernel, &mut quotes, &mut keys).is_none(),
+                    "{kernel:?} {}",
+                    String::from_utf8_lossy(raw)
+                );
+            }
         }
     }
 
