@@ -50,6 +50,11 @@ const DIGITS: [u8; 256] = {
 /// The base62 alphabet in ASCII order.
 const BASE62: &[u8; 64] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz??";
 
+// `CompactId::as_str` relies on this: what it decodes is ASCII, so UTF-8.
+const _: () = assert!(
+    BASE62.is_ascii() && PREFIXES[0].is_ascii() && PREFIXES[1].is_ascii() && PREFIXES[2].is_ascii()
+);
+
 /// The hash of an id as the store computes it from its stored form (see
 /// [`CompactId::hash_stored`]), given the text and its packing.
 #[inline]
@@ -140,8 +145,10 @@ impl CompactId {
                     }
                 }
                 let len = prefix.len() + BODY_CHARS;
-                // Only ASCII bytes were written, so this cannot fail.
-                std::str::from_utf8(&buf[..len]).ok()
+                // SAFETY: every byte of `buf[..len]` was just written from `PREFIXES` and
+                // `BASE62`, which are ASCII, so it is UTF-8. (The check this skips was ~2% of
+                // the live loop: three ids are decoded for every state change.)
+                Some(unsafe { std::str::from_utf8_unchecked(&buf[..len]) })
             }
         }
     }
