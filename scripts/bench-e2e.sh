@@ -16,6 +16,9 @@
 # Uses SESSIONFLOW_TEST_BOOTSTRAP if set, else starts (and stops) its own broker.
 # SESSIONFLOW_BENCH_SETS adds flags to every sessionflow run, the latency one included
 # (e.g. "--set pipeline.batch_size=512").
+# SESSIONFLOW_BENCH_ROUNDS=R (default 1) runs at-least-once and its pass-through R times in
+# turn (fresh group and outputs each round) and prints each round's ratios and their median:
+# on a shared host a burst then falls on one round, not on one side of the only ratio.
 # Usage: scripts/bench-e2e.sh [RECORDS] [RATE] [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,19 +69,19 @@ echo "$(jit_of "$broker_pid") - $jit_before" | bc -l >"$work/jit-consume-only"
 # export past 10% of the input records and the one where every record was handed to the
 # pipeline (records = input records minus the lag, by position, of the 4 partitions; not
 # observations). sessionflow's and the broker's CPU are read at the same two moments.
-measure_run() {
-  local delivery=$1 port=$2
-  local group=bench-group-$delivery-$run_id
-  echo "== sessionflow run ($delivery, changelog on, idle and future checks off for historical data)"
+measure_run() { # DELIVERY PORT [ROUND SUFFIX]
+  local delivery=$1 port=$2 round=${3:-}
+  local group=bench-group-$delivery$round-$run_id
+  echo "== sessionflow run ($delivery$round, changelog on, idle and future checks off for historical data)"
   "$bin" run --brokers "$b" --group-id "$group" --input-topic "$input" --http-listen 127.0.0.1:$port \
     --set delivery="\"$delivery\"" \
-    --set topics.create_topics=true --set topics.transitions=bench-t-$delivery-$run_id \
-    --set topics.anomalies=bench-a-$delivery-$run_id --set topics.dead_letters=bench-d-$delivery-$run_id \
+    --set topics.create_topics=true --set topics.transitions=bench-t-$delivery$round-$run_id \
+    --set topics.anomalies=bench-a-$delivery$round-$run_id --set topics.dead_letters=bench-d-$delivery$round-$run_id \
     --set lifecycle.idle_timeout_ms=0 --set lifecycle.max_clock_skew_ms=0 \
-    ${SESSIONFLOW_BENCH_SETS:-} >"$work/run-$delivery.log" 2>&1 &
+    ${SESSIONFLOW_BENCH_SETS:-} >"$work/run-$delivery$round.log" 2>&1 &
   local run_pid=$!
   pids+=("$run_pid")
-  python3 - "$records" "$port" "$run_pid" "$broker_pid" "$work/rate-$delivery" "$work/cpu-$delivery" <<'PY'
+  python3 - "$records" "$port" "$run_pid" "$broker_pid" "$work/rate-$delivery$round" "$work/cpu-$delivery$round" <<'PY'
 import subprocess, sys, time, urllib.request
 total, port, run_pid, broker_pid = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 url = f"http://127.0.0.1:{port}/metrics"
@@ -127,8 +130,8 @@ PY
   kill -TERM "$run_pid"; wait "$run_pid" || true
   local base_rate
   base_rate=$(rate_of "$baseline")
-  printf "ratio sessionflow (%s) / consume-only: %.2fx\n" "$delivery" \
-    "$(echo "$(cat "$work/rate-$delivery") / ($base_rate + 0.000001)" | bc -l)"
+  printf "ratio sessionflow (%s) / consume-only: %.2fx\n" "$delivery$round" \
+    "$(echo "$(cat "$work/rate-$delivery$round") / ($base_rate + 0.000001)" | bc -l)"
 }
 measure_run at_least_once 19999
 
@@ -162,6 +165,11 @@ pass_through() { # NAME [FLAGS...]
 }
 profile_of at_least_once
 pass_through at_least_once
+rounds=${SESSIONFLOW_BENCH_ROUNDS:-1}
+for round in $(seq 2 "$rounds"); do
+  measure_run at_least_once 19999 "-round$round"
+  pass_through "at_least_once-round$round"
+done
 
 measure_run exactly_once 19997
 profile_of exactly_once committed
@@ -172,9 +180,9 @@ printf "ratio exactly-once / at-least-once: %.2fx\n" \
   "$(echo "$(cat "$work/rate-exactly_once") / $(cat "$work/rate-at_least_once")" | bc -l)"
 
 # One table: records/s and CPU-s per million records, ours and the broker's.
-python3 - "$records" "$baseline" "$work" <<'PY'
-import re, sys
-records, baseline, work = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+python3 - "$records" "$baseline" "$work" "$rounds" <<'PY'
+import re, statistics, sys
+records, baseline, work, rounds = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 def rate(line): return float(re.search(r"([0-9]+) records/s", line).group(1))
 def broker(name): return float(open(f"{work}/cpu-{name}").read().split()[-1]) / records * 1e6
 def broker_jit(name): return float(open(f"{work}/jit-{name}").read()) / records * 1e6
@@ -203,6 +211,19 @@ for mode, floor in (("at_least_once", "at_least_once"), ("exactly_once", "exactl
     (r, own, brk), pt = runs[mode], floors[floor]
     print(f"sessionflow {mode} / pass-through {floor}: {r / pt[0]:.2f}x records/s, "
           f"{own / pt[1]:.2f}x own CPU, {brk / pt[2]:.2f}x broker CPU")
+if rounds > 1:
+    ratios = []
+    for round in range(1, rounds + 1):
+        suffix = "" if round == 1 else f"-round{round}"
+        r = float(open(f"{work}/rate-at_least_once{suffix}").read())
+        own = float(open(f"{work}/cpu-at_least_once{suffix}").read().split()[0])
+        line = open(f"{work}/pass-through-at_least_once{suffix}").read()
+        ratios.append(r / rate(line))
+        print(f"round {round}: sessionflow at_least_once {r:.0f} records/s, own {own:.1f} CPU-s/M; "
+              f"pass-through {rate(line):.0f}, own {own_cpu(line):.1f}: {ratios[-1]:.2f}x records/s, "
+              f"{own / own_cpu(line):.2f}x own CPU")
+    print(f"at_least_once / its pass-through over {rounds} alternated rounds: median "
+          f"{statistics.median(ratios):.2f}x, lowest {min(ratios):.2f}x, highest {max(ratios):.2f}x")
 PY
 
 echo "== latency at $rate records/s for $seconds s"
