@@ -53,6 +53,13 @@ pub struct AtLeastOnce {
 /// failing an earlier one (a gap). It does so after a timed-out message, which is why the
 /// changelog topic's writes never time out ([`UntimedTopic`]), whatever `message.timeout.ms`
 /// says; so a gap takes a permanent broker refusal of a changelog write.
+///
+/// Nor can it prevent copies: an output that times out makes librdkafka bump the producer's
+/// epoch, and it then sends the changelog writes it holds unacknowledged again, in order,
+/// under the new epoch; those that had landed land twice (librdkafka's `eos` debug log shows
+/// the changelog partitions' sequence reset in `kafka_faults`' retry test). The copies
+/// replay a run of writes up to the newest, so last-write-wins still restores the newest
+/// state, and their records were not committed while they were unacknowledged.
 #[derive(Debug, Default)]
 pub struct ChangelogOrder {
     /// Per partition, the tickets whose changelog write failed and is not yet acknowledged.
