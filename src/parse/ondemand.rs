@@ -467,6 +467,15 @@ impl<'t> Text<'t> {
     }
 }
 
+/// Where the walk of a container goes after its opening bracket or one of its members.
+#[derive(Copy, Clone)]
+enum Next {
+    /// A member starts here.
+    Member(usize),
+    /// The container is done: the position after its closing bracket.
+    End(usize),
+}
+
 /// The validating reader. Every method takes a byte position and returns the position
 /// after what it read, or `None` to hand the record to the tape.
 #[derive(Copy, Clone)]
@@ -496,25 +505,15 @@ impl<'t> Scanner<'t> {
         mut keys: Option<&mut Keys<'t>>,
         mut nested: Option<&mut Nested<'t>>,
     ) -> Option<usize> {
-        if depth > self.max_depth {
-            return None;
-        }
-        let mut at = self.whitespace(open + 1);
-        if self.bytes.get(at) == Some(&b'}') {
-            return Some(at + 1);
-        }
+        let mut at = match self.enter(open, depth, b'}')? {
+            Next::Member(first) => first,
+            Next::End(end) => return Some(end),
+        };
         loop {
-            if self.bytes.get(at) != Some(&b'"') {
-                return None;
-            }
-            let close = self.string_end(at)?;
+            let (close, value) = self.key(at)?;
             // Keys are compared as bytes; only values we keep become `str`s.
             let key = self.bytes.get(at + 1..close)?;
-            at = self.whitespace(close + 1);
-            if self.bytes.get(at) != Some(&b':') {
-                return None;
-            }
-            at = self.whitespace(at + 1);
+            at = value;
             let end = match nested.as_deref_mut() {
                 Some(nested) if key == b"data" && self.bytes.get(at) == Some(&b'{') => {
                     let (_, inner) = nested.data.insert((at, Keys::default()));
@@ -540,12 +539,10 @@ impl<'t> Scanner<'t> {
                     None => self.skip(at, depth)?,
                 },
             };
-            at = self.whitespace(end);
-            match self.bytes.get(at) {
-                Some(b',') => at = self.whitespace(at + 1),
-                Some(b'}') => return Some(at + 1),
-                _ => return None,
-            }
+            at = match self.next_member(end, b'}')? {
+                Next::Member(next) => next,
+                Next::End(end) => return Some(end),
+            };
         }
     }
 
@@ -557,13 +554,10 @@ impl<'t> Scanner<'t> {
         depth: usize,
         mut first: Option<&mut Option<(usize, Keys<'t>)>>,
     ) -> Option<(usize, usize)> {
-        if depth > self.max_depth {
-            return None;
-        }
-        let mut at = self.whitespace(open + 1);
-        if self.bytes.get(at) == Some(&b']') {
-            return Some((0, at + 1));
-        }
+        let mut at = match self.enter(open, depth, b']')? {
+            Next::Member(first) => first,
+            Next::End(end) => return Some((0, end)),
+        };
         let mut len = 0;
         loop {
             let end = match first.take() {
@@ -574,12 +568,10 @@ impl<'t> Scanner<'t> {
                 _ => self.skip(at, depth)?,
             };
             len += 1;
-            at = self.whitespace(end);
-            match self.bytes.get(at) {
-                Some(b',') => at = self.whitespace(at + 1),
-                Some(b']') => return Some((len, at + 1)),
-                _ => return None,
-            }
+            at = match self.next_member(end, b']')? {
+                Next::Member(next) => next,
+                Next::End(end) => return Some((len, end)),
+            };
         }
     }
 
@@ -588,49 +580,75 @@ impl<'t> Scanner<'t> {
     /// need (most of a webhook's bytes are its `user`); measured 6% faster on the webhook
     /// group than walking them with `object`.
     fn skip_object(&self, open: usize, depth: usize) -> Option<usize> {
-        if depth > self.max_depth {
-            return None;
-        }
-        let mut at = self.whitespace(open + 1);
-        if self.bytes.get(at) == Some(&b'}') {
-            return Some(at + 1);
-        }
+        let mut at = match self.enter(open, depth, b'}')? {
+            Next::Member(first) => first,
+            Next::End(end) => return Some(end),
+        };
         loop {
-            if self.bytes.get(at) != Some(&b'"') {
-                return None;
-            }
-            at = self.whitespace(self.string_end(at)? + 1);
-            if self.bytes.get(at) != Some(&b':') {
-                return None;
-            }
-            let end = self.skip(self.whitespace(at + 1), depth)?;
-            at = self.whitespace(end);
-            match self.bytes.get(at) {
-                Some(b',') => at = self.whitespace(at + 1),
-                Some(b'}') => return Some(at + 1),
-                _ => return None,
-            }
+            let (_, value) = self.key(at)?;
+            let end = self.skip(value, depth)?;
+            at = match self.next_member(end, b'}')? {
+                Next::Member(next) => next,
+                Next::End(end) => return Some(end),
+            };
         }
     }
 
     /// Validates the array whose `[` is at `open` without counting it: its end.
     fn skip_array(&self, open: usize, depth: usize) -> Option<usize> {
+        let mut at = match self.enter(open, depth, b']')? {
+            Next::Member(first) => first,
+            Next::End(end) => return Some(end),
+        };
+        loop {
+            let end = self.skip(at, depth)?;
+            at = match self.next_member(end, b']')? {
+                Next::Member(next) => next,
+                Next::End(end) => return Some(end),
+            };
+        }
+    }
+
+    /// Past the opening bracket at `open` of a container `depth` levels deep: its first
+    /// member, or its end when `close` comes first (empty); `None` beyond the depth limit.
+    #[inline(always)]
+    fn enter(&self, open: usize, depth: usize, close: u8) -> Option<Next> {
         if depth > self.max_depth {
             return None;
         }
-        let mut at = self.whitespace(open + 1);
-        if self.bytes.get(at) == Some(&b']') {
-            return Some(at + 1);
+        let at = self.whitespace(open + 1);
+        Some(if self.bytes.get(at) == Some(&close) {
+            Next::End(at + 1)
+        } else {
+            Next::Member(at)
+        })
+    }
+
+    /// After a member that ends at `end`: the next member past a comma, or the container's
+    /// end past `close`; `None` for anything else.
+    #[inline(always)]
+    fn next_member(&self, end: usize, close: u8) -> Option<Next> {
+        let at = self.whitespace(end);
+        match self.bytes.get(at) {
+            Some(b',') => Some(Next::Member(self.whitespace(at + 1))),
+            Some(&b) if b == close => Some(Next::End(at + 1)),
+            _ => None,
         }
-        loop {
-            let end = self.skip(at, depth)?;
-            at = self.whitespace(end);
-            match self.bytes.get(at) {
-                Some(b',') => at = self.whitespace(at + 1),
-                Some(b']') => return Some(at + 1),
-                _ => return None,
-            }
+    }
+
+    /// The key whose opening quote is at `at`, and its colon: the key's closing quote and
+    /// where its value starts.
+    #[inline(always)]
+    fn key(&self, at: usize) -> Option<(usize, usize)> {
+        if self.bytes.get(at) != Some(&b'"') {
+            return None;
         }
+        let close = self.string_end(at)?;
+        let colon = self.whitespace(close + 1);
+        if self.bytes.get(colon) != Some(&b':') {
+            return None;
+        }
+        Some((close, self.whitespace(colon + 1)))
     }
 
     /// The value starting at `at`, inside a container `depth` levels deep.
