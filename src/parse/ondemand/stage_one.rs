@@ -1,0 +1,406 @@
+//! Stage one of the on-demand scan: one SIMD pass over a record that marks every quote
+//! in a bitmap, refuses what makes strings hard (a backslash or a control character inside a
+//! string, an unterminated string) and says whether every byte is ASCII. Of its four kernels
+//! the widest the CPU runs is chosen at run time; the byte-by-byte one is the reference.
+
+/// Which stage-one kernel marks quotes, backslashes and control characters: the widest the
+/// CPU has, found at run time (the binary targets any x86-64), or one forced by tests so
+/// that each path runs under the property tests.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum StageOne {
+    /// Byte by byte: any CPU.
+    Portable,
+    /// Four 16-byte compares per block: every x86-64.
+    Sse2,
+    /// Two 32-byte compares per block.
+    Avx2,
+    /// One 64-byte compare per block, straight into bitmaps (AVX-512BW).
+    Avx512,
+}
+
+impl StageOne {
+    /// The widest kernel this CPU runs.
+    pub fn detect() -> StageOne {
+        Self::available()
+            .last()
+            .copied()
+            .unwrap_or(StageOne::Portable)
+    }
+
+    /// Every kernel this CPU runs, narrowest first. The AVX kernels also find the inside of
+    /// strings with a carry-less multiply (PCLMULQDQ, which every AVX2 CPU has).
+    pub fn available() -> Vec<StageOne> {
+        let mut kernels = vec![StageOne::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            kernels.push(StageOne::Sse2);
+            let clmul = std::arch::is_x86_feature_detected!("pclmulqdq");
+            if clmul && std::arch::is_x86_feature_detected!("avx2") {
+                kernels.push(StageOne::Avx2);
+            }
+            if clmul && std::arch::is_x86_feature_detected!("avx512bw") {
+                kernels.push(StageOne::Avx512);
+            }
+        }
+        kernels
+    }
+
+    /// The bitmaps of one 64-byte block (what the tests compare between kernels).
+    #[cfg(test)]
+    fn block_masks(self, block: &[u8; 64]) -> BlockMasks {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            StageOne::Sse2 => block_masks_sse2(block),
+            // SAFETY: `available()` lists these kernels only when the CPU has the feature,
+            // and a parser only ever holds a kernel from that list.
+            #[cfg(target_arch = "x86_64")]
+            StageOne::Avx2 => unsafe { block_masks_avx2(block) },
+            #[cfg(target_arch = "x86_64")]
+            StageOne::Avx512 => unsafe { block_masks_avx512(block) },
+            _ => block_masks_portable(block),
+        }
+    }
+}
+
+/// Stage one's bitmaps of one 64-byte block: bit `i` is set when byte `i` is what the
+/// field names.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+struct BlockMasks {
+    quotes: u64,
+    /// Backslashes and bytes below 0x20. Inside a string either one hands the record to
+    /// the tape (an escape, or a control character JSON forbids there); outside strings a
+    /// backslash is a syntax error the grammar walk finds, and the rest is whitespace.
+    escapes_or_controls: u64,
+    /// Whether any byte is 0x80 or above: part of a multi-byte UTF-8 sequence (or invalid).
+    non_ascii: bool,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn block_masks_sse2(block: &[u8; 64]) -> BlockMasks {
+    use safe_arch::{
+        bitor_m128i, cmp_eq_mask_i8_m128i, load_unaligned_m128i, min_u8_m128i, move_mask_i8_m128i,
+        set_splat_i8_m128i, zeroed_m128i,
+    };
+    let quote = set_splat_i8_m128i(b'"' as i8);
+    let backslash = set_splat_i8_m128i(b'\\' as i8);
+    let below_space = set_splat_i8_m128i(0x1f);
+    let mut masks = BlockMasks::default();
+    let mut high_bytes = zeroed_m128i();
+    for (i, chunk) in block.chunks_exact(16).enumerate() {
+        let Ok(chunk) = <&[u8; 16]>::try_from(chunk) else {
+            continue;
+        };
+        let v = load_unaligned_m128i(chunk);
+        let mask = |m| u64::from(move_mask_i8_m128i(m) as u16) << (16 * i);
+        masks.quotes |= mask(cmp_eq_mask_i8_m128i(v, quote));
+        // min(b, 0x1f) == b exactly when b <= 0x1f (unsigned).
+        masks.escapes_or_controls |= mask(bitor_m128i(
+            cmp_eq_mask_i8_m128i(v, backslash),
+            cmp_eq_mask_i8_m128i(min_u8_m128i(v, below_space), v),
+        ));
+        high_bytes = bitor_m128i(high_bytes, v);
+    }
+    masks.non_ascii = move_mask_i8_m128i(high_bytes) != 0;
+    masks
+}
+
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn block_masks_avx2(block: &[u8; 64]) -> BlockMasks {
+    use std::arch::x86_64::{
+        __m256i, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_min_epu8, _mm256_movemask_epi8,
+        _mm256_or_si256, _mm256_set1_epi8,
+    };
+    // SAFETY: two unaligned 32-byte loads inside the 64-byte array.
+    let (low, high) = unsafe {
+        (
+            _mm256_loadu_si256(block.as_ptr().cast::<__m256i>()),
+            _mm256_loadu_si256(block.as_ptr().add(32).cast::<__m256i>()),
+        )
+    };
+    let bits = |low_mask: __m256i, high_mask: __m256i| {
+        u64::from(_mm256_movemask_epi8(low_mask) as u32)
+            | (u64::from(_mm256_movemask_epi8(high_mask) as u32) << 32)
+    };
+    let quote = _mm256_set1_epi8(b'"' as i8);
+    let backslash = _mm256_set1_epi8(b'\\' as i8);
+    let below_space = _mm256_set1_epi8(0x1f);
+    // min(b, 0x1f) == b exactly when b <= 0x1f (unsigned).
+    let escape_or_control = |v| {
+        _mm256_or_si256(
+            _mm256_cmpeq_epi8(v, backslash),
+            _mm256_cmpeq_epi8(_mm256_min_epu8(v, below_space), v),
+        )
+    };
+    BlockMasks {
+        quotes: bits(
+            _mm256_cmpeq_epi8(low, quote),
+            _mm256_cmpeq_epi8(high, quote),
+        ),
+        escapes_or_controls: bits(escape_or_control(low), escape_or_control(high)),
+        non_ascii: _mm256_movemask_epi8(_mm256_or_si256(low, high)) != 0,
+    }
+}
+
+/// # Safety
+/// The CPU must have AVX-512BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512bw")]
+#[inline]
+unsafe fn block_masks_avx512(block: &[u8; 64]) -> BlockMasks {
+    use std::arch::x86_64::{
+        __m512i, _mm512_cmpeq_epi8_mask, _mm512_cmple_epu8_mask, _mm512_loadu_si512,
+        _mm512_movepi8_mask, _mm512_set1_epi8,
+    };
+    // SAFETY: one unaligned 64-byte load of the 64-byte array.
+    let v = unsafe { _mm512_loadu_si512(block.as_ptr().cast::<__m512i>()) };
+    BlockMasks {
+        quotes: _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'"' as i8)),
+        escapes_or_controls: _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'\\' as i8))
+            | _mm512_cmple_epu8_mask(v, _mm512_set1_epi8(0x1f)),
+        non_ascii: _mm512_movepi8_mask(v) != 0,
+    }
+}
+
+/// The byte-by-byte kernel: the reference the others are tested against.
+#[inline]
+fn block_masks_portable(block: &[u8; 64]) -> BlockMasks {
+    let mut masks = BlockMasks::default();
+    for (i, &b) in block.iter().enumerate() {
+        masks.quotes |= u64::from(b == b'"') << i;
+        masks.escapes_or_controls |= u64::from(b == b'\\' || b < 0x20) << i;
+        masks.non_ascii |= b >= 0x80;
+    }
+    masks
+}
+
+/// Bit `i` of the result is the parity of bits `0..=i` of `x`: with quotes as `x`, the
+/// bytes inside a string (its opening quote included).
+#[inline]
+fn prefix_xor(mut x: u64) -> u64 {
+    for shift in [1, 2, 4, 8, 16, 32] {
+        x ^= x << shift;
+    }
+    x
+}
+
+/// [`prefix_xor`] in one instruction: the carry-less product of `x` and all ones.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "pclmulqdq")]
+#[inline]
+fn prefix_xor_clmul(x: u64) -> u64 {
+    use std::arch::x86_64::{
+        _mm_clmulepi64_si128, _mm_cvtsi128_si64, _mm_set1_epi8, _mm_set_epi64x,
+    };
+    let product = _mm_clmulepi64_si128(_mm_set_epi64x(0, x as i64), _mm_set1_epi8(-1), 0);
+    _mm_cvtsi128_si64(product) as u64
+}
+
+/// What stage one learnt of a record it did not refuse.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(super) enum Encoding {
+    /// Every byte is below 0x80: valid UTF-8 without a further check.
+    Ascii,
+    /// Some bytes are not ASCII: the record's UTF-8 must be validated.
+    Other,
+}
+
+/// Stage one: the quote bitmap of `raw` into `quotes`, and whether the record is all ASCII;
+/// `None` when the record has a backslash or a control character inside a string, or an
+/// unterminated string (a backslash outside strings is left to the grammar walk, which
+/// refuses it).
+pub(super) fn index_quotes(
+    raw: &[u8],
+    quotes: &mut Vec<u64>,
+    kernel: StageOne,
+) -> Option<Encoding> {
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        StageOne::Sse2 => index_blocks(raw, quotes, block_masks_sse2, prefix_xor),
+        // SAFETY: `available()` lists these kernels only when the CPU has their features,
+        // and a parser only ever holds a kernel from that list.
+        #[cfg(target_arch = "x86_64")]
+        StageOne::Avx2 => unsafe { index_quotes_avx2(raw, quotes) },
+        #[cfg(target_arch = "x86_64")]
+        StageOne::Avx512 => unsafe { index_quotes_avx512(raw, quotes) },
+        _ => index_blocks(raw, quotes, block_masks_portable, prefix_xor),
+    }
+}
+
+/// # Safety
+/// The CPU must have AVX2 and PCLMULQDQ.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,pclmulqdq")]
+unsafe fn index_quotes_avx2(raw: &[u8], quotes: &mut Vec<u64>) -> Option<Encoding> {
+    // Compiled with the features, so the kernel and the multiply inline into the loop.
+    index_blocks(
+        raw,
+        quotes,
+        // SAFETY: this function runs only where the CPU has AVX2.
+        |block| unsafe { block_masks_avx2(block) },
+        |quotes| prefix_xor_clmul(quotes),
+    )
+}
+
+/// # Safety
+/// The CPU must have AVX-512BW and PCLMULQDQ.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512bw,pclmulqdq")]
+unsafe fn index_quotes_avx512(raw: &[u8], quotes: &mut Vec<u64>) -> Option<Encoding> {
+    index_blocks(
+        raw,
+        quotes,
+        // SAFETY: this function runs only where the CPU has AVX-512BW.
+        |block| unsafe { block_masks_avx512(block) },
+        |quotes| prefix_xor_clmul(quotes),
+    )
+}
+
+/// Stage one over whole blocks, with the kernel's bitmaps and a prefix-XOR.
+#[inline(always)]
+fn index_blocks(
+    raw: &[u8],
+    quotes: &mut Vec<u64>,
+    block_masks: impl Fn(&[u8; 64]) -> BlockMasks,
+    prefix_xor: impl Fn(u64) -> u64,
+) -> Option<Encoding> {
+    quotes.clear();
+    quotes.reserve(raw.len().div_ceil(64));
+    // All ones while a string runs on from the previous block.
+    let mut carry = 0u64;
+    let mut non_ascii = false;
+    let mut index = |block: &[u8; 64]| {
+        let masks = block_masks(block);
+        let inside = prefix_xor(masks.quotes) ^ carry;
+        carry = ((inside as i64) >> 63) as u64;
+        non_ascii |= masks.non_ascii;
+        quotes.push(masks.quotes);
+        masks.escapes_or_controls & inside == 0
+    };
+    let mut blocks = raw.chunks_exact(64);
+    for block in blocks.by_ref() {
+        if !index(block.try_into().ok()?) {
+            return None;
+        }
+    }
+    let rest = blocks.remainder();
+    if !rest.is_empty() {
+        let mut padded = [b' '; 64];
+        padded[..rest.len()].copy_from_slice(rest);
+        if !index(&padded) {
+            return None;
+        }
+    }
+    (carry == 0).then_some(if !non_ascii {
+        Encoding::Ascii
+    } else {
+        Encoding::Other
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_carry_less_prefix_xor_is_the_shifting_one() {
+        if !std::arch::is_x86_feature_detected!("pclmulqdq") {
+            return;
+        }
+        let mut rng = fastrand::Rng::with_seed(11);
+        for x in [0, 1, 1 << 63, u64::MAX, 0b1_0010]
+            .into_iter()
+            .chain(std::iter::repeat_with(|| rng.u64(..)).take(10_000))
+        {
+            // SAFETY: the CPU has PCLMULQDQ (checked above).
+            assert_eq!(unsafe { prefix_xor_clmul(x) }, prefix_xor(x), "{x:#x}");
+        }
+    }
+
+    #[test]
+    fn prefix_xor_marks_the_inside_of_strings() {
+        // Quotes at bytes 1 and 4: bytes 1..=3 are inside (the closing quote is not).
+        assert_eq!(prefix_xor(0b1_0010), 0b0_1110);
+        assert_eq!(prefix_xor(0), 0);
+        assert_eq!(prefix_xor(1 << 63), 1 << 63);
+    }
+
+    #[test]
+    fn stage_one_rejects_what_makes_strings_hard() {
+        for kernel in StageOne::available() {
+            let mut quotes = Vec::new();
+            let mut index = |raw: &[u8]| index_quotes(raw, &mut quotes, kernel);
+            let ascii = Some(Encoding::Ascii);
+            assert_eq!(index(br#"{"a":"b","c":1}"#), ascii, "{kernel:?}");
+            assert_eq!(index(br#"{"a":"b\"c"}"#), None, "{kernel:?}");
+            assert_eq!(index(b"{\"a\":\"b\tc\"}"), None, "{kernel:?}");
+            assert_eq!(index(b"{\t\"a\":\n1}"), ascii, "{kernel:?}");
+            assert_eq!(index(br#"{"a":"unterminated}"#), None, "{kernel:?}");
+            // Any byte of 0x80 or above, in a full block or in the padded rest.
+            let accented = format!("{{\"k\":\"{}é\"}}", "x".repeat(70));
+            assert_eq!(
+                index(accented.as_bytes()),
+                Some(Encoding::Other),
+                "{kernel:?}"
+            );
+            assert_eq!(
+                index(&accented.as_bytes()[..60]),
+                None,
+                "unterminated, {kernel:?}"
+            );
+            assert_eq!(
+                index("{\"é\":1}".as_bytes()),
+                Some(Encoding::Other),
+                "{kernel:?}"
+            );
+            // A string that runs across the 64-byte blocks.
+            let long = format!("{{\"k\":\"{}\"}}", "x".repeat(150));
+            assert_eq!(index(long.as_bytes()), ascii, "{kernel:?}");
+            assert_eq!(
+                quotes.iter().map(|q| q.count_ones()).sum::<u32>(),
+                4,
+                "{kernel:?}"
+            );
+            assert_eq!(
+                index_quotes(br#"{"a":"b","c":1}"#, &mut quotes, kernel),
+                ascii
+            );
+            let expected = [1, 3, 5, 7, 9, 11]
+                .iter()
+                .fold(0u64, |bits, i| bits | (1 << i));
+            assert_eq!(quotes, vec![expected], "{kernel:?}");
+        }
+    }
+    /// Every kernel the CPU runs marks exactly what the byte-by-byte one marks, on random
+    /// blocks dense in the bytes that matter (quote, backslash, 0x1f/0x20, 0x7f/0x80, 0xff).
+    #[test]
+    fn every_stage_one_kernel_agrees_with_the_portable_one() {
+        let kernels = StageOne::available();
+        assert_eq!(kernels[0], StageOne::Portable);
+        let edges = [b'"', b'\\', 0x00, 0x1f, 0x20, 0x7f, 0x80, 0xff, b'a'];
+        let mut rng = fastrand::Rng::with_seed(7);
+        for round in 0..20_000 {
+            let mut block = [0u8; 64];
+            for b in &mut block {
+                *b = if round % 2 == 0 {
+                    edges[rng.usize(..edges.len())]
+                } else {
+                    rng.u8(..)
+                };
+            }
+            let expected = block_masks_portable(&block);
+            for &kernel in &kernels[1..] {
+                assert_eq!(
+                    kernel.block_masks(&block),
+                    expected,
+                    "{kernel:?} on {block:?}"
+                );
+            }
+        }
+    }
+}
