@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::FutureExt;
+use futures_util::{FutureExt, StreamExt};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -48,13 +48,16 @@ async fn main() -> anyhow::Result<()> {
     let mut total: i64 = 0;
     let mut bytes: u64 = 0;
     let mut started: Option<Instant> = None;
+    // One stream for the run, as the pipeline's loop holds one.
+    let mut messages = consumer.stream();
     while if committed {
         !at_ends(&consumer, &topic, &ends)?
     } else {
         remaining > total
     } {
         // Read committed, the last offsets may be markers: look at the positions again.
-        let Ok(message) = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await
+        let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_millis(200), messages.next()).await
         else {
             continue;
         };
@@ -64,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
         total += 1;
         // Drain what is ready, like the pipeline's batches (512).
         for _ in 0..511 {
-            match consumer.recv().now_or_never() {
+            match messages.next().now_or_never().flatten() {
                 Some(Ok(m)) => {
                     bytes += m.payload().map_or(0, <[u8]>::len) as u64;
                     total += 1;

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::FutureExt;
+use futures_util::{FutureExt, StreamExt};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
@@ -159,13 +159,20 @@ async fn main() -> anyhow::Result<()> {
     // Batches in flight: their offsets to store, and their messages not yet acknowledged.
     let mut in_flight: VecDeque<(TopicPartitionList, Arc<AtomicUsize>)> = VecDeque::new();
     let mut produced: u64 = 0;
+    // One stream for the run, as the pipeline's loop holds one.
+    let mut messages = consumer.stream();
     while remaining > 0 || !in_flight.is_empty() {
         let mut batch = Vec::with_capacity(512);
         if remaining > 0 {
-            batch.push(consumer.recv().await?);
+            batch.push(
+                messages
+                    .next()
+                    .await
+                    .ok_or_else(|| anyhow::anyhow!("the message stream ended"))??,
+            );
             started.get_or_insert_with(Instant::now);
             while batch.len() < 512 {
-                match consumer.recv().now_or_never() {
+                match messages.next().now_or_never().flatten() {
                     Some(Ok(m)) => batch.push(m),
                     _ => break,
                 }

@@ -30,7 +30,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::FutureExt;
+use futures_util::{FutureExt, StreamExt};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{Producer, ThreadedProducer};
@@ -149,6 +149,9 @@ pub async fn run(
 impl Pipeline {
     async fn run_loop(&mut self, shutdown: CancellationToken) {
         let consumer = self.clients.consumer.clone();
+        // One stream for the whole run: each `StreamConsumer::recv` makes a stream of its
+        // own, registering and removing a waker (two locks) for every message.
+        let mut messages = consumer.stream();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.update_readiness();
@@ -162,7 +165,12 @@ impl Pipeline {
                     self.on_tick().await;
                     continue;
                 }
-                message = consumer.recv() => message,
+                message = messages.next() => message,
+            };
+            let Some(first) = first else {
+                // rdkafka's streams never end; were one to, the pipeline stops, loudly.
+                self.fatal = Some(anyhow::anyhow!("the input consumer's message stream ended"));
+                break;
             };
             let first = match first {
                 Ok(message) => message,
@@ -176,7 +184,7 @@ impl Pipeline {
             let mut batch = Vec::with_capacity(limit.min(65_536));
             batch.push(first);
             while batch.len() < limit {
-                match consumer.recv().now_or_never() {
+                match messages.next().now_or_never().flatten() {
                     Some(Ok(message)) => batch.push(message),
                     Some(Err(error)) => {
                         self.input_health.consumer_error(&error);
