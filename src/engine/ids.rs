@@ -195,6 +195,28 @@ mod tests {
         }
     }
 
+    /// Every character of the alphabet, at every position of the body, decodes to itself.
+    #[test]
+    fn every_base62_character_round_trips_at_every_position() {
+        let alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        let mut buf = [0; MAX_PACKED_LEN];
+        for (n, c) in alphabet.chars().enumerate() {
+            for at in 0..BODY_CHARS {
+                // A neighbour that differs, so that a character bleeding into the next shows.
+                let other = alphabet.chars().nth((n * 7 + at + 1) % 62).unwrap();
+                let body: String = (0..BODY_CHARS)
+                    .map(|i| if i == at { c } else { other })
+                    .collect();
+                for prefix in PREFIXES {
+                    let id = format!("{prefix}{body}");
+                    let stored = CompactId::new(&id);
+                    assert!(matches!(stored, CompactId::Packed { .. }), "{id}");
+                    assert_eq!(stored.as_str(&mut buf), Some(id.as_str()));
+                }
+            }
+        }
+    }
+
     #[test]
     fn other_ids_fall_back_to_text() {
         for id in [
