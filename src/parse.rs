@@ -7,17 +7,18 @@
 //! ordinary records. What it is not sure about (escapes, exponents, deep nesting, every
 //! invalid record) goes to simd-json's tape with reused buffers, which also words the JSON
 //! errors. The classifier reads either through [`Doc`], so both give the same answer.
-
 //!
 //! Inside: `error` (the vocabulary), `fields` (what the classifier reads), `tape`
-//! (simd-json's tape and the cold error diagnosis), `classify` (SPEC section 1), `ondemand`
-//! (the scan). This file keeps the [`Parser`] and the choice of reader.
+//! (simd-json's tape and the cold error diagnosis), `ondemand` (the scan, its stage one in
+//! `ondemand/stage_one`), `doc` (either reader's record), `classify` (SPEC section 1). This
+//! file keeps the [`Parser`] and the choice of reader.
 
 use simd_json::{Buffers, Tape, INPUT_PADDING};
 
 use crate::model::Observation;
 
 mod classify;
+mod doc;
 mod error;
 mod fields;
 mod ondemand;
@@ -25,8 +26,8 @@ mod tape;
 
 use self::classify::{classify, read_session, Body};
 pub use self::classify::{MAX_ID_BYTES, MAX_STATUS_BYTES};
+use self::doc::Doc;
 pub use self::error::{ErrorKind, JsonType, ParseError, Place, Problem};
-use self::fields::{Doc, Field, Keys};
 pub use self::ondemand::StageOne;
 
 /// Default largest record accepted, in bytes (larger ones are `too_large`).

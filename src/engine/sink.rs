@@ -1,7 +1,6 @@
 //! Where an engine's derived events and state changes go: the [`EventSink`] it is given, and
 //! the borrowed [`StateRecord`] a change carries.
 
-use super::views::OwnedEvent;
 use crate::model::DerivedEvent;
 
 /// Where derived events go. Events borrow from the engine and the observation: serialise or
@@ -40,11 +39,4 @@ pub(super) struct NoSink;
 
 impl EventSink for NoSink {
     fn emit(&mut self, _: &DerivedEvent<'_>) {}
-}
-
-/// Collects events as owned JSON-able values; for tests and small tools.
-impl EventSink for Vec<OwnedEvent> {
-    fn emit(&mut self, event: &DerivedEvent<'_>) {
-        self.push(OwnedEvent::from(event));
-    }
 }

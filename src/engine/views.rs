@@ -1,7 +1,7 @@
 //! Owned copies of what an engine holds and emits, for inspection, tools and tests: a
 //! session's state ([`SessionView`]) and a derived event ([`OwnedEvent`]).
 
-use super::sink::StateRecord;
+use super::sink::{EventSink, StateRecord};
 use super::{Engine, SlotTexts};
 use crate::model::{AnomalyKind, Cause, DerivedEvent, Source};
 
@@ -96,6 +96,13 @@ impl From<&DerivedEvent<'_>> for OwnedEvent {
                 source: source(&a.source),
             },
         }
+    }
+}
+
+/// Collects events as owned JSON-able values; for tests and small tools.
+impl EventSink for Vec<OwnedEvent> {
+    fn emit(&mut self, event: &DerivedEvent<'_>) {
+        self.push(OwnedEvent::from(event));
     }
 }
 

@@ -1,8 +1,9 @@
 //! SPEC section 1: which shape a record has (Session, webhook envelope, list, other object),
 //! and every Session in it validated field by field, from either reader's `Doc`.
 
+use super::doc::Doc;
 use super::error::{ErrorKind, JsonType, ParseError, Place, Problem};
-use super::fields::{Doc, Field, Keys};
+use super::fields::{Field, Keys};
 use super::{Ignored, WebhookRoute};
 use crate::model::Observation;
 

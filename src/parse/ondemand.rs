@@ -19,7 +19,7 @@
 
 use std::borrow::Cow;
 
-use super::{Field, Keys};
+use super::fields::{Field, Keys};
 
 mod stage_one;
 
