@@ -167,17 +167,17 @@ impl Pipeline {
                 }
                 message = messages.next() => message,
             };
-            let Some(first) = first else {
-                // rdkafka's streams never end; were one to, the pipeline stops, loudly.
-                self.fatal = Some(anyhow::anyhow!("the input consumer's message stream ended"));
-                break;
-            };
             let first = match first {
-                Ok(message) => message,
-                Err(error) => {
+                Some(Ok(message)) => message,
+                Some(Err(error)) => {
                     self.input_health.consumer_error(&error);
                     tokio::time::sleep(self.clients.config.retry_backoff).await;
                     continue;
+                }
+                None => {
+                    // rdkafka's streams never end; were one to, the pipeline stops, loudly.
+                    self.fatal = Some(anyhow::anyhow!("the input consumer's message stream ended"));
+                    break;
                 }
             };
             let limit = self.mode.batch_limit(&self.clients.config);
