@@ -9,6 +9,7 @@
 //! ([`ChangelogOrder`]).
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,11 +34,63 @@ const DRAIN_STEP: Duration = Duration::from_secs(1);
 /// The at-least-once mode's own state.
 pub struct AtLeastOnce {
     /// Changelog writes waiting for their unit's outputs to be acknowledged.
-    stash: HashMap<Ticket, Vec<RetryMessage>>,
+    stash: HashMap<Ticket, StashedWrites>,
     order: ChangelogOrder,
     /// Changelog writes never time out, whatever `message.timeout.ms` is (held while the
     /// mode lasts).
     _untimed_changelog: UntimedTopic,
+}
+
+/// One unit's changelog writes while they wait, their bytes in one buffer: copied out of the
+/// outbox (which the lanes fill again meanwhile) with two allocations per unit instead of a
+/// key and a value buffer per write.
+#[derive(Default)]
+struct StashedWrites {
+    bytes: Vec<u8>,
+    writes: Vec<StashedWrite>,
+}
+
+/// A changelog write in [`StashedWrites::bytes`].
+struct StashedWrite {
+    /// The changelog partition.
+    partition: i32,
+    key: Option<Range<usize>>,
+    /// `None`: a tombstone.
+    payload: Option<Range<usize>>,
+    opaque: usize,
+}
+
+impl StashedWrites {
+    fn push(&mut self, message: &OutgoingRef<'_>) {
+        let mut copy = |bytes: Option<&[u8]>| {
+            bytes.map(|b| {
+                let start = self.bytes.len();
+                self.bytes.extend_from_slice(b);
+                start..self.bytes.len()
+            })
+        };
+        let key = copy(message.key);
+        let payload = copy(message.payload);
+        self.writes.push(StashedWrite {
+            partition: message.partition,
+            key,
+            payload,
+            opaque: message.opaque,
+        });
+    }
+
+    /// The writes as the producer takes them, to `topic` (the changelog's), in order.
+    fn messages<'a>(&'a self, topic: &'a str) -> impl Iterator<Item = OutgoingRef<'a>> + 'a {
+        let bytes = |range: &Option<Range<usize>>| range.clone().map(|r| &self.bytes[r]);
+        self.writes.iter().map(move |write| OutgoingRef {
+            topic,
+            partition: write.partition,
+            key: bytes(&write.key),
+            payload: bytes(&write.payload),
+            headers: None,
+            opaque: write.opaque,
+        })
+    }
 }
 
 /// Keeps each partition's changelog in the order the writes were made across failed
@@ -239,10 +292,8 @@ impl AtLeastOnce {
                 if message.destination == Destination::Changelog {
                     if send {
                         let opaque = sink::ticket_to_opaque(ticket, Phase::Changelog);
-                        let write = outbox
-                            .to_send(message, &clients.routes, opaque)
-                            .to_retry(None);
-                        self.stash.entry(ticket).or_default().push(write);
+                        let write = outbox.to_send(message, &clients.routes, opaque);
+                        self.stash.entry(ticket).or_default().push(&write);
                     }
                     continue;
                 }
@@ -271,15 +322,15 @@ impl AtLeastOnce {
             tracker.take_releasable()
         };
         for ticket in self.order.admit(released) {
-            let Some(messages) = self.stash.remove(&ticket) else {
+            let Some(writes) = self.stash.remove(&ticket) else {
                 continue;
             };
             // Released before its partition was revoked, by a send that outlived the drain.
             if !lock(&clients.delivery.tracker).is_current(ticket) {
                 continue;
             }
-            for message in &messages {
-                clients.send(OutgoingRef::from(message)).await;
+            for message in writes.messages(&clients.routes.changelog.topic) {
+                clients.send(message).await;
             }
         }
     }
@@ -562,6 +613,49 @@ mod tests {
         assert!(in_flight.wait_until_idle(Instant::now() + Duration::from_secs(60)));
         ends.join().unwrap();
     }
+    #[test]
+    fn stashed_writes_come_back_in_order_with_their_bytes_and_tombstones() {
+        let mut stash = StashedWrites::default();
+        for (partition, key, payload, opaque) in [
+            (2, &b"sess_a"[..], Some(&b"state one"[..]), 7),
+            (2, b"sess_b", None, 8),
+            (3, b"progress", Some(b"watermark"), 9),
+        ] {
+            stash.push(&OutgoingRef {
+                topic: "ignored: the changelog topic is given when sent",
+                partition,
+                key: Some(key),
+                payload,
+                headers: None,
+                opaque,
+            });
+        }
+        let sent: Vec<_> = stash
+            .messages("app.state")
+            .map(|m| (m.topic, m.partition, m.key, m.payload, m.opaque))
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                (
+                    "app.state",
+                    2,
+                    Some(&b"sess_a"[..]),
+                    Some(&b"state one"[..]),
+                    7
+                ),
+                ("app.state", 2, Some(&b"sess_b"[..]), None, 8),
+                (
+                    "app.state",
+                    3,
+                    Some(&b"progress"[..]),
+                    Some(&b"watermark"[..]),
+                    9
+                ),
+            ]
+        );
+    }
+
     use crate::app::outbox::tests::transition;
     use crate::changelog;
     use crate::engine::EventSink;
