@@ -179,6 +179,66 @@ impl<'t> Text<'t> {
     }
 }
 
+/// A place in the quote bitmap, kept in registers by [`Scanner::skip_object`]'s walk of
+/// one object: the quotes of word `word` from the current one on (`bits` zero: past the
+/// last quote of the record). The object's keys' and string values' quotes are each the
+/// cursor's next, so finding one does not wait for a load of the bitmap at the position
+/// the one before gave (that chain bounded the walk); the grammar still checks that each
+/// quote is where it must be, off the chain. A nested container moves the cursor past its
+/// end. (The same cursor in the walks that keep keys and values, `object` and `array`,
+/// measured slower: webhook 54.0–55.0 against 50.0–50.3 µs.)
+#[derive(Copy, Clone)]
+struct QuoteCursor {
+    word: usize,
+    bits: u64,
+}
+
+impl QuoteCursor {
+    /// The cursor at the first quote at or after byte `at`.
+    #[inline(always)]
+    fn at_or_after(quotes: &[u64], at: usize) -> QuoteCursor {
+        let word = at / 64;
+        let bits = quotes.get(word).map_or(0, |&w| w & (u64::MAX << (at % 64)));
+        QuoteCursor::first_from(quotes, word, bits)
+    }
+
+    /// The first quote of `bits` (quotes of word `word`) or of a later word.
+    #[inline(always)]
+    fn first_from(quotes: &[u64], mut word: usize, mut bits: u64) -> QuoteCursor {
+        while bits == 0 {
+            word += 1;
+            match quotes.get(word) {
+                Some(&next) => bits = next,
+                None => return QuoteCursor { word, bits: 0 },
+            }
+        }
+        QuoteCursor { word, bits }
+    }
+
+    /// Whether the cursor's quote is at byte `at`.
+    #[inline(always)]
+    fn is_at(self, at: usize) -> bool {
+        !self.is_past_last() && self.position() == at
+    }
+
+    #[inline(always)]
+    fn is_past_last(self) -> bool {
+        self.bits == 0
+    }
+
+    /// The position of the cursor's quote (meaningless past the last).
+    #[inline(always)]
+    fn position(self) -> usize {
+        self.word * 64 + self.bits.trailing_zeros() as usize
+    }
+
+    /// The cursor at the next quote (past the last when there is none). Not past the last.
+    #[inline(always)]
+    fn next(self, quotes: &[u64]) -> QuoteCursor {
+        QuoteCursor::first_from(quotes, self.word, self.bits & self.bits.wrapping_sub(1))
+    }
+}
+
 /// Where the walk of a container goes after its opening bracket or one of its members.
 #[derive(Copy, Clone)]
 enum Next {
@@ -290,15 +350,49 @@ impl<'t> Scanner<'t> {
     /// Validates the object whose `{` is at `open` without reading its keys: its end.
     /// [`Scanner::object`] without the key bookkeeping, for the objects a Session does not
     /// need (most of a webhook's bytes are its `user`); measured 6% faster on the webhook
-    /// group than walking them with `object`.
+    /// group than walking them with `object`. Its quotes come from a [`QuoteCursor`]
+    /// (webhook group 56.2–56.7 → 50.0–50.3 µs).
     fn skip_object(&self, open: usize, depth: usize) -> Option<usize> {
         let mut at = match self.enter(open, depth, b'}')? {
             Next::Member(first) => first,
             Next::End(end) => return Some(end),
         };
+        let mut quotes = QuoteCursor::at_or_after(self.quotes, at);
         loop {
-            let (_, value) = self.key(at)?;
-            let end = self.skip(value, depth)?;
+            // A key: its opening quote must be the cursor's.
+            if !quotes.is_at(at) {
+                return None;
+            }
+            let close = quotes.next(self.quotes);
+            if close.is_past_last() {
+                return None;
+            }
+            quotes = close.next(self.quotes);
+            let colon = self.whitespace(close.position() + 1);
+            if self.bytes.get(colon) != Some(&b':') {
+                return None;
+            }
+            let value = self.whitespace(colon + 1);
+            let end = match self.bytes.get(value)? {
+                b'"' => {
+                    if !quotes.is_at(value) {
+                        return None;
+                    }
+                    let value_close = quotes.next(self.quotes);
+                    if value_close.is_past_last() {
+                        return None;
+                    }
+                    quotes = value_close.next(self.quotes);
+                    value_close.position() + 1
+                }
+                b'{' | b'[' => {
+                    let end = self.skip(value, depth)?;
+                    quotes = QuoteCursor::at_or_after(self.quotes, end);
+                    end
+                }
+                // Scalars hold no quote: the cursor stays.
+                _ => self.skip(value, depth)?,
+            };
             at = match self.next_member(end, b'}')? {
                 Next::Member(next) => next,
                 Next::End(end) => return Some(end),
@@ -571,6 +665,48 @@ mod tests {
 
     /// Stage one lets a backslash outside strings through (it only matters inside one), and
     /// the grammar walk refuses it, wherever it stands, so the tape words the error.
+    #[test]
+    fn skipped_objects_are_walked_with_the_quote_cursor_to_their_end() {
+        let long = "x".repeat(70);
+        let accepted = [
+            // The last quote of the record is a key's: the cursor ends past it.
+            r#"{"a":{"b":1}}"#.to_owned(),
+            r#"{"a":{"b":{},"c":[],"d":null,"e":true,"f":2.5}}"#.to_owned(),
+            // A string and a key that cross 64-byte words; nested containers move the cursor.
+            format!(
+                r#"{{"a":{{"b":"{long}","{long}":{{"c":"d"}},"e":["f",{{"g":"h"}}],"i":"j"}}}}"#
+            ),
+            r#"{ "a" : { "b" : "c" , "d" : [ "e" ] , "f" : 1 } }"#.to_owned(),
+        ];
+        let refused = [
+            // A key without its quotes, a value string unterminated, a missing colon.
+            r#"{"a":{b:1}}"#,
+            r#"{"a":{"b":"c}}"#,
+            r#"{"a":{"b" "c"}}"#,
+            r#"{"a":{"b":1 "c":2}}"#,
+        ];
+        for kernel in StageOne::available() {
+            for raw in accepted.iter().map(String::as_bytes) {
+                let mut quotes = Vec::new();
+                let mut keys = ScannedKeys::default();
+                assert!(
+                    scan(raw, 64, kernel, &mut quotes, &mut keys).is_some(),
+                    "{kernel:?} {}",
+                    String::from_utf8_lossy(raw)
+                );
+            }
+            for raw in refused.map(str::as_bytes) {
+                let mut quotes = Vec::new();
+                let mut keys = ScannedKeys::default();
+                assert!(
+                    scan(raw, 64, kernel, &mut quotes, &mut keys).is_none(),
+                    "{kernel:?} {}",
+                    String::from_utf8_lossy(raw)
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_backslash_outside_strings_goes_to_the_tape() {
         for kernel in StageOne::available() {
