@@ -613,6 +613,7 @@ mod tests {
         assert!(in_flight.wait_until_idle(Instant::now() + Duration::from_secs(60)));
         ends.join().unwrap();
     }
+
     #[test]
     fn stashed_writes_come_back_in_order_with_their_bytes_and_tombstones() {
         let mut stash = StashedWrites::default();
