@@ -375,12 +375,7 @@ impl<'t> Scanner<'t> {
         };
         let mut quotes = QuoteCursor::at_or_after(self.quotes, at);
         loop {
-            let close = quotes.string(at, self.quotes)?;
-            let colon = self.whitespace(close + 1);
-            if self.bytes.get(colon) != Some(&b':') {
-                return None;
-            }
-            let value = self.whitespace(colon + 1);
+            let value = self.past_colon(quotes.string(at, self.quotes)?)?;
             let end = match self.bytes.get(value)? {
                 b'"' => quotes.string(value, self.quotes)? + 1,
                 b'{' | b'[' => {
@@ -448,11 +443,17 @@ impl<'t> Scanner<'t> {
             return None;
         }
         let close = self.string_end(at)?;
+        Some((close, self.past_colon(close)?))
+    }
+
+    /// After a key whose closing quote is at `close`: past its colon, where its value starts.
+    #[inline(always)]
+    fn past_colon(&self, close: usize) -> Option<usize> {
         let colon = self.whitespace(close + 1);
         if self.bytes.get(colon) != Some(&b':') {
             return None;
         }
-        Some((close, self.whitespace(colon + 1)))
+        Some(self.whitespace(colon + 1))
     }
 
     /// The value starting at `at`, inside a container `depth` levels deep.
