@@ -61,6 +61,8 @@ struct StashedWrite {
 }
 
 impl StashedWrites {
+    /// Copies a changelog write in. Its topic is not kept (the changelog's is given again
+    /// when sent), nor headers (changelog writes have none).
     fn push(&mut self, message: &OutgoingRef<'_>) {
         let mut copy = |bytes: Option<&[u8]>| {
             bytes.map(|b| {
