@@ -351,7 +351,7 @@ impl Engine {
             flags: if o.impersonated { IMPERSONATED } else { 0 },
         };
         let index = self.insert_slot(lookup.hash, slot);
-        self.notify(index, sink);
+        self.notify_observed(index, o, sink);
         sink.emit(&DerivedEvent::Transition(Transition {
             session_id: o.id,
             user_id: o.user_id,
@@ -420,7 +420,7 @@ impl Engine {
                 let (status, since) = (slot.status, slot.since);
                 slot.take_all(o, status, since);
                 self.reindex(index, Some(before));
-                self.notify(index, sink);
+                self.notify_observed(index, o, sink);
                 return Outcome::Applied;
             }
             if status_is_live(o.status) {
@@ -446,7 +446,7 @@ impl Engine {
             let before = self.index_keys(index);
             self.slots[index as usize].take_refresh(o);
             self.reindex(index, Some(before));
-            self.notify(index, sink);
+            self.notify_observed(index, o, sink);
             return Outcome::Applied;
         }
         if slot.status.is_terminal() && status_is_live(o.status) {
@@ -482,7 +482,7 @@ impl Engine {
         self.count_out(from, was_impersonated);
         self.count_in(to, o.impersonated);
         self.reindex(index, Some(before));
-        self.notify(index, sink);
+        self.notify_observed(index, o, sink);
         sink.emit(&DerivedEvent::Transition(Transition {
             session_id: o.id,
             user_id: o.user_id,
@@ -508,6 +508,23 @@ impl Engine {
         sink.state_changed(id.unwrap_or(""), Some(&record));
     }
 
+    /// [`Engine::notify`] for a state just taken from `o`: the slot holds `o`'s ids, so
+    /// their text is `o`'s and none is decoded from its packed form (a changelog write
+    /// follows nearly every observation).
+    fn notify_observed(&self, index: u32, o: &Observation<'_>, sink: &mut impl EventSink) {
+        if !sink.wants_state() {
+            return;
+        }
+        let slot = &self.slots[index as usize];
+        debug_assert!(
+            slot.key.matches(o.id, pack(o.id).as_ref())
+                && slot.user_id_is(o.user_id)
+                && slot.client_id_is(o.client_id)
+        );
+        let record = self.state_record(slot, o.user_id, o.client_id);
+        sink.state_changed(o.id, Some(&record));
+    }
+
     /// The one mapping of a slot to its state: the session id and the [`StateRecord`], their
     /// texts decoded into `texts`.
     fn record<'a>(
@@ -517,19 +534,33 @@ impl Engine {
     ) -> (Option<&'a str>, StateRecord<'a>) {
         let slot = &self.slots[index as usize];
         let SlotTexts { id, user, client } = texts;
-        let record = StateRecord {
+        let record = self.state_record(
+            slot,
+            slot.user_id.as_str(user),
+            slot.client_id.as_str(client),
+        );
+        (slot.key.as_str(id), record)
+    }
+
+    /// A slot's [`StateRecord`], given the text of its user and client ids.
+    fn state_record<'a>(
+        &'a self,
+        slot: &Slot,
+        user_id: Option<&'a str>,
+        client_id: Option<&'a str>,
+    ) -> StateRecord<'a> {
+        StateRecord {
             status: self.statuses.name(slot.status),
             since: slot.since,
             updated_at: slot.updated_at,
             created_at: known(slot.created_at),
             expire_at: known(slot.expire_at),
             abandon_at: known(slot.abandon_at),
-            user_id: slot.user_id.as_str(user),
-            client_id: slot.client_id.as_str(client),
+            user_id,
+            client_id,
             impersonated: slot.impersonated(),
             inferred: slot.inferred(),
-        };
-        (slot.key.as_str(id), record)
+        }
     }
 
     /// Puts a session's state back as the changelog kept it (restore): no events, no
