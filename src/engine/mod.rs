@@ -6,18 +6,19 @@
 //! one `Engine` per assigned Kafka partition, replay runs one for its single partition.
 //!
 //! Memory: a session is a 120-byte [`Slot`] in a slab, a 4-byte entry in a hash table of
-//! slab indices, and (while live) a 16-byte entry in the ordered deadline index.
+//! slab indices, a 4-byte stamp, and a 16-byte entry in a timer index (its deadline while
+//! live, its forget time once terminal; stale entries at most double that).
 //!
 //! Inside: `ids` (session ids packed into slots), `statuses` (status texts by code), `sink`
-//! (where events and state changes go), `views` (owned copies for tools and tests). This file
-//! keeps the rules.
+//! (where events and state changes go), `timers` (the deadline and forget-time indexes),
+//! `views` (owned copies for tools and tests). This file keeps the rules.
 
 mod ids;
 mod sink;
 mod statuses;
+mod timers;
 mod views;
 
-use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
 
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -27,6 +28,7 @@ use ids::{hash_lookup, pack, IdBuf, MAX_PACKED_LEN};
 use sink::NoSink;
 pub use sink::{EventSink, StateRecord};
 use statuses::StatusTable;
+use timers::{Stamps, TimerIndex};
 pub use views::{OwnedEvent, SessionView};
 
 use crate::model::{
@@ -200,9 +202,11 @@ pub struct Engine {
     table: HashTable<u32>,
     hasher: DefaultHashBuilder,
     /// Live sessions by (deadline, slot); ties are ordered by id when they fire.
-    deadlines: BTreeSet<(i64, u32)>,
+    deadlines: TimerIndex,
     /// Terminal sessions by (since + retention, slot).
-    forget_at: BTreeSet<(i64, u32)>,
+    forget_at: TimerIndex,
+    /// The slots' stamps: which of their timer entries are current.
+    stamps: Stamps,
     statuses: StatusTable,
     /// `W_p`; `i64::MIN` is minus infinity.
     watermark: i64,
@@ -223,8 +227,9 @@ impl Engine {
             free: Vec::new(),
             table: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
-            deadlines: BTreeSet::new(),
-            forget_at: BTreeSet::new(),
+            deadlines: TimerIndex::default(),
+            forget_at: TimerIndex::default(),
+            stamps: Stamps::default(),
             statuses: StatusTable::default(),
             watermark: i64::MIN,
             max_event_time: None,
@@ -372,9 +377,13 @@ impl Engine {
     /// session nearest its deadline, else any; raises an `evicted` anomaly naming it, with
     /// the arriving observation's status, time and source.
     fn evict_one(&mut self, o: &Observation<'_>, source: Source<'_>, sink: &mut impl EventSink) {
-        let index = match (self.forget_at.pop_first(), self.deadlines.first()) {
-            (Some((_, index)), _) | (None, Some(&(_, index))) => index,
-            (None, None) => match self.table.iter().next() {
+        let earliest = match self.forget_at.pop_first(&self.stamps) {
+            Some(entry) => Some(entry),
+            None => self.deadlines.first(&self.stamps),
+        };
+        let index = match earliest {
+            Some((_, index)) => index,
+            None => match self.table.iter().next() {
                 Some(&index) => index,
                 None => return,
             },
@@ -621,9 +630,8 @@ impl Engine {
     /// Drops a session's state (a changelog tombstone during restore).
     pub fn forget(&mut self, session_id: &str) {
         if let Some(index) = self.lookup(session_id).found {
-            let before = self.index_keys(index);
-            if let Some(f) = before.forget_at {
-                self.forget_at.remove(&(f, index));
+            if self.index_keys(index).forget_at.is_some() {
+                self.forget_at.invalidated();
             }
             self.remove(index, &mut NoSink);
         }
@@ -664,12 +672,8 @@ impl Engine {
 
     fn fire_due(&mut self, sink: &mut impl EventSink) {
         let mut due = std::mem::take(&mut self.due);
-        while let Some(&(deadline, index)) = self.deadlines.first() {
-            if deadline > self.watermark {
-                break;
-            }
-            self.deadlines.pop_first();
-            due.push((deadline, index));
+        while let Some(entry) = self.deadlines.pop_due(self.watermark, &self.stamps) {
+            due.push(entry);
         }
         // Already in deadline order; only equal deadlines need the id tie-break.
         let slots = &self.slots;
@@ -697,7 +701,7 @@ impl Engine {
         let impersonated = slot.impersonated();
         self.count_out(from, impersonated);
         self.count_in(to, impersonated);
-        // The deadline entry is already popped; only the retention entry is new.
+        // The deadline entry is already taken; only the retention entry is new.
         self.insert_index(
             index,
             IndexKeys {
@@ -728,16 +732,12 @@ impl Engine {
     }
 
     fn forget_expired(&mut self, sink: &mut impl EventSink) {
-        while let Some(&(forget_at, index)) = self.forget_at.first() {
-            if forget_at > self.watermark {
-                break;
-            }
-            self.forget_at.pop_first();
+        while let Some((_, index)) = self.forget_at.pop_due(self.watermark, &self.stamps) {
             self.remove(index, sink);
         }
     }
 
-    /// Drops a slot; its retention entry must already be gone.
+    /// Drops a slot; its retention entry must already be taken or counted stale.
     fn remove(&mut self, index: u32, sink: &mut impl EventSink) {
         let slot = &self.slots[index as usize];
         if sink.wants_state() {
@@ -749,9 +749,10 @@ impl Engine {
             entry.remove();
         }
         let (status, impersonated) = (slot.status, slot.impersonated());
-        if let Some(deadline) = slot.deadline() {
-            self.deadlines.remove(&(deadline, index));
+        if slot.deadline().is_some() {
+            self.deadlines.invalidated();
         }
+        self.stamps.renew(index);
         self.count_out(status, impersonated);
         let slot = &mut self.slots[index as usize];
         slot.key = CompactId::Absent;
@@ -819,22 +820,26 @@ impl Engine {
             if before == after {
                 return;
             }
-            if let Some(d) = before.deadline {
-                self.deadlines.remove(&(d, index));
+            if before.deadline.is_some() {
+                self.deadlines.invalidated();
             }
-            if let Some(f) = before.forget_at {
-                self.forget_at.remove(&(f, index));
+            if before.forget_at.is_some() {
+                self.forget_at.invalidated();
             }
         }
         self.insert_index(index, after);
     }
 
+    /// Sets a slot's timers, leaving any it had before stale.
     fn insert_index(&mut self, index: u32, keys: IndexKeys) {
+        let stamp = self.stamps.renew(index);
         if let Some(d) = keys.deadline {
-            self.deadlines.insert((d, index));
+            self.deadlines.push(d, index, stamp);
+            self.deadlines.sweep_if_stale(&self.stamps);
         }
         if let Some(f) = keys.forget_at {
-            self.forget_at.insert((f, index));
+            self.forget_at.push(f, index, stamp);
+            self.forget_at.sweep_if_stale(&self.stamps);
         }
     }
 }
