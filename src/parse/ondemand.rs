@@ -566,7 +566,9 @@ impl<'t> Scanner<'t> {
         }
         while let Some(digit) = self.bytes.get(at).filter(|b| b.is_ascii_digit()) {
             // Checked: a 19th digit overflows before the length check below refuses it.
-            value = value.checked_mul(10)?.checked_add(i64::from(digit - b'0'))?;
+            value = value
+                .checked_mul(10)?
+                .checked_add(i64::from(digit - b'0'))?;
             at += 1;
             if at - start > 18 {
                 return None;
