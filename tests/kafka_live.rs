@@ -348,6 +348,35 @@ fn live_equals_replay(
         metric_sum(&metrics, "sessionflow_transitions_total", &[]) as usize,
         transitions_total
     );
+    // Each transition into a terminal status with a known session age is one observation of
+    // the lifetime histogram, under that status.
+    let mut lifetimes = 0;
+    for end in [
+        "ended",
+        "removed",
+        "revoked",
+        "replaced",
+        "expired",
+        "abandoned",
+    ] {
+        let ends = transitions
+            .values()
+            .flatten()
+            .map(|t| t.json())
+            .filter(|t| t["to"] == end && t["session_age_ms"].is_i64())
+            .count();
+        assert_eq!(
+            metric_sum(
+                &metrics,
+                "sessionflow_session_lifetime_seconds_count",
+                &[&format!("end=\"{end}\"")]
+            ) as usize,
+            ends,
+            "lifetimes ending {end}"
+        );
+        lifetimes += ends;
+    }
+    assert!(lifetimes > 1000, "{lifetimes} sessions ended");
     for name in sessionflow::metrics::ALL {
         assert!(
             metrics.contains(&format!("# HELP {name}"))

@@ -291,7 +291,8 @@ fn apply_in_order(
     let mut applied = 0;
     // A batch holds runs of one partition's records: its state is looked up once per run.
     let mut current: Option<(i32, &mut PartitionState)> = None;
-    for message in batch {
+    for (i, message) in batch.iter().enumerate() {
+        prefetch_ahead(batch.get(i + 1), batch.get(i + 2));
         let partition = message.partition();
         if current.as_ref().map(|&(p, _)| p) != Some(partition) {
             current = partitions
@@ -326,7 +327,11 @@ fn run_lane(
     input_topic: &str,
     clock: BatchClock,
 ) {
-    for message in &work.messages {
+    for (i, message) in work.messages.iter().enumerate() {
+        prefetch_ahead(
+            work.messages.get(i + 1).copied(),
+            work.messages.get(i + 2).copied(),
+        );
         let partition = message.partition();
         let Ok(index) = work.states.binary_search_by_key(&partition, |&(p, _)| p) else {
             continue;
@@ -336,6 +341,26 @@ fn run_lane(
     }
     for (partition, state) in &mut work.states {
         state.queue_progress(*partition, outbox);
+    }
+}
+
+/// Starts loading what the next records need while this one is processed: the message
+/// struct librdkafka filled on one of its threads (two records ahead: its first read was a
+/// cache miss, about 3% of the loop thread's time) and the next record's first bytes (whose
+/// address that struct gives, loaded by the prefetch a record before).
+#[inline]
+fn prefetch_ahead(next: Option<&BorrowedMessage<'_>>, after_next: Option<&BorrowedMessage<'_>>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        if let Some(message) = after_next {
+            // SAFETY: a prefetch only hints the cache; it never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(message.ptr().cast::<i8>()) };
+        }
+        if let Some(payload) = next.and_then(BorrowedMessage::payload) {
+            // SAFETY: as above.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(payload.as_ptr().cast::<i8>()) };
+        }
     }
 }
 
