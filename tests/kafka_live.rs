@@ -351,14 +351,10 @@ fn live_equals_replay(
     // Each transition into a terminal status with a known session age is one observation of
     // the lifetime histogram, under that status.
     let mut lifetimes = 0;
-    for end in [
-        "ended",
-        "removed",
-        "revoked",
-        "replaced",
-        "expired",
-        "abandoned",
-    ] {
+    let terminal = sessionflow::model::KNOWN_STATUSES
+        .into_iter()
+        .filter(|s| sessionflow::model::StatusCode::known(s).is_some_and(|c| c.is_terminal()));
+    for end in terminal {
         let ends = transitions
             .values()
             .flatten()
