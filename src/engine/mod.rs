@@ -377,10 +377,10 @@ impl Engine {
     /// session nearest its deadline, else any; raises an `evicted` anomaly naming it, with
     /// the arriving observation's status, time and source.
     fn evict_one(&mut self, o: &Observation<'_>, source: Source<'_>, sink: &mut impl EventSink) {
-        let earliest = match self.forget_at.pop_first(&self.stamps) {
-            Some(entry) => Some(entry),
-            None => self.deadlines.first(&self.stamps),
-        };
+        let earliest = self
+            .forget_at
+            .pop_first(&self.stamps)
+            .or_else(|| self.deadlines.first(&self.stamps));
         let index = match earliest {
             Some((_, index)) => index,
             None => match self.table.iter().next() {
