@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use sessionflow::app::outbox::{DeadLetterLimits, Outbox};
-use sessionflow::apply::apply_record;
+use sessionflow::app::{apply_value, InputRecord};
 use sessionflow::engine::{Engine, EngineConfig};
 use sessionflow::generate::{GenerateOptions, Generator};
 use sessionflow::model::Source;
@@ -59,14 +59,15 @@ impl Records {
     }
 }
 
-/// Applies every record as the live loop's batch step does (`app::lanes::apply_message`),
-/// returning the outputs written.
+/// Applies every record with the live loop's batch step (`app::apply_value`), returning the
+/// outputs written.
 fn apply_all(records: &Records, outbox: &mut Outbox, parser: &mut Parser) -> usize {
     // As bench-e2e runs it: the future-event-time check off (historical event times).
     let config = EngineConfig {
         max_clock_skew_ms: 0,
         ..EngineConfig::default()
     };
+    let wall_clock = sessionflow::clock::now_ms();
     let mut engines: Vec<Engine> = (0..PARTITIONS).map(|_| Engine::new(config)).collect();
     let mut stats = Stats::new();
     let mut outputs = 0;
@@ -78,21 +79,13 @@ fn apply_all(records: &Records, outbox: &mut Outbox, parser: &mut Parser) -> usi
             partition,
             offset: offset as i64,
         };
+        let input = InputRecord {
+            source,
+            key: None,
+            value: record,
+        };
         let engine = &mut engines[partition as usize];
-        parser.parse(record, |result| match result {
-            Ok(parsed) => apply_record(
-                engine,
-                &parsed,
-                source,
-                None,
-                &mut stats,
-                &mut outbox.partition(partition),
-            ),
-            Err(error) => {
-                stats.count_invalid(&error);
-                outbox.dead_letter(partition, offset as i64, None, Some(record), &error);
-            }
-        });
+        apply_value(engine, parser, outbox, &mut stats, input, wall_clock);
         outbox.close_record(partition, Some(offset as i64));
         in_batch += 1;
         if in_batch == BATCH {

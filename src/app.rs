@@ -24,6 +24,7 @@ pub mod restore;
 mod startup;
 
 pub use self::handles::{Handles, Heartbeat, PipelineStatus};
+pub use self::lanes::{apply_value, InputRecord};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;

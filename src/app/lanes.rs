@@ -395,23 +395,58 @@ fn apply_message(
                 partition,
                 offset,
             };
-            parser.parse(payload, |result| match result {
-                Ok(parsed) => apply::apply_record(
-                    &mut state.engine,
-                    &parsed,
-                    source,
-                    Some(clock.wall_clock),
-                    stats,
-                    &mut outbox.partition(partition),
-                ),
-                Err(error) => {
-                    stats.count_invalid(&error);
-                    outbox.dead_letter(partition, offset, message.key(), Some(payload), &error);
-                }
-            });
+            let record = InputRecord {
+                source,
+                key: message.key(),
+                value: payload,
+            };
+            apply_value(
+                &mut state.engine,
+                parser,
+                outbox,
+                stats,
+                record,
+                clock.wall_clock,
+            );
         }
     }
     outbox.close_record(partition, Some(offset));
+}
+
+/// One input record as read: where it came from, its key and its value.
+#[derive(Copy, Clone)]
+pub struct InputRecord<'a> {
+    pub source: Source<'a>,
+    pub key: Option<&'a [u8]>,
+    pub value: &'a [u8],
+}
+
+/// Parses a record's value and applies it to its partition's engine, its outputs into
+/// `outbox`, or queues it as a dead letter: the batch step's work on a record once the
+/// message is read (`benches/live_apply.rs` times it). The caller closes the record.
+pub fn apply_value(
+    engine: &mut Engine,
+    parser: &mut Parser,
+    outbox: &mut Outbox,
+    stats: &mut Stats,
+    record: InputRecord<'_>,
+    wall_clock: i64,
+) {
+    let InputRecord { source, key, value } = record;
+    parser.parse(value, |result| match result {
+        Ok(parsed) => apply::apply_record(
+            engine,
+            &parsed,
+            source,
+            Some(wall_clock),
+            stats,
+            &mut outbox.partition(source.partition),
+        ),
+        Err(error) => {
+            stats.count_invalid(&error);
+            outbox.dead_letter(source.partition, source.offset, key, Some(value), &error);
+        }
+    });
 }
 
 #[cfg(test)]
