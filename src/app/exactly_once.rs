@@ -16,7 +16,7 @@ use rdkafka::producer::{Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use super::outbox::Outbox;
+use super::outbox::{KeyScratch, Outbox};
 use super::{Clients, Heartbeat};
 use crate::config::Config;
 use crate::kafka::sink::{self, OutputContext};
@@ -80,6 +80,8 @@ pub struct ExactlyOnce {
     shutdown: CancellationToken,
     /// Beaten by each retried call: retrying against a broker that is away is not a hang.
     heartbeat: Heartbeat,
+    /// For each send's choice of changelog writes.
+    latest_writes: KeyScratch,
 }
 
 /// Whether a fatal error of the transactional producer means another live instance uses its
@@ -333,6 +335,7 @@ impl ExactlyOnce {
             transaction_timeout: transaction_timeout(config),
             shutdown,
             heartbeat,
+            latest_writes: KeyScratch::default(),
         }
     }
 
@@ -365,7 +368,7 @@ impl ExactlyOnce {
             return self.fail(clients, error, began);
         }
         for outbox in outboxes {
-            let send = outbox.latest_writes_only();
+            let send = outbox.latest_writes_only(&mut self.latest_writes);
             for (message, _) in outbox.messages().iter().zip(send).filter(|(_, send)| *send) {
                 clients
                     .send(outbox.to_send(message, &clients.routes, 0))
