@@ -41,8 +41,8 @@ pub struct AtLeastOnce {
     /// Changelog writes waiting for their unit's outputs to be acknowledged.
     stash: HashMap<Ticket, StashedWrites>,
     /// Emptied stashes, their buffers kept for the next units: a stash grown afresh for
-    /// every unit had the kernel clear its new pages and copied it at each doubling (~4% of
-    /// the process in a profile of bench-e2e's traffic).
+    /// every unit had the kernel clear its new pages (~3% of the process in a profile of
+    /// bench-e2e's traffic) and was copied at each doubling.
     spare_stashes: Vec<StashedWrites>,
     /// For each send's choice of changelog writes.
     latest_writes: KeyScratch,
