@@ -78,16 +78,23 @@ pub fn pack(id: &str) -> Option<(u8, [u8; PACKED_BYTES])> {
         .iter()
         .position(|p| p.len() == prefix_len && bytes.starts_with(p.as_bytes()))?;
     let rest: &[u8; BODY_CHARS] = bytes[prefix_len..].try_into().ok()?;
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("ssse3") {
-        // SAFETY: the CPU has SSSE3, checked just above.
-        return unsafe { pack_body_ssse3(rest) }.map(|body| (prefix as u8, body));
-    }
     pack_body(rest).map(|body| (prefix as u8, body))
 }
 
-/// The packed body of 27 characters, or `None` if one is not base62.
+/// The packed body of 27 characters, or `None` if one is not base62: with SSSE3 where the
+/// CPU has it.
+#[inline]
 fn pack_body(rest: &[u8; BODY_CHARS]) -> Option<[u8; PACKED_BYTES]> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("ssse3") {
+        // SAFETY: the CPU has SSSE3, checked just above.
+        return unsafe { pack_body_ssse3(rest) };
+    }
+    pack_body_scalar(rest)
+}
+
+/// [`pack_body`] a character at a time, through a table.
+fn pack_body_scalar(rest: &[u8; BODY_CHARS]) -> Option<[u8; PACKED_BYTES]> {
     // Four characters (24 bits) make three bytes; the last three characters (18 bits) are
     // left-aligned in the last three bytes.
     let mut body = [0u8; PACKED_BYTES];
@@ -111,7 +118,7 @@ fn pack_body(rest: &[u8; BODY_CHARS]) -> Option<[u8; PACKED_BYTES]> {
     (invalid == 0).then_some(body)
 }
 
-/// [`pack_body`] sixteen characters at a time (base64 decoding's method, with base62's
+/// [`pack_body_scalar`] sixteen characters at a time (base64 decoding's method, with base62's
 /// ranges): three ids are packed per observation, and the table walk of 27 characters was
 /// ~4% of the live loop. The body is padded with '0' (digit 0) to 32 characters: the 28th
 /// is the zero the last group of three is shifted by, and groups past the seventh are
@@ -174,8 +181,19 @@ unsafe fn pack_body_ssse3(rest: &[u8; BODY_CHARS]) -> Option<[u8; PACKED_BYTES]>
     out[..PACKED_BYTES].try_into().ok()
 }
 
-/// The 27 characters of a packed body.
+/// The 27 characters of a packed body: with SSSE3 where the CPU has it.
+#[inline]
 fn unpack_body(body: &[u8; PACKED_BYTES], chars: &mut [u8; BODY_CHARS]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("ssse3") {
+        // SAFETY: the CPU has SSSE3, checked just above.
+        return unsafe { unpack_body_ssse3(body, chars) };
+    }
+    unpack_body_scalar(body, chars)
+}
+
+/// [`unpack_body`] a group of three bytes at a time, through a table.
+fn unpack_body_scalar(body: &[u8; PACKED_BYTES], chars: &mut [u8; BODY_CHARS]) {
     // Three bytes hold four characters; the last group holds three.
     for (group, bytes) in chars.chunks_mut(4).zip(body.chunks(3)) {
         let acc = u32::from(bytes[0]) << 16 | u32::from(bytes[1]) << 8 | u32::from(bytes[2]);
@@ -185,7 +203,7 @@ fn unpack_body(body: &[u8; PACKED_BYTES], chars: &mut [u8; BODY_CHARS]) {
     }
 }
 
-/// [`unpack_body`] twelve bytes at a time (base64 encoding's method, with base62's
+/// [`unpack_body_scalar`] twelve bytes at a time (base64 encoding's method, with base62's
 /// ranges): every terminal session's id is decoded again for its changelog tombstone, and
 /// the scalar walk was ~3% of the batch step. Writes ASCII only: a 6-bit value maps to at
 /// most 63 + 61 = 124, though packed ids hold values below 62.
@@ -272,14 +290,6 @@ impl CompactId {
                     [prefix.len()..prefix.len() + BODY_CHARS])
                     .try_into()
                     .expect("IdBuf holds the longest prefix and a body");
-                #[cfg(target_arch = "x86_64")]
-                if std::arch::is_x86_feature_detected!("ssse3") {
-                    // SAFETY: the CPU has SSSE3, checked just above.
-                    unsafe { unpack_body_ssse3(body, chars) };
-                } else {
-                    unpack_body(body, chars);
-                }
-                #[cfg(not(target_arch = "x86_64"))]
                 unpack_body(body, chars);
                 let len = prefix.len() + BODY_CHARS;
                 // SAFETY: every byte of `buf[..len]` was just written from `PREFIXES` and by
@@ -382,7 +392,7 @@ mod tests {
             }
             // SAFETY: the CPU has SSSE3, checked above.
             let simd = unsafe { pack_body_ssse3(&rest) };
-            assert_eq!(simd, pack_body(&rest), "{rest:?}");
+            assert_eq!(simd, pack_body_scalar(&rest), "{rest:?}");
             checked_invalid += usize::from(simd.is_none());
         }
         assert!(checked_invalid > 50_000, "{checked_invalid}");
@@ -403,7 +413,7 @@ mod tests {
             let (mut simd, mut scalar) = ([0u8; BODY_CHARS], [0u8; BODY_CHARS]);
             // SAFETY: the CPU has SSSE3, checked above.
             unsafe { unpack_body_ssse3(&body, &mut simd) };
-            unpack_body(&body, &mut scalar);
+            unpack_body_scalar(&body, &mut scalar);
             let scalar_ascii = scalar.map(|c| if c == b'?' { 0 } else { c });
             let simd_below_62 = simd.map(|c| if c > b'z' { 0 } else { c });
             assert_eq!(simd_below_62, scalar_ascii, "{body:?}");
