@@ -9,16 +9,15 @@
 //! ([`ChangelogOrder`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::{Header, Headers};
 use rdkafka::producer::{Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use rdkafka::message::{Header, Headers};
-
+use self::stash::Stash;
 use super::lanes::Lanes;
 use super::outbox::{self, Destination, KeyScratch, Outbox};
 use super::Clients;
@@ -28,10 +27,7 @@ use crate::kafka::sink::{self, OutgoingRef, OutputContext, RetryMessage, Untimed
 use crate::kafka::source::{self, InputContext};
 use crate::kafka::KafkaSetupError;
 
-/// Emptied stashes kept for reuse, at most: the units in flight at a time are one per
-/// partition of the few batches not yet acknowledged, and a spare holds a unit's changelog
-/// bytes.
-const MAX_SPARE_STASHES: usize = 32;
+mod stash;
 
 /// How long one flush waits during the shutdown drain before retries are looked at again.
 const DRAIN_STEP: Duration = Duration::from_secs(1);
@@ -39,77 +35,13 @@ const DRAIN_STEP: Duration = Duration::from_secs(1);
 /// The at-least-once mode's own state.
 pub struct AtLeastOnce {
     /// Changelog writes waiting for their unit's outputs to be acknowledged.
-    stash: HashMap<Ticket, StashedWrites>,
-    /// Emptied stashes, their buffers kept for the next units: a stash grown afresh for
-    /// every unit had the kernel clear its new pages (~3% of the process in a profile of
-    /// bench-e2e's traffic) and was copied at each doubling.
-    spare_stashes: Vec<StashedWrites>,
+    stash: Stash,
     /// For each send's choice of changelog writes.
     latest_writes: KeyScratch,
     order: ChangelogOrder,
     /// Changelog writes never time out, whatever `message.timeout.ms` is (held while the
     /// mode lasts).
     _untimed_changelog: UntimedTopic,
-}
-
-/// One unit's changelog writes while they wait, their bytes in one buffer: copied out of the
-/// outbox (which the lanes fill again meanwhile) with two allocations per unit instead of a
-/// key and a value buffer per write.
-#[derive(Default)]
-struct StashedWrites {
-    bytes: Vec<u8>,
-    writes: Vec<StashedWrite>,
-}
-
-/// A changelog write in [`StashedWrites::bytes`].
-struct StashedWrite {
-    /// The changelog partition.
-    partition: i32,
-    key: Option<Range<usize>>,
-    /// `None`: a tombstone.
-    payload: Option<Range<usize>>,
-    opaque: usize,
-}
-
-impl StashedWrites {
-    /// Copies a changelog write in. Its topic is not kept (the changelog's is given again
-    /// when sent), nor headers (changelog writes have none).
-    fn push(&mut self, message: &OutgoingRef<'_>) {
-        let mut copy = |bytes: Option<&[u8]>| {
-            bytes.map(|b| {
-                let start = self.bytes.len();
-                self.bytes.extend_from_slice(b);
-                start..self.bytes.len()
-            })
-        };
-        let key = copy(message.key);
-        let payload = copy(message.payload);
-        self.writes.push(StashedWrite {
-            partition: message.partition,
-            key,
-            payload,
-            opaque: message.opaque,
-        });
-    }
-
-    /// Empties it, keeping its buffers.
-    fn clear(&mut self) {
-        self.bytes.clear();
-        self.writes.clear();
-    }
-
-    /// The writes as the producer takes them, to `topic` (the changelog's), in order.
-    fn messages<'a>(&'a self, topic: &'a str) -> impl Iterator<Item = OutgoingRef<'a>> + 'a {
-        let bytes = |range: &Option<Range<usize>>| range.clone().map(|r| &self.bytes[r]);
-        self.writes.iter().map(move |write| OutgoingRef {
-            topic,
-            partition: write.partition,
-            key: bytes(&write.key),
-            payload: bytes(&write.payload),
-            headers: None,
-            opaque: write.opaque,
-        })
-    }
 }
 
 /// Keeps each partition's changelog in the order the writes were made across failed
@@ -245,8 +177,7 @@ impl AtLeastOnce {
         changelog_topic: &str,
     ) -> Result<Self, KafkaSetupError> {
         Ok(AtLeastOnce {
-            stash: HashMap::new(),
-            spare_stashes: Vec::new(),
+            stash: Stash::default(),
             latest_writes: KeyScratch::default(),
             order: ChangelogOrder::default(),
             _untimed_changelog: UntimedTopic::new(producer, changelog_topic)?,
@@ -317,10 +248,7 @@ impl AtLeastOnce {
                     if send {
                         let opaque = sink::ticket_to_opaque(ticket, Phase::Changelog);
                         let write = outbox.to_send(message, &clients.routes, opaque);
-                        self.stash
-                            .entry(ticket)
-                            .or_insert_with(|| self.spare_stashes.pop().unwrap_or_default())
-                            .push(&write);
+                        self.stash.push(ticket, &write);
                     }
                     continue;
                 }
@@ -349,7 +277,7 @@ impl AtLeastOnce {
             tracker.take_releasable()
         };
         for ticket in self.order.admit(released) {
-            let Some(writes) = self.stash.remove(&ticket) else {
+            let Some(writes) = self.stash.take(ticket) else {
                 continue;
             };
             // Released before its partition was revoked, by a send that outlived the drain.
@@ -359,16 +287,7 @@ impl AtLeastOnce {
             for message in writes.messages(&clients.routes.changelog.topic) {
                 clients.send(message).await;
             }
-            self.keep_spare(writes);
-        }
-    }
-
-    /// Keeps an emptied stash's buffers for a later unit (as many as were in use at once,
-    /// up to [`MAX_SPARE_STASHES`]).
-    fn keep_spare(&mut self, mut writes: StashedWrites) {
-        if self.spare_stashes.len() < MAX_SPARE_STASHES {
-            writes.clear();
-            self.spare_stashes.push(writes);
+            self.stash.recycle(writes);
         }
     }
 
@@ -408,8 +327,7 @@ impl AtLeastOnce {
     /// Revoked partitions: their unwritten changelog writes go with them (their records are
     /// not committed, so the next owner re-derives them).
     pub fn forget(&mut self, partitions: &[i32]) {
-        self.stash
-            .retain(|ticket, _| !partitions.contains(&ticket.0));
+        self.stash.forget(partitions);
         self.order.forget(partitions);
     }
 
@@ -649,67 +567,6 @@ mod tests {
         let ends = std::thread::spawn(move || drop(sending));
         assert!(in_flight.wait_until_idle(Instant::now() + Duration::from_secs(60)));
         ends.join().unwrap();
-    }
-
-    #[test]
-    fn stashed_writes_come_back_in_order_with_their_bytes_and_tombstones_and_none_once_cleared() {
-        let mut stash = StashedWrites::default();
-        for (partition, key, payload, opaque) in [
-            (2, &b"sess_a"[..], Some(&b"state one"[..]), 7),
-            (2, b"sess_b", None, 8),
-            (3, b"progress", Some(b"watermark"), 9),
-        ] {
-            stash.push(&OutgoingRef {
-                topic: "ignored: the changelog topic is given when sent",
-                partition,
-                key: Some(key),
-                payload,
-                headers: None,
-                opaque,
-            });
-        }
-        let sent: Vec<_> = stash
-            .messages("app.state")
-            .map(|m| (m.topic, m.partition, m.key, m.payload, m.opaque))
-            .collect();
-        assert_eq!(
-            sent,
-            [
-                (
-                    "app.state",
-                    2,
-                    Some(&b"sess_a"[..]),
-                    Some(&b"state one"[..]),
-                    7
-                ),
-                ("app.state", 2, Some(&b"sess_b"[..]), None, 8),
-                (
-                    "app.state",
-                    3,
-                    Some(&b"progress"[..]),
-                    Some(&b"watermark"[..]),
-                    9
-                ),
-            ]
-        );
-        // Emptied for another unit: only what is pushed afterwards comes back.
-        stash.clear();
-        stash.push(&OutgoingRef {
-            topic: "app.state",
-            partition: 1,
-            key: Some(b"sess_c"),
-            payload: Some(b"state two"),
-            headers: None,
-            opaque: 10,
-        });
-        let sent: Vec<_> = stash
-            .messages("app.state")
-            .map(|m| (m.partition, m.key, m.payload, m.opaque))
-            .collect();
-        assert_eq!(
-            sent,
-            [(1, Some(&b"sess_c"[..]), Some(&b"state two"[..]), 10)]
-        );
     }
 
     use crate::app::outbox::tests::transition;
