@@ -10,9 +10,14 @@
 //! the consumed offsets sent to the transaction and the transaction committed.
 //!
 //! Usage: `pass_through [--transactional N] BROKERS INPUT PREFIX PROFILE...`, each PROFILE
-//! `MESSAGES_PER_RECORD:MEAN_BYTES` for one output kind (topics `PREFIX.0`, `PREFIX.1`, … are
-//! created with the input's partition count). Prints records per second from the first message
-//! to the last acknowledgement and the process's CPU seconds.
+//! `MESSAGES_PER_RECORD:MEAN_BYTES[:SOURCE]` for one output kind (topics `PREFIX.0`,
+//! `PREFIX.1`, … are created with the input's partition count). Without SOURCE a message is
+//! the input record's bytes repeated to the mean size (with its key); with SOURCE, a topic
+//! sessionflow wrote for this input, its messages are read into memory before the run and
+//! produced in turn, keys and bytes as they were (tombstones too): the same bytes, so the
+//! same compression. Prints records per second from the first message to the last
+//! acknowledgement and the process's CPU seconds; with `SESSIONFLOW_BENCH_BROKER_PID` set,
+//! also the broker's CPU seconds over the same span (reading the sources excluded).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,7 +28,7 @@ use futures_util::{FutureExt, StreamExt};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -50,6 +55,76 @@ struct Profile {
     bytes: usize,
     /// Accumulated share of a message not yet produced (spreads fractions evenly).
     owed: f64,
+    /// The messages to produce in turn, when read from a source topic.
+    source: Vec<SourceMessage>,
+    /// The next of `source`.
+    next: usize,
+}
+
+/// A message read from a source topic: its key and payload.
+type SourceMessage = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Every message of `topic` (all partitions, each in offset order), read from its start to
+/// the end offsets it had when asked.
+fn read_topic(brokers: &str, topic: &str) -> anyhow::Result<Vec<SourceMessage>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set(
+            "group.id",
+            format!("pass-through-source-{}", std::process::id()),
+        )
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut assignment = TopicPartitionList::new();
+    let mut ends: HashMap<i32, i64> = HashMap::new();
+    for p in metadata.topics()[0].partitions() {
+        let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+        if high > low {
+            assignment.add_partition_offset(topic, p.id(), Offset::Offset(low))?;
+            ends.insert(p.id(), high);
+        }
+    }
+    consumer.assign(&assignment)?;
+    let mut messages = Vec::new();
+    let mut idle_polls = 0;
+    while !ends.is_empty() {
+        let Some(message) = consumer.poll(Duration::from_secs(1)) else {
+            idle_polls += 1;
+            anyhow::ensure!(
+                idle_polls < 30,
+                "{topic}: nothing to read for 30 s before its end"
+            );
+            continue;
+        };
+        let message = message?;
+        idle_polls = 0;
+        messages.push((
+            message.key().map(<[u8]>::to_vec),
+            message.payload().map(<[u8]>::to_vec),
+        ));
+        if ends.get(&message.partition()) == Some(&(message.offset() + 1)) {
+            ends.remove(&message.partition());
+        }
+    }
+    Ok(messages)
+}
+
+/// CPU seconds (user + system) process `pid` used so far, from `/proc` (clock ticks of 1/100 s,
+/// as the bench scripts read them).
+fn process_cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields
+            .get(i)
+            .ok_or_else(|| anyhow::anyhow!("/proc/{pid}/stat has no field {i}"))?
+            .parse::<f64>()?)
+    };
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 /// CPU seconds (user + system, all threads) this process used so far.
@@ -83,14 +158,23 @@ async fn main() -> anyhow::Result<()> {
     let mut outputs: Vec<Profile> = profiles
         .iter()
         .map(|p| {
-            let (per_record, bytes) = p.split_once(':').expect("PER_RECORD:BYTES");
-            Profile {
-                per_record: per_record.parse().expect("a number of messages per record"),
-                bytes: bytes.parse::<f64>().expect("a mean size") as usize,
+            let mut fields = p.splitn(3, ':');
+            let (Some(per_record), Some(bytes)) = (fields.next(), fields.next()) else {
+                anyhow::bail!("a profile is PER_RECORD:BYTES[:SOURCE], not {p:?}");
+            };
+            let source = match fields.next() {
+                Some(topic) => read_topic(brokers, topic)?,
+                None => Vec::new(),
+            };
+            Ok(Profile {
+                per_record: per_record.parse()?,
+                bytes: bytes.parse::<f64>()? as usize,
                 owed: 0.0,
-            }
+                source,
+                next: 0,
+            })
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("pass-through-{}", std::process::id()))
@@ -153,6 +237,8 @@ async fn main() -> anyhow::Result<()> {
     let mut in_transaction = 0usize;
     let mut transaction_offsets: HashMap<i32, i64> = HashMap::new();
 
+    let broker_pid = std::env::var("SESSIONFLOW_BENCH_BROKER_PID").ok();
+    let broker_before = broker_pid.as_deref().map(process_cpu_seconds).transpose()?;
     let cpu_before = cpu_seconds();
     let mut started: Option<Instant> = None;
     let mut filler = Vec::new();
@@ -189,19 +275,29 @@ async fn main() -> anyhow::Result<()> {
                 output.owed += output.per_record;
                 while output.owed >= 1.0 {
                     output.owed -= 1.0;
-                    // The record's own bytes, repeated to the size: JSON that compresses
-                    // like the derived events do.
-                    filler.clear();
-                    while filler.len() < output.bytes && !payload.is_empty() {
-                        let take = (output.bytes - filler.len()).min(payload.len());
-                        filler.extend_from_slice(&payload[..take]);
-                    }
+                    let (key, bytes) = if output.source.is_empty() {
+                        // The record's own bytes, repeated to the size: JSON, which
+                        // compresses better than the derived events and the changelog's
+                        // binary values do (docs/benchmarks.md, session 26).
+                        filler.clear();
+                        while filler.len() < output.bytes && !payload.is_empty() {
+                            let take = (output.bytes - filler.len()).min(payload.len());
+                            filler.extend_from_slice(&payload[..take]);
+                        }
+                        (message.key(), Some(&filler[..]))
+                    } else {
+                        let (key, bytes) = &output.source[output.next % output.source.len()];
+                        output.next += 1;
+                        (key.as_deref(), bytes.as_deref())
+                    };
                     outstanding.fetch_add(1, Ordering::AcqRel);
                     let mut record =
                         BaseRecord::with_opaque_to(topic, Box::new(outstanding.clone()))
-                            .payload(&filler[..])
                             .partition(message.partition());
-                    if let Some(key) = message.key() {
+                    if let Some(bytes) = bytes {
+                        record = record.payload(bytes);
+                    }
+                    if let Some(key) = key {
                         record = record.key(key);
                     }
                     let mut pending = record;
@@ -261,6 +357,12 @@ async fn main() -> anyhow::Result<()> {
     producer.flush(Duration::from_secs(60))?;
     let secs = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
     let cpu = cpu_seconds() - cpu_before;
+    if let (Some(pid), Some(before)) = (broker_pid.as_deref(), broker_before) {
+        println!(
+            "pass-through: broker {:.2} CPU-s",
+            process_cpu_seconds(pid)? - before
+        );
+    }
     println!(
         "pass-through: {total} records, {produced} messages produced in {secs:.2} s: {:.0} records/s, {cpu:.2} CPU-s",
         total as f64 / secs.max(1e-9)
