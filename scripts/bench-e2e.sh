@@ -6,7 +6,7 @@
 #     pass-through loop (examples/pass_through.rs: per record the messages sessionflow
 #     produced for this input, measured on its outputs, same sizes and producer settings,
 #     no processing: what Kafka costs for the job), and that again with the run's own
-#     messages as its bytes (stand-ins compress better); `sessionflow run` exactly-once, and the
+#     messages as its bytes; `sessionflow run` exactly-once, and the
 #     pass-through again with what that run produced (read committed: exactly-once writes
 #     fewer changelog messages), plain and transactional (exactly-once's floor). Each with
 #     records/s and CPU-s per million records, its own and the broker's: a table, and each
@@ -183,9 +183,9 @@ pass_through() { # NAME [FLAGS...]
   echo "$(jit_of "$broker_pid") - $jit_before" | bc -l >"$work/jit-pass-through-$name"
 }
 # The pass-through once more with the run's own messages for bytes (PROFILE:SOURCE, read
-# before it starts): the same compression as sessionflow's outputs. The stand-in bytes of the
-# first compress better (the changelog's binary values above all), so the broker and LZ4 do
-# less for them than for the real messages (docs/benchmarks.md, session 26).
+# before it starts): the same bytes, so the same compression, as sessionflow's outputs. The
+# first one's stand-ins compress differently (the changelog's binary values take 1.7x their
+# stand-ins' room on disk), and the two floors differ (docs/benchmarks.md, session 26).
 pass_through_own_bytes() { # NAME
   local stand_in=("${profile[@]}")
   profile=("${profile_bytes[@]}")
