@@ -17,7 +17,8 @@
 //! produced in turn, keys and bytes as they were (tombstones too): the same bytes, so the
 //! same compression. Prints records per second from the first message to the last
 //! acknowledgement and the process's CPU seconds; with `SESSIONFLOW_BENCH_BROKER_PID` set,
-//! also the broker's CPU seconds over the same span (reading the sources excluded).
+//! also the broker's CPU seconds, and its JIT compiler's, over the same span (reading the
+//! sources excluded).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -110,10 +111,10 @@ fn read_topic(brokers: &str, topic: &str) -> anyhow::Result<Vec<SourceMessage>> 
     Ok(messages)
 }
 
-/// CPU seconds (user + system) process `pid` used so far, from `/proc` (clock ticks of 1/100 s,
-/// as the bench scripts read them).
-fn process_cpu_seconds(pid: &str) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+/// CPU seconds (user + system) from a `/proc` `stat` file (a process's or a thread's; clock
+/// ticks of 1/100 s, as the bench scripts read them).
+fn stat_cpu_seconds(path: &std::path::Path) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(path)?;
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
@@ -121,10 +122,28 @@ fn process_cpu_seconds(pid: &str) -> anyhow::Result<f64> {
     let ticks = |i: usize| -> anyhow::Result<f64> {
         Ok(fields
             .get(i)
-            .ok_or_else(|| anyhow::anyhow!("/proc/{pid}/stat has no field {i}"))?
+            .ok_or_else(|| anyhow::anyhow!("{} has no field {i}", path.display()))?
             .parse::<f64>()?)
     };
     Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+/// The broker's CPU seconds so far: the whole JVM's, and its JIT compiler threads' (C1, C2;
+/// as `scripts/broker-jit.sh` counts them).
+fn broker_cpu_seconds(pid: &str) -> anyhow::Result<(f64, f64)> {
+    let process = stat_cpu_seconds(std::path::Path::new(&format!("/proc/{pid}/stat")))?;
+    let mut jit = 0.0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let task = task?.path();
+        // A thread that ended meanwhile has no files left: it is not counted.
+        let Ok(name) = std::fs::read_to_string(task.join("comm")) else {
+            continue;
+        };
+        if name.starts_with("C1 Compiler") || name.starts_with("C2 Compiler") {
+            jit += stat_cpu_seconds(&task.join("stat")).unwrap_or(0.0);
+        }
+    }
+    Ok((process, jit))
 }
 
 /// CPU seconds (user + system, all threads) this process used so far.
@@ -238,7 +257,7 @@ async fn main() -> anyhow::Result<()> {
     let mut transaction_offsets: HashMap<i32, i64> = HashMap::new();
 
     let broker_pid = std::env::var("SESSIONFLOW_BENCH_BROKER_PID").ok();
-    let broker_before = broker_pid.as_deref().map(process_cpu_seconds).transpose()?;
+    let broker_before = broker_pid.as_deref().map(broker_cpu_seconds).transpose()?;
     let cpu_before = cpu_seconds();
     let mut started: Option<Instant> = None;
     let mut filler = Vec::new();
@@ -357,10 +376,12 @@ async fn main() -> anyhow::Result<()> {
     producer.flush(Duration::from_secs(60))?;
     let secs = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
     let cpu = cpu_seconds() - cpu_before;
-    if let (Some(pid), Some(before)) = (broker_pid.as_deref(), broker_before) {
+    if let (Some(pid), Some((before, jit_before))) = (broker_pid.as_deref(), broker_before) {
+        let (after, jit_after) = broker_cpu_seconds(pid)?;
         println!(
-            "pass-through: broker {:.2} CPU-s",
-            process_cpu_seconds(pid)? - before
+            "pass-through: broker {:.2} CPU-s, JIT {:.2} CPU-s",
+            after - before,
+            jit_after - jit_before
         );
     }
     println!(

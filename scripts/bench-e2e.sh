@@ -171,16 +171,16 @@ pass_through() { # NAME [FLAGS...]
   local name=$1
   shift
   echo "== pass-through $name ${*:-} (the same messages per record, sizes and producer settings; no processing)"
-  jit_before=$(jit_of "$broker_pid")
-  # The broker's CPU over the pass-through's measured span, as the pass-through reads it
-  # (reading a SOURCE beforehand is not the job's cost).
+  # The broker's CPU (and its JIT compiler's) over the pass-through's measured span, as the
+  # pass-through reads it (reading a SOURCE beforehand is not the job's cost).
   passthrough=$(SESSIONFLOW_BENCH_BROKER_PID=$broker_pid target/release/examples/pass_through \
     "$@" "$b" "$input" "bench-pass-$name-$run_id" "${profile[@]}")
   echo "$passthrough"
   grep -v '^pass-through: broker' <<<"$passthrough" >"$work/pass-through-$name"
-  echo "pass-through broker-cpu $(sed -n 's/^pass-through: broker \([0-9.]*\) CPU-s$/\1/p' <<<"$passthrough")" \
+  local broker_line='^pass-through: broker \([0-9.]*\) CPU-s, JIT \([0-9.]*\) CPU-s$'
+  echo "pass-through broker-cpu $(sed -n "s/$broker_line/\1/p" <<<"$passthrough")" \
     >"$work/cpu-pass-through-$name"
-  echo "$(jit_of "$broker_pid") - $jit_before" | bc -l >"$work/jit-pass-through-$name"
+  sed -n "s/$broker_line/\2/p" <<<"$passthrough" >"$work/jit-pass-through-$name"
 }
 # The pass-through once more with the run's own messages for bytes (PROFILE:SOURCE, read
 # before it starts): the same bytes, so the same compression, as sessionflow's outputs. The
