@@ -111,10 +111,10 @@ fn read_topic(brokers: &str, topic: &str) -> anyhow::Result<Vec<SourceMessage>> 
     Ok(messages)
 }
 
-/// CPU seconds (user + system) from a `/proc` `stat` file (a process's or a thread's; clock
-/// ticks of 1/100 s, as the bench scripts read them).
-fn stat_cpu_seconds(path: &std::path::Path) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(path)?;
+/// CPU seconds (user + system) process `pid` used so far, from `/proc` (clock ticks of
+/// 1/100 s, as the bench scripts read them).
+fn process_cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
@@ -122,28 +122,29 @@ fn stat_cpu_seconds(path: &std::path::Path) -> anyhow::Result<f64> {
     let ticks = |i: usize| -> anyhow::Result<f64> {
         Ok(fields
             .get(i)
-            .ok_or_else(|| anyhow::anyhow!("{} has no field {i}", path.display()))?
+            .ok_or_else(|| anyhow::anyhow!("/proc/{pid}/stat has no field {i}"))?
             .parse::<f64>()?)
     };
     Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
-/// The broker's CPU seconds so far: the whole JVM's, and its JIT compiler threads' (C1, C2;
-/// as `scripts/broker-jit.sh` counts them).
+/// The broker's CPU seconds so far: the whole JVM's, and its JIT compiler threads' as
+/// `scripts/broker-jit.sh` picks them (the one definition the bench scripts share).
 fn broker_cpu_seconds(pid: &str) -> anyhow::Result<(f64, f64)> {
-    let process = stat_cpu_seconds(std::path::Path::new(&format!("/proc/{pid}/stat")))?;
-    let mut jit = 0.0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let task = task?.path();
-        // A thread that ended meanwhile has no files left: it is not counted.
-        let Ok(name) = std::fs::read_to_string(task.join("comm")) else {
-            continue;
-        };
-        if name.starts_with("C1 Compiler") || name.starts_with("C2 Compiler") {
-            jit += stat_cpu_seconds(&task.join("stat")).unwrap_or(0.0);
-        }
-    }
-    Ok((process, jit))
+    let process = process_cpu_seconds(pid)?;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/broker-jit.sh");
+    let jit = std::process::Command::new("bash")
+        .args([
+            "-c",
+            r#". "$1"; broker_jit_ticks "$2""#,
+            "broker-jit",
+            script,
+            pid,
+        ])
+        .output()?;
+    anyhow::ensure!(jit.status.success(), "{script} failed: {jit:?}");
+    let ticks: f64 = String::from_utf8(jit.stdout)?.trim().parse()?;
+    Ok((process, ticks / 100.0))
 }
 
 /// CPU seconds (user + system, all threads) this process used so far.
