@@ -129,10 +129,13 @@ fn process_cpu_seconds(pid: &str) -> anyhow::Result<f64> {
 }
 
 /// The broker's CPU seconds so far: the whole JVM's, and its JIT compiler threads' as
-/// `scripts/broker-jit.sh` picks them (the one definition the bench scripts share).
+/// `scripts/broker-jit.sh` picks them (the one definition the bench scripts share). The
+/// script is found from the working directory, the checkout bench-e2e runs in (as its own
+/// `. scripts/broker-jit.sh`), not from where this example was built: checkouts sharing one
+/// `target/` reuse each other's builds.
 fn broker_cpu_seconds(pid: &str) -> anyhow::Result<(f64, f64)> {
     let process = process_cpu_seconds(pid)?;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/broker-jit.sh");
+    let script = "scripts/broker-jit.sh";
     let jit = std::process::Command::new("bash")
         .args([
             "-c",
@@ -142,7 +145,10 @@ fn broker_cpu_seconds(pid: &str) -> anyhow::Result<(f64, f64)> {
             pid,
         ])
         .output()?;
-    anyhow::ensure!(jit.status.success(), "{script} failed: {jit:?}");
+    anyhow::ensure!(
+        jit.status.success(),
+        "{script} failed (run from the checkout, as scripts/bench-e2e.sh does): {jit:?}"
+    );
     let ticks: f64 = String::from_utf8(jit.stdout)?.trim().parse()?;
     Ok((process, ticks / 100.0))
 }
