@@ -4,12 +4,17 @@
 
 # CPU clock ticks of PID's JIT compiler threads so far (0 without a PID).
 broker_jit_ticks() {
-  local total=0 task comm
+  local total=0 task comm stat fields
   [ -n "${1:-}" ] || { echo 0; return; }
   for task in /proc/"$1"/task/*; do
     read -r comm <"$task/comm" 2>/dev/null || continue
     case "$comm" in C1\ Compiler* | C2\ Compiler*)
-      total=$((total + $(awk '{print $14 + $15}' "$task/stat" 2>/dev/null || echo 0))) ;;
+      # The names hold a space ("(C2 CompilerThre)"), so the fields are counted after the
+      # name's closing parenthesis: utime and stime, the 14th and 15th of the line, are the
+      # 12th and 13th there. A thread that ended meanwhile is not counted.
+      stat=$(cat "$task/stat" 2>/dev/null) || continue
+      read -ra fields <<<"${stat##*)}"
+      total=$((total + fields[11] + fields[12])) ;;
     esac
   done
   echo "$total"
