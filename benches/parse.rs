@@ -431,7 +431,8 @@ fn benches(c: &mut Criterion) {
 }
 
 /// The alternated measurement (`SESSIONFLOW_PARSE_ROUNDS=R cargo bench --bench parse`): R
-/// rounds of sessionflow, serde_json and sonic_rs one after the other on each input, each
+/// rounds of sessionflow (once per stage-one kernel), serde_json and sonic_rs one after
+/// the other on each input, each
 /// timing ~20 MB of records, and per input the median of the rounds' ratios. On a shared,
 /// noisy host a burst slows whichever function criterion happens to be timing; here it
 /// falls on all three of one round alike.
@@ -449,37 +450,81 @@ fn alternated(rounds: usize) {
         values.sort_by(f64::total_cmp);
         values[values.len() / 2]
     }
+    // The widest kernel first (the one this CPU uses), then each narrower one, in every
+    // round: what a CPU without AVX-512 (or without AVX2) would get against the same
+    // serde_json and sonic_rs timings.
+    let mut kernels: Vec<StageOne> = StageOne::available()
+        .into_iter()
+        .filter(|&k| k != StageOne::Portable)
+        .rev()
+        .collect();
+    if kernels.is_empty() {
+        kernels.push(StageOne::Portable);
+    }
     for (name, records) in inputs() {
-        let mut parser = Parser::default();
+        let mut parsers: Vec<Parser> = kernels
+            .iter()
+            .map(|&k| Parser::default().with_stage_one(k))
+            .collect();
         let bytes: usize = records.iter().map(Vec::len).sum();
         let iterations = (20_000_000 / bytes).max(3);
-        let mut times = [Vec::new(), Vec::new(), Vec::new()];
+        let mut ours = vec![Vec::new(); parsers.len()];
+        let (mut serde_times, mut sonic_times) = (Vec::new(), Vec::new());
         for _ in 0..rounds.max(1) {
-            times[0].push(per_iteration(iterations, || {
-                sessionflow_parse(&mut parser, &records)
-            }));
-            times[1].push(per_iteration(iterations, || serde_json_parse(&records)));
-            times[2].push(per_iteration(iterations, || sonic_rs_parse(&records)));
+            for (parser, times) in parsers.iter_mut().zip(&mut ours) {
+                times.push(per_iteration(iterations, || {
+                    sessionflow_parse(parser, &records)
+                }));
+            }
+            serde_times.push(per_iteration(iterations, || serde_json_parse(&records)));
+            sonic_times.push(per_iteration(iterations, || sonic_rs_parse(&records)));
         }
-        let ratio =
-            |other: &[f64]| median(other.iter().zip(&times[0]).map(|(o, s)| o / s).collect());
-        println!(
-            "{name}: sessionflow {:.1} µs, serde_json {:.1} µs ({:.2}x), sonic_rs {:.1} µs ({:.2}x), \
-             medians of {} rounds, stage one {:?}",
-            median(times[0].clone()),
-            median(times[1].clone()),
-            ratio(&times[1]),
-            median(times[2].clone()),
-            ratio(&times[2]),
-            rounds.max(1),
-            parser.stage_one(),
-        );
+        for (kernel, times) in kernels.iter().zip(&ours) {
+            let ratio =
+                |other: &[f64]| median(other.iter().zip(times).map(|(o, s)| o / s).collect());
+            println!(
+                "{name}: sessionflow {:.1} µs, serde_json {:.1} µs ({:.2}x), sonic_rs {:.1} µs ({:.2}x), \
+                 medians of {} rounds, stage one {kernel:?}",
+                median(times.clone()),
+                median(serde_times.clone()),
+                ratio(&serde_times),
+                median(sonic_times.clone()),
+                ratio(&sonic_times),
+                rounds.max(1),
+            );
+        }
     }
 }
 
 criterion_group!(parse, benches);
 
+/// A fixed amount of work for instruction counting (`SESSIONFLOW_PARSE_COUNT=N`, under
+/// `valgrind --tool=cachegrind`): sessionflow's parse only, N passes over each input with
+/// the kernel `SESSIONFLOW_PARSE_KERNEL` names (default: the widest), of the groups whose
+/// name contains `SESSIONFLOW_PARSE_GROUP` (default: all).
+fn counted(passes: usize) {
+    let kernel = match std::env::var("SESSIONFLOW_PARSE_KERNEL").as_deref() {
+        Ok(name) => *StageOne::available()
+            .iter()
+            .find(|k| format!("{k:?}").eq_ignore_ascii_case(name))
+            .unwrap_or_else(|| panic!("SESSIONFLOW_PARSE_KERNEL: {name} does not run here")),
+        Err(_) => StageOne::detect(),
+    };
+    let only = std::env::var("SESSIONFLOW_PARSE_GROUP").unwrap_or_default();
+    for (name, records) in inputs().into_iter().filter(|(n, _)| n.contains(&only)) {
+        let mut parser = Parser::default().with_stage_one(kernel);
+        let mut sum = 0u64;
+        for _ in 0..passes {
+            sum = sum.wrapping_add(black_box(sessionflow_parse(&mut parser, &records)));
+        }
+        println!("{name}: {passes} passes, stage one {kernel:?}, checksum {sum}");
+    }
+}
+
 fn main() {
+    if let Ok(passes) = std::env::var("SESSIONFLOW_PARSE_COUNT") {
+        return counted(passes.parse().expect("SESSIONFLOW_PARSE_COUNT: a count"));
+    }
     match std::env::var("SESSIONFLOW_PARSE_ROUNDS").map(|r| r.parse::<usize>()) {
         Ok(Ok(rounds)) => alternated(rounds),
         Ok(Err(e)) => panic!("SESSIONFLOW_PARSE_ROUNDS: {e}"),
