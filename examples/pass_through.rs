@@ -111,46 +111,35 @@ fn read_topic(brokers: &str, topic: &str) -> anyhow::Result<Vec<SourceMessage>> 
     Ok(messages)
 }
 
-/// CPU seconds (user + system) process `pid` used so far, from `/proc` (clock ticks of
-/// 1/100 s, as the bench scripts read them).
-fn process_cpu_seconds(pid: &str) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| -> anyhow::Result<f64> {
-        Ok(fields
-            .get(i)
-            .ok_or_else(|| anyhow::anyhow!("/proc/{pid}/stat has no field {i}"))?
-            .parse::<f64>()?)
-    };
-    Ok((ticks(11)? + ticks(12)?) / 100.0)
-}
-
-/// The broker's CPU seconds so far: the whole JVM's, and its JIT compiler threads' as
-/// `scripts/broker-jit.sh` picks them (the one definition the bench scripts share). The
-/// script is found from the working directory, the checkout bench-e2e runs in (as its own
-/// `. scripts/broker-jit.sh`), not from where this example was built: checkouts sharing one
+/// The broker's CPU seconds so far: the whole JVM's, and its JIT compiler threads', read by
+/// `scripts/proc-cpu.sh` (the one reading of `/proc` the bench scripts share). The script is
+/// found from the working directory, the checkout bench-e2e runs in (as its own
+/// `. scripts/proc-cpu.sh`), not from where this example was built: checkouts sharing one
 /// `target/` reuse each other's builds.
 fn broker_cpu_seconds(pid: &str) -> anyhow::Result<(f64, f64)> {
-    let process = process_cpu_seconds(pid)?;
-    let script = "scripts/broker-jit.sh";
-    let jit = std::process::Command::new("bash")
+    let script = "scripts/proc-cpu.sh";
+    let read = std::process::Command::new("bash")
         .args([
             "-c",
-            r#". "$1"; broker_jit_ticks "$2""#,
-            "broker-jit",
+            r#". "$1" && echo "$(process_cpu_ticks "$2") $(broker_jit_ticks "$2") $(getconf CLK_TCK)""#,
+            "proc-cpu",
             script,
             pid,
         ])
         .output()?;
     anyhow::ensure!(
-        jit.status.success(),
-        "{script} failed (run from the checkout, as scripts/bench-e2e.sh does): {jit:?}"
+        read.status.success(),
+        "{script} failed (run from the checkout, as scripts/bench-e2e.sh does): {read:?}"
     );
-    let ticks: f64 = String::from_utf8(jit.stdout)?.trim().parse()?;
-    Ok((process, ticks / 100.0))
+    let line = String::from_utf8(read.stdout)?;
+    let numbers = line
+        .split_whitespace()
+        .map(str::parse::<f64>)
+        .collect::<Result<Vec<_>, _>>()?;
+    let [process, jit, ticks_per_second] = numbers[..] else {
+        anyhow::bail!("{script}: expected three numbers, got {line:?}");
+    };
+    Ok((process / ticks_per_second, jit / ticks_per_second))
 }
 
 /// CPU seconds (user + system, all threads) this process used so far.

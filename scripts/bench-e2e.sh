@@ -43,11 +43,11 @@ run_id=$$
 
 input=bench-in-$run_id
 broker_pid=$(cat "${SESSIONFLOW_KAFKA_DIR:-/tmp/sessionflow-kafka}/broker.pid")
-# CPU seconds (user + system, all threads) of a process so far.
-cpu_of() { awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$1/stat"; }
-# CPU seconds of the broker JVM's JIT compiler threads so far (scripts/broker-jit.sh).
-. scripts/broker-jit.sh
-jit_of() { echo "$(broker_jit_ticks "$1") / $(getconf CLK_TCK)" | bc -l; }
+# CPU seconds (user + system, all threads) of a process so far, and of the broker JVM's JIT
+# compiler threads alone (scripts/proc-cpu.sh).
+. scripts/proc-cpu.sh
+cpu_of() { ticks_to_seconds "$(process_cpu_ticks "$1")"; }
+jit_of() { ticks_to_seconds "$(broker_jit_ticks "$1")"; }
 echo "== pre-loading $records records into $input (4 partitions, made with Kafka's own tool)"
 scripts/kafka-dev.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$b" --create \
   --topic "$input" --partitions 4 --replication-factor 1 >/dev/null
@@ -87,17 +87,17 @@ measure_run() { # DELIVERY PORT [ROUND SUFFIX]
   local run_pid=$!
   pids+=("$run_pid")
   python3 - "$records" "$port" "$run_pid" "$broker_pid" "$work/rate-$delivery$round" "$work/cpu-$delivery$round" <<'PY'
-import subprocess, sys, time, urllib.request
+import os, subprocess, sys, time, urllib.request
 total, port, run_pid, broker_pid = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 url = f"http://127.0.0.1:{port}/metrics"
-def cpu(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100.0
-def jit(pid):
-    # CPU seconds of the broker JVM's JIT compiler threads (scripts/broker-jit.sh, as jit_of).
-    return float(subprocess.check_output(
-        ["bash", "-c", '. scripts/broker-jit.sh; echo "$(broker_jit_ticks "$1") / 100" | bc -l',
-         "jit", pid]))
+def cpu_seconds():
+    """CPU seconds so far of sessionflow, the broker, and the broker's JIT compiler threads,
+    read in one go by scripts/proc-cpu.sh (as cpu_of and jit_of)."""
+    line = subprocess.check_output(
+        ["bash", "-c", '. scripts/proc-cpu.sh; echo "$(process_cpu_ticks "$1") '
+         '$(process_cpu_ticks "$2") $(broker_jit_ticks "$2")"', "proc-cpu", run_pid, broker_pid])
+    hz = os.sysconf("SC_CLK_TCK")
+    return tuple(int(ticks) / hz for ticks in line.split())
 def scrape():
     """Records handed to the pipeline (None before the 4 partitions' lag is exported) and
     batch steps finished."""
@@ -123,9 +123,9 @@ while True:
     if done is not None and done != last:
         last = done
         if first is None and done >= total * 0.1:
-            first = (now, done, cpu(run_pid), cpu(broker_pid), jit(broker_pid))
+            first = (now, done, *cpu_seconds())
         if first is not None and done >= total:
-            end = (now, done, cpu(run_pid), cpu(broker_pid), jit(broker_pid))
+            end = (now, done, *cpu_seconds())
             break
     time.sleep(0.02)
 secs, n = last_step_at - first[0], end[1] - first[1]

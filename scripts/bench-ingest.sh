@@ -35,9 +35,10 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 wait_http() { until curl -sf "127.0.0.1:$1$2" >/dev/null 2>&1; do sleep 0.2; done; }
-cpu_ticks() { [ -n "$1" ] && awk '{print $14 + $15}' "/proc/$1/stat" || echo 0; }
-# The broker's JIT compiler threads' CPU (scripts/broker-jit.sh): the broker warming up.
-. scripts/broker-jit.sh
+# CPU ticks of a process (0 without a PID), and of the broker's JIT compiler threads alone:
+# the broker warming up (scripts/proc-cpu.sh).
+. scripts/proc-cpu.sh
+cpu_ticks() { process_cpu_ticks "$1"; }
 jit_ticks() { broker_jit_ticks "$broker_pid"; }
 per_webhook() { echo "$1 * 1000000 / $hz / $2" | bc -l; } # TICKS COUNT -> microseconds
 hz=$(getconf CLK_TCK)

@@ -1,0 +1,41 @@
+# Sourced by the bench scripts and examples/pass_through.rs: the CPU a process used so far,
+# from /proc, in clock ticks (`getconf CLK_TCK` a second), read one way for all of them.
+# Also the broker JVM's JIT compiler threads (C1, C2) alone: that is the broker warming up,
+# not the cost of a write, and it goes on well past the first million records
+# (docs/benchmarks.md, session 20).
+
+# User plus system ticks from one /proc stat line (a process's or a thread's). The name in
+# parentheses may hold spaces ("(C2 CompilerThre)"), so the fields are counted after its
+# closing parenthesis: utime and stime, the 14th and 15th of the line, are the 12th and
+# 13th there.
+stat_cpu_ticks() {
+  local fields
+  read -ra fields <<<"${1##*)}"
+  echo $((fields[11] + fields[12]))
+}
+
+# Ticks of process PID, all its threads (0 without a PID).
+process_cpu_ticks() {
+  local stat
+  [ -n "${1:-}" ] || { echo 0; return; }
+  stat=$(cat "/proc/$1/stat") || return 1
+  stat_cpu_ticks "$stat"
+}
+
+# Ticks of PID's JIT compiler threads (0 without a PID). A thread that ended meanwhile is
+# not counted.
+broker_jit_ticks() {
+  local total=0 task comm stat
+  [ -n "${1:-}" ] || { echo 0; return; }
+  for task in /proc/"$1"/task/*; do
+    read -r comm <"$task/comm" 2>/dev/null || continue
+    case "$comm" in C1\ Compiler* | C2\ Compiler*)
+      stat=$(cat "$task/stat" 2>/dev/null) || continue
+      total=$((total + $(stat_cpu_ticks "$stat"))) ;;
+    esac
+  done
+  echo "$total"
+}
+
+# Seconds from ticks.
+ticks_to_seconds() { echo "$1 / $(getconf CLK_TCK)" | bc -l; }
