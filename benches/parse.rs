@@ -18,9 +18,14 @@ use sessionflow::parse::{Parser, StageOne};
 /// Records per iteration, for every function alike (the replay batch size).
 const N: usize = 64;
 
+/// A fixture, compacted. Read from the working directory, the checkout `cargo bench` runs
+/// in (the package root), not the one the binary was built in: checkouts sharing one
+/// `target/` reuse each other's builds.
 fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    let value: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let path = format!("tests/fixtures/{name}");
+    let bytes = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e} (run from the checkout, as cargo bench does)"));
+    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     serde_json::to_vec(&value).unwrap()
 }
 

@@ -40,8 +40,8 @@ wait_http() { until curl -sf "127.0.0.1:$1$2" >/dev/null 2>&1; do sleep 0.2; don
 . scripts/proc-cpu.sh
 cpu_ticks() { process_cpu_ticks "$1"; }
 jit_ticks() { broker_jit_ticks "$broker_pid"; }
-per_webhook() { echo "$1 * 1000000 / $hz / $2" | bc -l; } # TICKS COUNT -> microseconds
 hz=$(getconf CLK_TCK)
+per_webhook() { echo "$1 * 1000000 / $hz / $2" | bc -l; } # TICKS COUNT -> microseconds
 post() { # PORT COUNT RATE(or empty) SEED
   local rate_flag=()
   [ -n "$3" ] && rate_flag=(--rate "$3")
