@@ -19,7 +19,8 @@
 //! - [`kafka`]: `admin` (start-up checks), `source` (the consumer, rebalances, the changelog
 //!   reader), `sink` (the producer, retries, sending), `offsets` (at-least-once bookkeeping).
 //! - [`app`]: the live pipeline: the select loop and the batch step; `startup`, `outbox`,
-//!   `at_least_once`, `exactly_once`, `restore`, `input_health` and `handles` beside it.
+//!   `at_least_once`, `exactly_once`, `assignment`, `restore`, `input_health` and `handles`
+//!   beside it.
 //! - [`demo`]: the pipeline on an embedded (mock) Kafka, fed by the generator.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`ingest`]: Clerk's webhooks into the input topic (`sessionflow ingest`); `signature`
