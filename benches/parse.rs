@@ -455,6 +455,7 @@ fn alternated(rounds: usize) {
         values.sort_by(f64::total_cmp);
         values[values.len() / 2]
     }
+    println!("CPU: {}", cpu_model());
     // The widest kernel first (the one this CPU uses), then each narrower one, in every
     // round: what a CPU without AVX-512 (or without AVX2) would get against the same
     // serde_json and sonic_rs timings.
@@ -502,6 +503,28 @@ fn alternated(rounds: usize) {
 }
 
 criterion_group!(parse, benches);
+
+/// The CPU the figures come from, as `/proc/cpuinfo` names it (the fields `lscpu` shows):
+/// "AMD EPYC, family 25 model 17, 2 cores". Machines of one kind differ, so every figure
+/// names it.
+fn cpu_model() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                (key.trim() == name).then(|| value.trim().to_owned())
+            })
+            .unwrap_or_else(|| "?".to_owned())
+    };
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    format!(
+        "{}, family {} model {}, {cores} cores",
+        field("model name"),
+        field("cpu family"),
+        field("model")
+    )
+}
 
 /// A fixed amount of work for instruction counting (`SESSIONFLOW_PARSE_COUNT=N`, under
 /// `valgrind --tool=cachegrind`): sessionflow's parse only, N passes over each input with

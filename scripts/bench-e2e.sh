@@ -48,6 +48,7 @@ broker_pid=$(cat "${SESSIONFLOW_KAFKA_DIR:-/tmp/sessionflow-kafka}/broker.pid")
 . scripts/proc-cpu.sh
 cpu_of() { ticks_to_seconds "$(process_cpu_ticks "$1")"; }
 jit_of() { ticks_to_seconds "$(broker_jit_ticks "$1")"; }
+echo "== CPU: $(cpu_model)"
 echo "== pre-loading $records records into $input (4 partitions, made with Kafka's own tool)"
 scripts/kafka-dev.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$b" --create \
   --topic "$input" --partitions 4 --replication-factor 1 >/dev/null

@@ -89,6 +89,7 @@ ingest_pid=$!
 pids+=("$ingest_pid")
 wait_http 19481 /readyz
 
+echo "== CPU: $(cpu_model)"
 echo "== warm-up: $warmup webhooks through ingest (not measured)"
 post 19481 "$warmup" "" 10
 if [ -n "$broker_pid" ]; then

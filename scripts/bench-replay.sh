@@ -24,6 +24,8 @@ bins=${SESSIONFLOW_BENCH_BINS:-target/release/sessionflow}
 first_bin=${bins%% *}
 "$first_bin" generate --sessions $((records / 3)) --seed 1 --records "$records" --output "$work/in.ndjson"
 bytes=$(stat -c %s "$work/in.ndjson")
+. scripts/proc-cpu.sh
+echo "CPU: $(cpu_model)"
 echo "input: $(wc -l < "$work/in.ndjson") records, $bytes bytes"
 n=0
 for bin in $bins; do

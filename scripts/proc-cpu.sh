@@ -1,5 +1,6 @@
 # Sourced by the bench scripts and examples/pass_through.rs: the CPU a process used so far,
-# from /proc, in clock ticks (`getconf CLK_TCK` a second), read one way for all of them.
+# from /proc, in clock ticks (`getconf CLK_TCK` a second), read one way for all of them; and
+# which CPU the figures come from.
 # Also the broker JVM's JIT compiler threads (C1, C2) alone: that is the broker warming up,
 # not the cost of a write, and it goes on well past the first million records
 # (docs/benchmarks.md, session 20).
@@ -39,3 +40,16 @@ broker_jit_ticks() {
 
 # Seconds from ticks.
 ticks_to_seconds() { echo "$1 / $(getconf CLK_TCK)" | bc -l; }
+
+# The CPU the figures come from, as lscpu names it: "AMD EPYC, family 25 model 17, 2 cores".
+# Machines of one kind differ (AMD and Intel, models with and without AVX-512), so every
+# figure names it.
+cpu_model() {
+  LC_ALL=C lscpu | awk -F: '
+    function value() { sub(/^[ \t]+/, "", $2); return $2 }
+    /^Model name:/ { name = value() }
+    /^CPU family:/ { family = value() }
+    /^Model:/ { model = value() }
+    END { printf "%s, family %s model %s", name, family, model }'
+  echo ", $(nproc) cores"
+}
