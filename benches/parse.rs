@@ -437,10 +437,9 @@ fn benches(c: &mut Criterion) {
 
 /// The alternated measurement (`SESSIONFLOW_PARSE_ROUNDS=R cargo bench --bench parse`): R
 /// rounds of sessionflow (once per stage-one kernel), serde_json and sonic_rs one after
-/// the other on each input, each
-/// timing ~20 MB of records, and per input the median of the rounds' ratios. On a shared,
-/// noisy host a burst slows whichever function criterion happens to be timing; here it
-/// falls on all three of one round alike.
+/// the other on each input, each timing ~20 MB of records, and per input the median of the
+/// rounds' ratios. On a shared, noisy host a burst slows whichever function criterion
+/// happens to be timing; here it falls on all of one round alike.
 fn alternated(rounds: usize) {
     fn per_iteration(iterations: usize, mut parse: impl FnMut() -> u64) -> f64 {
         let start = std::time::Instant::now();

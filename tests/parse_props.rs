@@ -246,7 +246,8 @@ fn json_value() -> impl Strategy<Value = String> {
         "i\\u0064",
     ]);
     // Now and then a control character that is not whitespace, between tokens: the scan
-    // tests bytes up to the space as one class, so it must still refuse these.
+    // must refuse it as the tape does (one that took every byte up to the space for
+    // whitespace would not).
     let space = prop_oneof![
         12 => prop::sample::select(vec!["", "", "", " ", "\n", "\t", "\r\n  "]),
         1 => prop::sample::select(vec!["\u{b}", "\u{c}", " \u{1f}", "\u{0}"]),
