@@ -503,26 +503,19 @@ fn alternated(rounds: usize) {
 
 criterion_group!(parse, benches);
 
-/// The CPU the figures come from, as `/proc/cpuinfo` names it (the fields `lscpu` shows):
-/// "AMD EPYC, family 25 model 17, 2 cores". Machines of one kind differ, so every figure
-/// names it.
+/// The CPU the figures come from, named as the bench scripts name it (`cpu_model` in
+/// `scripts/proc-cpu.sh`, read from the checkout as the fixtures are): "AMD EPYC, family 25
+/// model 17, 2 cores". Machines of one kind differ, so every figure names it.
 fn cpu_model() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |name: &str| {
-        info.lines()
-            .find_map(|line| {
-                let (key, value) = line.split_once(':')?;
-                (key.trim() == name).then(|| value.trim().to_owned())
-            })
-            .unwrap_or_else(|| "?".to_owned())
-    };
-    let cores = std::thread::available_parallelism().map_or(0, usize::from);
-    format!(
-        "{}, family {} model {}, {cores} cores",
-        field("model name"),
-        field("cpu family"),
-        field("model")
-    )
+    let named = std::process::Command::new("bash")
+        .args(["-c", ". scripts/proc-cpu.sh && cpu_model"])
+        .output();
+    match named {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        other => {
+            panic!("scripts/proc-cpu.sh: {other:?} (run from the checkout, as cargo bench does)")
+        }
+    }
 }
 
 /// A fixed amount of work for instruction counting (`SESSIONFLOW_PARSE_COUNT=N`, under

@@ -121,7 +121,7 @@ fn broker_cpu_seconds(pid: &str) -> anyhow::Result<(f64, f64)> {
     let read = std::process::Command::new("bash")
         .args([
             "-c",
-            r#". "$1" && echo "$(process_cpu_ticks "$2") $(broker_jit_ticks "$2") $(getconf CLK_TCK)""#,
+            r#". "$1" && ticks_to_seconds "$(process_cpu_ticks "$2")" && ticks_to_seconds "$(broker_jit_ticks "$2")""#,
             "proc-cpu",
             script,
             pid,
@@ -136,10 +136,10 @@ fn broker_cpu_seconds(pid: &str) -> anyhow::Result<(f64, f64)> {
         .split_whitespace()
         .map(str::parse::<f64>)
         .collect::<Result<Vec<_>, _>>()?;
-    let [process, jit, ticks_per_second] = numbers[..] else {
-        anyhow::bail!("{script}: expected three numbers, got {line:?}");
+    let [process, jit] = numbers[..] else {
+        anyhow::bail!("{script}: expected two numbers, got {line:?}");
     };
-    Ok((process / ticks_per_second, jit / ticks_per_second))
+    Ok((process, jit))
 }
 
 /// CPU seconds (user + system, all threads) this process used so far.

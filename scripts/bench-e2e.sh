@@ -88,17 +88,17 @@ measure_run() { # DELIVERY PORT [ROUND SUFFIX]
   local run_pid=$!
   pids+=("$run_pid")
   python3 - "$records" "$port" "$run_pid" "$broker_pid" "$work/rate-$delivery$round" "$work/cpu-$delivery$round" <<'PY'
-import os, subprocess, sys, time, urllib.request
+import subprocess, sys, time, urllib.request
 total, port, run_pid, broker_pid = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 url = f"http://127.0.0.1:{port}/metrics"
 def cpu_seconds():
     """CPU seconds so far of sessionflow, the broker, and the broker's JIT compiler threads,
     read in one go by scripts/proc-cpu.sh (as cpu_of and jit_of)."""
     line = subprocess.check_output(
-        ["bash", "-c", '. scripts/proc-cpu.sh; echo "$(process_cpu_ticks "$1") '
-         '$(process_cpu_ticks "$2") $(broker_jit_ticks "$2")"', "proc-cpu", run_pid, broker_pid])
-    hz = os.sysconf("SC_CLK_TCK")
-    return tuple(int(ticks) / hz for ticks in line.split())
+        ["bash", "-c", '. scripts/proc-cpu.sh; for ticks in "$(process_cpu_ticks "$1")" '
+         '"$(process_cpu_ticks "$2")" "$(broker_jit_ticks "$2")"; do ticks_to_seconds "$ticks"; '
+         'done', "proc-cpu", run_pid, broker_pid])
+    return tuple(float(seconds) for seconds in line.split())
 def scrape():
     """Records handed to the pipeline (None before the 4 partitions' lag is exported) and
     batch steps finished."""

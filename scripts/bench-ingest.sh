@@ -38,7 +38,6 @@ wait_http() { until curl -sf "127.0.0.1:$1$2" >/dev/null 2>&1; do sleep 0.2; don
 # CPU ticks of a process (0 without a PID), and of the broker's JIT compiler threads alone:
 # the broker warming up (scripts/proc-cpu.sh).
 . scripts/proc-cpu.sh
-cpu_ticks() { process_cpu_ticks "$1"; }
 jit_ticks() { broker_jit_ticks "$broker_pid"; }
 hz=$(getconf CLK_TCK)
 per_webhook() { echo "$1 * 1000000 / $hz / $2" | bc -l; } # TICKS COUNT -> microseconds
@@ -60,14 +59,14 @@ measure() { # NAME PORT PID SEED
   # right after the other server's run, the first seconds cost more (the broker's own
   # share most; see docs/benchmarks.md, session 19).
   post "$2" $((events / 10)) "" $(($4 + 100)) >/dev/null
-  s0=$(cpu_ticks "$3"); b0=$(cpu_ticks "$broker_pid"); j0=$(jit_ticks)
+  s0=$(process_cpu_ticks "$3"); b0=$(process_cpu_ticks "$broker_pid"); j0=$(jit_ticks)
   generator_cpu=$(mktemp)
   line=$( { TIMEFORMAT='%3U %3S'; time post "$2" "$events" "" "$4"; } 2>"$generator_cpu")
   printf '%-8s %s\n' "$1" "$line" >&2
   printf '         CPU per webhook: %s %.1f us' "$1" \
-    "$(per_webhook "$(($(cpu_ticks "$3") - s0))" "$events")" >&2
+    "$(per_webhook "$(($(process_cpu_ticks "$3") - s0))" "$events")" >&2
   [ -n "$broker_pid" ] && printf ', broker %.1f us (of which its JIT compiler %.1f us)' \
-    "$(per_webhook "$(($(cpu_ticks "$broker_pid") - b0))" "$events")" \
+    "$(per_webhook "$(($(process_cpu_ticks "$broker_pid") - b0))" "$events")" \
     "$(per_webhook "$(($(jit_ticks) - j0))" "$events")" >&2
   printf ', generator %.1f us' \
     "$(awk -v n="$events" '{ print ($1 + $2) * 1000000 / n }' "$generator_cpu")" >&2

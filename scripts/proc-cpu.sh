@@ -1,9 +1,9 @@
-# Sourced by the bench scripts and examples/pass_through.rs: the CPU a process used so far,
-# from /proc, in clock ticks (`getconf CLK_TCK` a second), read one way for all of them; and
-# which CPU the figures come from.
-# Also the broker JVM's JIT compiler threads (C1, C2) alone: that is the broker warming up,
-# not the cost of a write, and it goes on well past the first million records
-# (docs/benchmarks.md, session 20).
+# Sourced by the bench scripts, examples/pass_through.rs and the parse bench, so that they
+# all read the same way: the CPU a process used so far, from /proc, in clock ticks
+# (`getconf CLK_TCK` a second); the same for the broker JVM's JIT compiler threads (C1, C2)
+# alone, which is the broker warming up, not the cost of a write, and goes on well past the
+# first million records (docs/benchmarks.md, session 20); and which CPU the figures come
+# from.
 
 # User plus system ticks from one /proc stat line (a process's or a thread's). The name in
 # parentheses may hold spaces ("(C2 CompilerThre)"), so the fields are counted after its
