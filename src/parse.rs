@@ -149,7 +149,7 @@ pub struct Parser {
     scratch: Vec<u8>,
     /// The on-demand scan's quote bitmap of the current record.
     quotes: Vec<u64>,
-    /// The scan's stage-one kernel: the widest this CPU runs.
+    /// The scan's stage-one kernel: the widest this CPU runs at full speed ([`StageOne::detect`]).
     stage_one: StageOne,
     paths: PathStats,
 }

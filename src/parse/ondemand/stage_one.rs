@@ -1,11 +1,12 @@
 //! Stage one of the on-demand scan: one SIMD pass over a record that marks every quote
 //! in a bitmap, refuses what makes strings hard (a backslash or a control character inside a
 //! string, an unterminated string) and says whether every byte is ASCII. Of its four kernels
-//! the widest the CPU runs is chosen at run time; the byte-by-byte one is the reference.
+//! the widest the CPU runs at full speed is chosen at run time; the byte-by-byte one is the
+//! reference.
 
 /// Which stage-one kernel marks quotes, backslashes and control characters: the widest the
-/// CPU has, found at run time (the binary targets any x86-64), or one forced by tests so
-/// that each path runs under the property tests.
+/// CPU runs at full speed, found at run time (the binary targets any x86-64), or one forced
+/// by tests so that each path runs under the property tests.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum StageOne {
     /// Byte by byte: any CPU.
@@ -19,12 +20,31 @@ pub enum StageOne {
 }
 
 impl StageOne {
-    /// The widest kernel this CPU runs.
+    /// The widest kernel this CPU runs at full speed: AVX-512 only where the CPU also has
+    /// AVX-512 VBMI2 (Ice Lake and later, Zen 4 and later; simdjson draws its AVX-512 line
+    /// there too), AVX2 on the first AVX-512 generation (Skylake-SP, Cascade Lake Xeons).
+    /// There, 512-bit instructions lower the core's clock for a while, and the thread
+    /// parsing also runs the engine and feeds librdkafka, whereas the AVX2 kernel parses
+    /// within 1-3% of the AVX-512 one (docs/benchmarks.md). The kernel itself uses no VBMI2
+    /// instruction: the flag only tells the generation.
     pub fn detect() -> StageOne {
         Self::available()
-            .last()
-            .copied()
+            .into_iter()
+            .rev()
+            .find(|&kernel| kernel != StageOne::Avx512 || Self::avx512_at_full_clock())
             .unwrap_or(StageOne::Portable)
+    }
+
+    /// Whether this CPU's AVX-512 is of a generation that keeps its clock (see `detect`).
+    fn avx512_at_full_clock() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx512vbmi2")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
     }
 
     /// Every kernel this CPU runs, narrowest first. The AVX kernels also find the inside of
@@ -319,6 +339,25 @@ mod tests {
         {
             // SAFETY: the CPU has PCLMULQDQ (checked above).
             assert_eq!(unsafe { prefix_xor_clmul(x) }, prefix_xor(x), "{x:#x}");
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn detect_takes_avx512_only_where_the_clock_keeps_up() {
+        let kernels = StageOne::available();
+        let chosen = StageOne::detect();
+        let vbmi2 = std::arch::is_x86_feature_detected!("avx512vbmi2");
+        if kernels.contains(&StageOne::Avx512) && vbmi2 {
+            assert_eq!(chosen, StageOne::Avx512);
+        } else if kernels.contains(&StageOne::Avx2) {
+            assert_eq!(
+                chosen,
+                StageOne::Avx2,
+                "AVX-512 without VBMI2 parses with AVX2"
+            );
+        } else {
+            assert_eq!(chosen, StageOne::Sse2);
         }
     }
 
