@@ -18,7 +18,7 @@
 # Uses SESSIONFLOW_TEST_BOOTSTRAP if set, else starts (and stops) its own broker.
 # SESSIONFLOW_BENCH_SETS adds flags to every sessionflow run, the latency one included
 # (e.g. "--set pipeline.batch_size=512").
-# SESSIONFLOW_BENCH_ROUNDS=R (default 1) runs at-least-once and its pass-through R times in
+# SESSIONFLOW_BENCH_ROUNDS=R (default 3) runs at-least-once and its pass-through R times in
 # turn (fresh group and outputs each round) and prints each round's ratios and their median:
 # on a shared host a burst then falls on one round, not on one side of the only ratio.
 # Usage: scripts/bench-e2e.sh [RECORDS] [RATE] [SECONDS]
@@ -205,7 +205,7 @@ pass_through_own_bytes() { # NAME
 profile_of at_least_once
 pass_through at_least_once
 pass_through_own_bytes at_least_once-own-bytes
-rounds=${SESSIONFLOW_BENCH_ROUNDS:-1}
+rounds=${SESSIONFLOW_BENCH_ROUNDS:-3}
 for round in $(seq 2 "$rounds"); do
   measure_run at_least_once 19999 "-round$round"
   pass_through "at_least_once-round$round"
