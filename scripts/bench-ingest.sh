@@ -39,8 +39,7 @@ wait_http() { until curl -sf "127.0.0.1:$1$2" >/dev/null 2>&1; do sleep 0.2; don
 # the broker warming up (scripts/proc-cpu.sh).
 . scripts/proc-cpu.sh
 jit_ticks() { broker_jit_ticks "$broker_pid"; }
-hz=$(getconf CLK_TCK)
-per_webhook() { echo "$1 * 1000000 / $hz / $2" | bc -l; } # TICKS COUNT -> microseconds
+per_webhook() { echo "$(ticks_to_seconds "$1") * 1000000 / $2" | bc -l; } # TICKS COUNT -> microseconds
 post() { # PORT COUNT RATE(or empty) SEED
   local rate_flag=()
   [ -n "$3" ] && rate_flag=(--rate "$3")
