@@ -123,9 +123,9 @@ steps_seen, last_step_at = None, None
 while True:
     done, steps = scrape()
     now = time.monotonic()
-    if steps is not None and steps != steps_seen:
-        steps_seen, last_step_at = steps, now
     if done is not None:
+        if steps != steps_seen:
+            steps_seen, last_step_at = steps, now
         if first is None and done >= total * 0.1:
             first = (now, done, *cpu_seconds())
         # Bounded: steps taken while idle (none with the idle checks off) would not end it.
