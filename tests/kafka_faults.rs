@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::proxy::{FaultProxy, Mode};
 use common::*;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use sessionflow::app::restore::Restorer;
 use sessionflow::apply;
 use sessionflow::changelog::{decode_state, PROGRESS_KEY};
@@ -466,6 +468,143 @@ fn an_exactly_once_transaction_stuck_behind_a_stalled_broker_is_given_up_and_the
         log.matches("neither committed nor aborted").count(),
         log.matches("Rewound to the last committed transaction").count()
     );
+}
+
+/// Exactly-once, an abort whose transaction touched only some of the partitions held: the
+/// rewind restores and re-reads those alone, and the others keep the state they have. The
+/// input is laid out so that it can be no other way: a first run takes records on all four
+/// partitions; then a backlog waits on partitions 0 and 1 only, and a second run (its state
+/// restored from the changelog) has a transaction of it stuck behind a stall (given up on,
+/// the producer replaced); then all four get records again — among them partitions 2 and 3,
+/// whose engines must still hold what the restore gave them. Every rewind names partitions
+/// 0 and 1 alone, the second run restores partitions 2 and 3 once (at its start), and the
+/// read_committed output is exactly what `replay` derives.
+#[test]
+fn an_exactly_once_abort_rewinds_only_the_partitions_its_transaction_touched() {
+    let _alone = proxy_alone();
+    const HELD: i32 = 4;
+    let Some(scenario) = Scenario::new("subset-rewind", HELD) else {
+        return;
+    };
+    let lines = generated_lines(160_000, 53_000, 71);
+    let (before, rest) = lines.split_at(30_000);
+    let (backlog, after) = rest.split_at(100_000);
+    let sets = [
+        "lifecycle.idle_timeout_ms=0",
+        "lifecycle.max_clock_skew_ms=0",
+        "delivery=\"exactly_once\"",
+        "kafka.\"transaction.timeout.ms\"=\"4000\"",
+        // Small fetches, so that the consumer's queue alternates between the two backlog
+        // partitions and a step holds records of both (with the default, a step is mostly one
+        // partition's fetch): a rewind that left one of them out would lose its events.
+        "kafka.consumer.\"max.partition.fetch.bytes\"=\"65536\"",
+    ];
+    produce_lines(&scenario, before, |i| i as i32 % HELD);
+    scenario.run_to_end(&sets);
+    // As in the stuck-transaction test: the backlog waits before the run starts, and the
+    // proxy slows the traffic, so that a transaction is open when the connections stall.
+    produce_lines(&scenario, backlog, |i| i as i32 % 2);
+    let proxy = FaultProxy::in_front_of_the_broker();
+    proxy.set(Mode::Pass {
+        latency: Duration::from_millis(20),
+    });
+    let mut run = scenario.start_via(&proxy.listen, &sets, &[]);
+    scenario.wait_committed_beyond(
+        "the backlog under way",
+        before.len() as i64 + 10_000,
+        Duration::from_secs(120),
+    );
+    proxy.set(Mode::BlackHole);
+    wait_for_run(
+        &run,
+        "the stuck transaction given up on while the stall lasts",
+        Duration::from_secs(120),
+        || run.log_text().contains("neither committed nor aborted"),
+    );
+    proxy.cut();
+    proxy.resume();
+    scenario.wait_all_committed(
+        &run,
+        "the backlog after the stall",
+        Duration::from_secs(300),
+    );
+    produce_lines(&scenario, after, |i| i as i32 % HELD);
+    scenario.wait_all_committed(&run, "the last records", Duration::from_secs(120));
+    let log = run.log_text();
+    assert!(run.terminate().success(), "{log}");
+
+    let rewinds: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("Rewound to the last committed transaction").nth(1))
+        .filter_map(|rest| rest.split(" partitions=").nth(1))
+        .collect();
+    assert!(!rewinds.is_empty(), "no rewind after the abort:\n{log}");
+    for named in &rewinds {
+        assert!(
+            ["[0, 1]", "[0]", "[1]"].contains(&named.trim()),
+            "a rewind beyond the partitions the backlog touched: {named}"
+        );
+    }
+    for untouched in [2, 3] {
+        let restores = restores_logged(&log)
+            .iter()
+            .filter(|r| r.partition == untouched)
+            .count();
+        assert_eq!(restores, 1, "partition {untouched} restored again:\n{log}");
+    }
+    scenario.against_replay().assert_exactly_once();
+    eprintln!(
+        "subset rewind: rewinds of partitions {rewinds:?} only; read_committed output equals replay exactly"
+    );
+}
+
+/// `records` generated records over `sessions` sessions (seed `seed`), one JSON document a
+/// line.
+fn generated_lines(records: u64, sessions: u64, seed: u64) -> Vec<String> {
+    let out = std::process::Command::new(BIN)
+        .args(["generate", "--sessions", &sessions.to_string()])
+        .args([
+            "--seed",
+            &seed.to_string(),
+            "--records",
+            &records.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len() as u64, records);
+    lines
+}
+
+/// Writes `lines` to the scenario's input, line `i` to partition `partition_of(i)`, and waits
+/// for every write to be acknowledged. Compressed as `generate_into` sends: through the
+/// slowed proxy, a fetch of uncompressed records held too few for the consumer to stay ahead
+/// of the pipeline, and a stall then found no transaction open.
+fn produce_lines(scenario: &Scenario, lines: &[String], partition_of: impl Fn(usize) -> i32) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &scenario.bootstrap)
+        .set("compression.type", "lz4")
+        .set("linger.ms", "20")
+        .create()
+        .unwrap();
+    for (i, line) in lines.iter().enumerate() {
+        let mut record = BaseRecord::<(), str>::to(&scenario.input)
+            .partition(partition_of(i))
+            .payload(line.as_str());
+        // Bounded: the queue drains as the broker acknowledges.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Err((error, returned)) = producer.send(record) {
+            assert!(Instant::now() < deadline, "input not taken: {error}");
+            record = returned;
+            producer.poll(Duration::from_millis(10));
+        }
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
 }
 
 /// Deliveries fail while the broker is unreachable (at-least-once with `message.timeout.ms`
