@@ -449,15 +449,7 @@ fn an_exactly_once_transaction_stuck_behind_a_stalled_broker_is_given_up_and_the
     ];
     let mut run = scenario.start_via(&proxy.listen, &sets, &[]);
     scenario.wait_committed_beyond("some progress", 10_000, Duration::from_secs(120));
-    proxy.set(Mode::BlackHole);
-    wait_for_run(
-        &run,
-        "the stuck transaction given up on while the stall lasts",
-        Duration::from_secs(120),
-        || run.log_text().contains("neither committed nor aborted"),
-    );
-    proxy.cut();
-    proxy.resume();
+    stall_until_the_transaction_is_given_up(&proxy, &run);
     scenario.wait_all_committed(&run, "caught up after the stall", Duration::from_secs(300));
     let log = run.log_text();
     assert!(run.terminate().success(), "{log}");
@@ -468,6 +460,21 @@ fn an_exactly_once_transaction_stuck_behind_a_stalled_broker_is_given_up_and_the
         log.matches("neither committed nor aborted").count(),
         log.matches("Rewound to the last committed transaction").count()
     );
+}
+
+/// Exactly-once: stalls every connection of `run` to the broker (black-holed) until the open
+/// transaction is given up on (two transaction timeouts), then cuts the held connections and
+/// lets traffic pass again.
+fn stall_until_the_transaction_is_given_up(proxy: &FaultProxy, run: &Running) {
+    proxy.set(Mode::BlackHole);
+    wait_for_run(
+        run,
+        "the stuck transaction given up on while the stall lasts",
+        Duration::from_secs(120),
+        || run.log_text().contains("neither committed nor aborted"),
+    );
+    proxy.cut();
+    proxy.resume();
 }
 
 /// Exactly-once, an abort whose transaction touched only some of the partitions held: the
@@ -514,15 +521,7 @@ fn an_exactly_once_abort_rewinds_only_the_partitions_its_transaction_touched() {
         before.len() as i64 + 10_000,
         Duration::from_secs(120),
     );
-    proxy.set(Mode::BlackHole);
-    wait_for_run(
-        &run,
-        "the stuck transaction given up on while the stall lasts",
-        Duration::from_secs(120),
-        || run.log_text().contains("neither committed nor aborted"),
-    );
-    proxy.cut();
-    proxy.resume();
+    stall_until_the_transaction_is_given_up(&proxy, &run);
     scenario.wait_all_committed(
         &run,
         "the backlog after the stall",
@@ -561,14 +560,7 @@ fn an_exactly_once_abort_rewinds_only_the_partitions_its_transaction_touched() {
 /// `records` generated records over `sessions` sessions (seed `seed`), one JSON document a
 /// line.
 fn generated_lines(records: u64, sessions: u64, seed: u64) -> Vec<String> {
-    let out = std::process::Command::new(BIN)
-        .args(["generate", "--sessions", &sessions.to_string()])
-        .args([
-            "--seed",
-            &seed.to_string(),
-            "--records",
-            &records.to_string(),
-        ])
+    let out = generate_records_command(records, sessions, seed)
         .output()
         .unwrap();
     assert!(out.status.success());

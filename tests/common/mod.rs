@@ -292,14 +292,9 @@ pub fn end_offsets(bootstrap: &str, topic: &str, partitions: i32) -> Vec<i64> {
         .collect()
 }
 
-/// `sessionflow generate --brokers` for `records` records (`records / 3` sessions).
-fn generate_command(
-    bootstrap: &str,
-    topic: &str,
-    records: u64,
-    sessions: u64,
-    seed: u64,
-) -> Command {
+/// `sessionflow generate` for `records` records over `sessions` sessions (NDJSON on standard
+/// output unless more flags say otherwise).
+pub fn generate_records_command(records: u64, sessions: u64, seed: u64) -> Command {
     let mut command = Command::new(BIN);
     command
         .args(["generate", "--sessions", &sessions.to_string()])
@@ -309,8 +304,20 @@ fn generate_command(
             "--records",
             &records.to_string(),
         ])
-        .args(["--brokers", bootstrap, "--topic", topic])
         .stderr(Stdio::null());
+    command
+}
+
+/// [`generate_records_command`] sending to `topic` (`--brokers`).
+fn generate_command(
+    bootstrap: &str,
+    topic: &str,
+    records: u64,
+    sessions: u64,
+    seed: u64,
+) -> Command {
+    let mut command = generate_records_command(records, sessions, seed);
+    command.args(["--brokers", bootstrap, "--topic", topic]);
     command
 }
 
