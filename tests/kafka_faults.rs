@@ -544,11 +544,9 @@ fn an_exactly_once_abort_rewinds_only_the_partitions_its_transaction_touched() {
             "a rewind beyond the partitions the backlog touched: {named}"
         );
     }
+    let restores = restores_logged(&log);
     for untouched in [2, 3] {
-        let restores = restores_logged(&log)
-            .iter()
-            .filter(|r| r.partition == untouched)
-            .count();
+        let restores = restores.iter().filter(|r| r.partition == untouched).count();
         assert_eq!(restores, 1, "partition {untouched} restored again:\n{log}");
     }
     scenario.against_replay().assert_exactly_once();
