@@ -102,6 +102,21 @@ impl<'t> Parsed<'t> {
     }
 }
 
+/// A parse result in full as one line of text: the observations and the ignored reason, or
+/// the error's kind and reason. What the tests and fuzz targets compare between the
+/// on-demand scan and the tape.
+#[doc(hidden)]
+pub fn describe(result: Result<Parsed<'_>, ParseError>) -> String {
+    match result {
+        Ok(parsed) => format!(
+            "ok {:?} {:?}",
+            parsed.ignored(),
+            parsed.observations().collect::<Vec<_>>()
+        ),
+        Err(e) => format!("err {:?} {e}", e.kind),
+    }
+}
+
 /// Iterator over the (already validated) observations of a [`Parsed`] record.
 pub struct Observations<'p, 't> {
     doc: &'p Doc<'t>,

@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 use sessionflow::generate::{GenerateOptions, Generator};
-use sessionflow::parse::{ErrorKind, Limits, ParseError, Parsed, Parser, StageOne};
+use sessionflow::parse::{describe, ErrorKind, Limits, ParseError, Parsed, Parser, StageOne};
 
 /// Cases per property; CI runs the default (100 000 for the single-record properties).
 fn cases(default: u32) -> u32 {
@@ -41,18 +41,6 @@ fn fixtures() -> Vec<Vec<u8>> {
     paginated.extend_from_slice(b"],\"total_count\":1}");
     all.push(paginated);
     all
-}
-
-/// A record's result in a comparable form.
-fn render(result: Result<Parsed<'_>, ParseError>) -> String {
-    match result {
-        Ok(parsed) => format!(
-            "ok {:?} {:?}",
-            parsed.ignored(),
-            parsed.observations().collect::<Vec<_>>()
-        ),
-        Err(e) => format!("err {:?} {e}", e.kind),
-    }
 }
 
 fn check_classified(result: Result<Parsed<'_>, ParseError>) -> Result<(), TestCaseError> {
@@ -303,8 +291,8 @@ proptest! {
         // The parser reuses its buffers from record to record: nothing may carry over.
         let mut reused = Parser::default();
         for record in &records {
-            let fresh = Parser::default().parse(record, render);
-            prop_assert_eq!(reused.parse(record, render), fresh);
+            let fresh = Parser::default().parse(record, describe);
+            prop_assert_eq!(reused.parse(record, describe), fresh);
         }
     }
 }
@@ -312,11 +300,11 @@ proptest! {
 /// The on-demand scan under every stage-one kernel this CPU runs (portable, SSE2, AVX2,
 /// AVX-512BW) gives what simd-json's tape gives for `bytes`.
 fn every_kernel_agrees_with_the_tape(limits: Limits, bytes: &[u8]) -> Result<(), TestCaseError> {
-    let tape = Parser::new(limits).parse_tape(bytes, render);
+    let tape = Parser::new(limits).parse_tape(bytes, describe);
     for kernel in StageOne::available() {
         let fast = Parser::new(limits)
             .with_stage_one(kernel)
-            .parse(bytes, render);
+            .parse(bytes, describe);
         prop_assert_eq!(
             &fast,
             &tape,
