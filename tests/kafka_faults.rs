@@ -583,16 +583,10 @@ fn produce_lines(scenario: &Scenario, lines: &[String], partition_of: impl Fn(us
         .create()
         .unwrap();
     for (i, line) in lines.iter().enumerate() {
-        let mut record = BaseRecord::<(), str>::to(&scenario.input)
+        let record = BaseRecord::<(), str>::to(&scenario.input)
             .partition(partition_of(i))
             .payload(line.as_str());
-        // Bounded: the queue drains as the broker acknowledges.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while let Err((error, returned)) = producer.send(record) {
-            assert!(Instant::now() < deadline, "input not taken: {error}");
-            record = returned;
-            producer.poll(Duration::from_millis(10));
-        }
+        send_when_queued(&producer, record);
     }
     producer.flush(Duration::from_secs(60)).unwrap();
 }

@@ -100,16 +100,7 @@ fn a_flood_of_malformed_records_keeps_memory_flat_and_dead_letters_everything() 
         let (value, kind) = malformed(i);
         *expected_kinds.entry(kind).or_default() += 1;
         let key = format!("k{i}");
-        let mut record = BaseRecord::to(&input).key(&key).payload(&value);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
-        }
+        send_when_queued(&producer, BaseRecord::to(&input).key(&key).payload(&value));
     }
     producer.flush(Duration::from_secs(60)).unwrap();
 

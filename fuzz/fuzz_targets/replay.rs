@@ -4,27 +4,14 @@
 
 #![no_main]
 
-use std::io::{self, Read};
+#[path = "../../tests/common/trickle.rs"]
+mod trickle;
 
 use libfuzzer_sys::fuzz_target;
 use sessionflow::engine::EngineConfig;
 use sessionflow::parse::Limits;
 use sessionflow::replay::{replay, replay_bytes, ReplayOptions};
-
-/// Hands out its bytes at most `most` at a time, as a pipe does.
-struct Trickle<'a> {
-    bytes: &'a [u8],
-    most: usize,
-}
-
-impl Read for Trickle<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = buf.len().min(self.most).min(self.bytes.len());
-        buf[..n].copy_from_slice(&self.bytes[..n]);
-        self.bytes = &self.bytes[n..];
-        Ok(n)
-    }
-}
+use trickle::Trickle;
 
 fuzz_target!(|bytes: &[u8]| {
     let Some((&[read_size, limit, lateness, retention], input)) = bytes.split_first_chunk() else {

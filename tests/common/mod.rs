@@ -6,6 +6,7 @@
 
 pub mod proxy;
 pub mod schemas;
+pub mod trickle;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -17,7 +18,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Headers, Message, ToBytes};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::Value;
 
@@ -319,6 +321,23 @@ fn generate_command(
     let mut command = generate_records_command(records, sessions, seed);
     command.args(["--brokers", bootstrap, "--topic", topic]);
     command
+}
+
+/// Sends `record`, waiting while the producer's local queue is full: it drains as the broker
+/// acknowledges. Bounded: a queue that stays full for a minute fails the test.
+pub fn send_when_queued<K, P>(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    mut record: BaseRecord<'_, K, P>,
+) where
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err((error, returned)) = producer.send(record) {
+        assert!(Instant::now() < deadline, "input not taken: {error}");
+        record = returned;
+        producer.poll(Duration::from_millis(10));
+    }
 }
 
 /// Sends generated records as fast as the broker takes them, and waits.
