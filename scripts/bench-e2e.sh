@@ -50,6 +50,29 @@ broker_pid=$(cat "${SESSIONFLOW_KAFKA_DIR:-/tmp/sessionflow-kafka}/broker.pid")
 . scripts/proc-cpu.sh
 cpu_of() { ticks_to_seconds "$(process_cpu_ticks "$1")"; }
 jit_of() { ticks_to_seconds "$(broker_jit_ticks "$1")"; }
+
+# Waits until the machine is quiet before a measured run: at most a tenth of a core busy
+# over half a second, for at most 60 s. A run can leave work behind on the broker or in the
+# kernel that would fall on the next one (session 31: each run right after a sessionflow run
+# was the slower one of its kind, docs/benchmarks.md). Prints what the wait took.
+settle() { # WHAT
+  local tck started busy broker before after waited=0
+  tck=$(getconf CLK_TCK)
+  started=$(date +%s%N)
+  busy=$(machine_busy_ticks)
+  broker=$(process_cpu_ticks "$broker_pid")
+  while ((waited < 120)); do
+    before=$(machine_busy_ticks)
+    sleep 0.5
+    after=$(machine_busy_ticks)
+    waited=$((waited + 1))
+    ((after - before > tck / 20)) || break
+  done
+  printf "settled before %s: %.1f s, machine %.2f CPU-s (broker %.2f)\n" "$1" \
+    "$(echo "($(date +%s%N) - $started) / 1000000000" | bc -l)" \
+    "$(ticks_to_seconds $(($(machine_busy_ticks) - busy)))" \
+    "$(ticks_to_seconds $(($(process_cpu_ticks "$broker_pid") - broker)))"
+}
 echo "== CPU: $(cpu_model)"
 echo "== pre-loading $records records into $input (4 partitions, made with Kafka's own tool)"
 scripts/kafka-dev.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$b" --create \
@@ -60,6 +83,7 @@ echo "$bytes_info (warm-up read)"
 
 # Records/s of an example's line "…: N records/s", and its own CPU-s (pass-through prints it).
 rate_of() { sed 's/.*: \([0-9]*\) records\/s.*/\1/' <<<"$1"; }
+settle "consume-only"
 echo "== consume-only rdkafka loop"
 broker_before=$(cpu_of "$broker_pid"); jit_before=$(jit_of "$broker_pid")
 baseline=$(target/release/examples/consume_only "$b" "$input")
@@ -80,6 +104,7 @@ echo "$(jit_of "$broker_pid") - $jit_before" | bc -l >"$work/jit-consume-only"
 measure_run() { # DELIVERY PORT [ROUND SUFFIX]
   local delivery=$1 port=$2 round=${3:-}
   local group=bench-group-$delivery$round-$run_id
+  settle "sessionflow run ($delivery$round)"
   echo "== sessionflow run ($delivery$round, changelog on, idle and future checks off for historical data)"
   "$bin" run --brokers "$b" --group-id "$group" --input-topic "$input" --http-listen 127.0.0.1:$port \
     --set delivery="\"$delivery\"" \
@@ -181,6 +206,7 @@ profile_of() {
 pass_through() { # NAME [FLAGS...]
   local name=$1
   shift
+  settle "pass-through $name"
   echo "== pass-through $name ${*:-} (the same messages per record, sizes and producer settings; no processing)"
   # The broker's CPU (and its JIT compiler's) over the pass-through's measured span, as the
   # pass-through reads it (reading a SOURCE beforehand is not the job's cost).

@@ -38,6 +38,14 @@ broker_jit_ticks() {
   echo "$total"
 }
 
+# Busy ticks of the whole machine so far, all cores (the first line of /proc/stat: user,
+# nice, system, irq, softirq and steal; not idle or iowait).
+machine_busy_ticks() {
+  local cpu user nice system idle iowait irq softirq steal rest
+  read -r cpu user nice system idle iowait irq softirq steal rest </proc/stat
+  echo $((user + nice + system + irq + softirq + steal))
+}
+
 # Seconds from ticks.
 ticks_to_seconds() { echo "$1 / $(getconf CLK_TCK)" | bc -l; }
 
