@@ -107,10 +107,12 @@ impl Verifier {
             .trim()
             .parse()
             .map_err(|_| Refusal::MalformedTimestamp)?;
-        if timestamp < now_s - self.tolerance_s {
+        // Saturating: a tolerance near `i64::MAX` (the configuration's clamp) would wrap the
+        // window's ends round and refuse every request.
+        if timestamp < now_s.saturating_sub(self.tolerance_s) {
             return Err(Refusal::TimestampTooOld);
         }
-        if timestamp > now_s + self.tolerance_s {
+        if timestamp > now_s.saturating_add(self.tolerance_s) {
             return Err(Refusal::TimestampTooNew);
         }
         // Other versions (asymmetric `v1a`) and entries that do not decode may sit beside a
@@ -243,6 +245,21 @@ mod tests {
                 verifier.verify(headers(malformed), BODY, TIMESTAMP),
                 Err(Refusal::MalformedSignature),
                 "{malformed:?}"
+            );
+        }
+    }
+
+    /// A tolerance as large as the configuration takes (`ingest.tolerance_s` is clamped to
+    /// `i64::MAX`) turns the time check off: the window's ends saturate instead of wrapping
+    /// round, which refused every request as too new.
+    #[test]
+    fn the_largest_tolerance_accepts_a_request_at_any_clock_reading() {
+        let verifier = Verifier::new(&[SECRET], i64::MAX).unwrap();
+        for now in [TIMESTAMP, 0, i64::MAX, TIMESTAMP + 10_000_000_000] {
+            assert_eq!(
+                verifier.verify(headers(SIGNATURE), BODY, now),
+                Ok(()),
+                "now {now}"
             );
         }
     }
