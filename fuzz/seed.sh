@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 corpus=fuzz/corpus
-mkdir -p "$corpus/parse" "$corpus/replay" "$corpus/lifecycle" "$corpus/changelog"
+mkdir -p "$corpus/parse" "$corpus/replay" "$corpus/lifecycle" "$corpus/restore" "$corpus/changelog"
 cp tests/fixtures/*.json "$corpus/parse/"
 for example in tests/data/examples/* tests/data/scenarios/*; do
   [[ -f $example/input.ndjson ]] || continue

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod restore_kit;
 pub mod schemas;
 pub mod trickle;
 
