@@ -1,6 +1,10 @@
 //! Replay streams (issue 16, item 5): output follows input while the input is still open,
 //! an oversized line is never held whole (memory measured with `getrusage`), and a file
 //! truncated during the run ends it with a clear error instead of SIGBUS.
+//!
+//! Memory is read with `getrusage(RUSAGE_CHILDREN)`, and a child exec'd while this test
+//! process is large counts this process's pages as its own: tests that grow this process
+//! belong in another test binary (as `replay_pieces.rs` does).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
