@@ -558,11 +558,7 @@ fn an_exactly_once_abort_rewinds_only_the_partitions_its_transaction_touched() {
 /// `records` generated records over `sessions` sessions (seed `seed`), one JSON document a
 /// line.
 fn generated_lines(records: u64, sessions: u64, seed: u64) -> Vec<String> {
-    let out = generate_records_command(records, sessions, seed)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let lines: Vec<String> = String::from_utf8(out.stdout)
+    let lines: Vec<String> = String::from_utf8(generated_ndjson(records, sessions, seed))
         .unwrap()
         .lines()
         .map(str::to_owned)

@@ -11,6 +11,10 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+mod common;
+
+use common::generated_ndjson;
+
 /// A bound on waits that only a broken replay reaches.
 const PATIENCE: Duration = Duration::from_secs(120);
 
@@ -19,14 +23,8 @@ fn sessionflow() -> Command {
 }
 
 /// `count` generated records (NDJSON), about a kilobyte each.
-fn generated(count: usize) -> Vec<u8> {
-    let output = sessionflow()
-        .args(["generate", "--seed", "3", "--records", &count.to_string()])
-        .args(["--sessions", &(count / 3).max(1).to_string()])
-        .output()
-        .expect("sessionflow generate runs");
-    assert!(output.status.success());
-    output.stdout
+fn generated(count: u64) -> Vec<u8> {
+    generated_ndjson(count, (count / 3).max(1), 3)
 }
 
 /// The largest resident set of any child this test process has waited for, in KiB.

@@ -8,20 +8,17 @@ use std::sync::OnceLock;
 
 mod common;
 
-use common::generate_records_command;
-use common::trickle::Trickle;
+use common::generated_ndjson;
+use common::trickle::replayed;
 use proptest::prelude::*;
 use sessionflow::parse::Limits;
-use sessionflow::replay::{replay, replay_bytes, ReplayOptions};
+use sessionflow::replay::ReplayOptions;
 
 /// Lines of generated records to draw inputs from: whole, and cut short (dead letters).
 fn generated_lines() -> &'static [Vec<u8>] {
     static LINES: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
     LINES.get_or_init(|| {
-        let generated = generate_records_command(90, 30, 3).output().unwrap();
-        assert!(generated.status.success());
-        generated
-            .stdout
+        generated_ndjson(90, 30, 3)
             .split(|&b| b == b'\n')
             .filter(|line| !line.is_empty())
             .flat_map(|line| [line.to_vec(), line[..line.len() / 2].to_vec()])
@@ -65,21 +62,9 @@ proptest! {
             },
             ..ReplayOptions::default()
         };
-        let (mut held_events, mut held_dead) = (Vec::new(), Vec::new());
-        let held = replay_bytes(&input, &mut held_events, &mut held_dead, &options).unwrap();
-        let (mut streamed_events, mut streamed_dead) = (Vec::new(), Vec::new());
-        let reader = Trickle { bytes: &input, most: read_size };
-        let streamed = replay(reader, &mut streamed_events, &mut streamed_dead, &options).unwrap();
         prop_assert_eq!(
-            String::from_utf8_lossy(&streamed_events),
-            String::from_utf8_lossy(&held_events)
+            replayed(&input, Some(read_size), &options),
+            replayed(&input, None, &options)
         );
-        prop_assert_eq!(
-            String::from_utf8_lossy(&streamed_dead),
-            String::from_utf8_lossy(&held_dead)
-        );
-        prop_assert_eq!(streamed.lines, held.lines);
-        prop_assert_eq!(streamed.stats, held.stats);
-        prop_assert_eq!(streamed.sessions_held, held.sessions_held);
     }
 }

@@ -10,8 +10,8 @@ mod trickle;
 use libfuzzer_sys::fuzz_target;
 use sessionflow::engine::EngineConfig;
 use sessionflow::parse::Limits;
-use sessionflow::replay::{replay, replay_bytes, ReplayOptions};
-use trickle::Trickle;
+use sessionflow::replay::ReplayOptions;
+use trickle::replayed;
 
 fuzz_target!(|bytes: &[u8]| {
     let Some((&[read_size, limit, lateness, retention], input)) = bytes.split_first_chunk() else {
@@ -34,23 +34,9 @@ fuzz_target!(|bytes: &[u8]| {
             ..Limits::default()
         },
     };
-    let (mut held_events, mut held_dead) = (Vec::new(), Vec::new());
-    let held = replay_bytes(input, &mut held_events, &mut held_dead, &options).unwrap();
-    let (mut streamed_events, mut streamed_dead) = (Vec::new(), Vec::new());
-    let reader = Trickle {
-        bytes: input,
-        most: usize::from(read_size).max(1),
-    };
-    let streamed = replay(reader, &mut streamed_events, &mut streamed_dead, &options).unwrap();
+    let read_size = usize::from(read_size).max(1);
     assert_eq!(
-        String::from_utf8_lossy(&streamed_events),
-        String::from_utf8_lossy(&held_events)
+        replayed(input, Some(read_size), &options),
+        replayed(input, None, &options)
     );
-    assert_eq!(
-        String::from_utf8_lossy(&streamed_dead),
-        String::from_utf8_lossy(&held_dead)
-    );
-    assert_eq!(streamed.lines, held.lines);
-    assert_eq!(streamed.stats, held.stats);
-    assert_eq!(streamed.sessions_held, held.sessions_held);
 });

@@ -311,6 +311,15 @@ pub fn generate_records_command(records: u64, sessions: u64, seed: u64) -> Comma
     command
 }
 
+/// The NDJSON of [`generate_records_command`]: `records` records, one a line.
+pub fn generated_ndjson(records: u64, sessions: u64, seed: u64) -> Vec<u8> {
+    let output = generate_records_command(records, sessions, seed)
+        .output()
+        .expect("sessionflow generate runs");
+    assert!(output.status.success());
+    output.stdout
+}
+
 /// [`generate_records_command`] sending to `topic` (`--brokers`).
 fn generate_command(
     bootstrap: &str,
