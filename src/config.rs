@@ -180,7 +180,7 @@ impl Default for RawConfig {
                 max_sessions_per_partition: 0,
             },
             pipeline: RawPipeline {
-                batch_size: 4096,
+                batch_size: 16_384,
                 drain_timeout_ms: 10_000,
                 retry_backoff_ms: 500,
                 transactional_id: String::new(),
