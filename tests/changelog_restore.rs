@@ -38,11 +38,28 @@ fn an_engine_restored_from_the_changelog_continues_exactly_like_the_original() {
         max_sessions: None,
     };
     let all = records(40_000, 21);
-    for split in [1_000, 17_000, 33_000] {
+    // With `idle`, the partition went idle at the split: its watermark moved on to a wall
+    // clock an hour past its newest event (the live pipeline's idle advance), past every
+    // event time it holds, and what that fired is in the changelog the restore reads.
+    for (split, idle) in [
+        (1_000, false),
+        (17_000, false),
+        (17_000, true),
+        (33_000, true),
+    ] {
         let mut parser = Parser::default();
         let mut original = Engine::new(config);
         let mut capture = Capture::default();
         feed(&mut original, &mut parser, &all[..split], 0, &mut capture);
+        if idle {
+            let wall_clock = original.max_event_time().unwrap() + 3_600_000;
+            let changes = capture.changes;
+            original.advance_idle(wall_clock, &mut capture);
+            assert!(
+                capture.changes > changes,
+                "split {split}: the idle advance fired"
+            );
+        }
         assert!(
             capture.changelog.values().any(Option::is_none) || split < 5_000,
             "tombstones present"
@@ -74,10 +91,19 @@ fn an_engine_restored_from_the_changelog_continues_exactly_like_the_original() {
             split,
             &mut after_restored,
         );
+        // Then the end of input (`--until-ms`, or a partition idle for good): every timer
+        // left fires.
+        let end = original.max_event_time().unwrap() + 30 * 86_400_000;
+        original.advance_watermark(end, &mut after_original);
+        restored.advance_watermark(end, &mut after_restored);
         assert!(!after_original.events.is_empty());
         assert_eq!(
             after_restored.events, after_original.events,
             "split {split}: same events"
+        );
+        assert_eq!(
+            after_restored.changelog, after_original.changelog,
+            "split {split}: same changelog writes"
         );
         assert_eq!(
             sessions_sorted(&restored),
