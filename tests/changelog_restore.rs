@@ -8,8 +8,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::restore_kit::{feed, restore, Capture};
-use common::sessions_sorted;
+use common::restore_kit::{feed, feed_both, restore, sessions_sorted, Capture};
 use sessionflow::app::restore::Restorer;
 use sessionflow::changelog::{encode_watermark, Progress, PROGRESS_KEY};
 use sessionflow::config::OnCorrupt;
@@ -76,20 +75,12 @@ fn an_engine_restored_from_the_changelog_continues_exactly_like_the_original() {
             original.sessions_by_status().collect::<Vec<_>>()
         );
 
-        let (mut after_original, mut after_restored) = (Capture::default(), Capture::default());
-        feed(
+        let (mut after_original, mut after_restored) = feed_both(
             &mut original,
-            &mut parser,
-            &all[split..],
-            split,
-            &mut after_original,
-        );
-        feed(
             &mut restored,
             &mut parser,
             &all[split..],
             split,
-            &mut after_restored,
         );
         // Then the end of input (`--until-ms`, or a partition idle for good): every timer
         // left fires.
@@ -300,21 +291,12 @@ fn strings_longer_than_65535_bytes_restore_whole() {
         restored.session("sess_long").unwrap().user_id.as_deref(),
         Some(user.as_str())
     );
-    let (mut after_original, mut after_restored) = (Capture::default(), Capture::default());
-    let mut parser = Parser::default();
-    feed(
+    let (after_original, after_restored) = feed_both(
         &mut original,
-        &mut parser,
-        &input[2..],
-        2,
-        &mut after_original,
-    );
-    feed(
         &mut restored,
-        &mut parser,
+        &mut Parser::default(),
         &input[2..],
         2,
-        &mut after_restored,
     );
     assert_eq!(after_restored.events, after_original.events);
     assert_eq!(sessions_sorted(&restored), sessions_sorted(&original));

@@ -14,15 +14,9 @@ mod restore_kit;
 
 use draw::{lines, settings, Draw};
 use libfuzzer_sys::fuzz_target;
-use restore_kit::{feed, restore, Capture};
-use sessionflow::engine::{Engine, SessionView};
+use restore_kit::{feed, feed_both, restore, sessions_sorted, Capture};
+use sessionflow::engine::Engine;
 use sessionflow::parse::Parser;
-
-fn sessions_sorted(engine: &Engine) -> Vec<SessionView> {
-    let mut all: Vec<_> = engine.sessions().collect();
-    all.sort_by(|a, b| a.id.cmp(&b.id));
-    all
-}
 
 fuzz_target!(|bytes: &[u8]| {
     let Some((&split_at, rest)) = bytes.split_first() else {
@@ -60,20 +54,12 @@ fuzz_target!(|bytes: &[u8]| {
     let mut restored = restore(config, &before, &original);
     assert_eq!(sessions_sorted(&restored), sessions_sorted(&original));
 
-    let (mut after_original, mut after_restored) = (Capture::default(), Capture::default());
-    feed(
+    let (mut after_original, mut after_restored) = feed_both(
         &mut original,
-        &mut parser,
-        &records[split..],
-        split,
-        &mut after_original,
-    );
-    feed(
         &mut restored,
         &mut parser,
         &records[split..],
         split,
-        &mut after_restored,
     );
     if let Some(end) = until_ms {
         original.advance_watermark(end, &mut after_original);

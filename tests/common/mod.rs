@@ -962,12 +962,3 @@ impl AgainstReplay {
         assert_at_least_once(&self.expected, &self.transitions, &self.input)
     }
 }
-
-/// An engine's sessions in id order, for comparing two engines' state.
-pub fn sessions_sorted(
-    engine: &sessionflow::engine::Engine,
-) -> Vec<sessionflow::engine::SessionView> {
-    let mut all: Vec<_> = engine.sessions().collect();
-    all.sort_by(|a, b| a.id.cmp(&b.id));
-    all
-}

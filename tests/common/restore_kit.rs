@@ -8,7 +8,7 @@ use sessionflow::app::restore::Restorer;
 use sessionflow::apply;
 use sessionflow::changelog::{encode_state, encode_watermark, Progress, PROGRESS_KEY};
 use sessionflow::config::OnCorrupt;
-use sessionflow::engine::{Engine, EngineConfig, EventSink, StateRecord};
+use sessionflow::engine::{Engine, EngineConfig, EventSink, SessionView, StateRecord};
 use sessionflow::kafka::source::ChangelogRecord;
 use sessionflow::model::{DerivedEvent, Source};
 use sessionflow::output::write_event;
@@ -65,6 +65,28 @@ pub fn feed(
             }
         });
     }
+}
+
+/// Feeds the rest of the input alike to the engine that never stopped and to the restored
+/// one: what each derived and wrote from the split on.
+pub fn feed_both(
+    original: &mut Engine,
+    restored: &mut Engine,
+    parser: &mut Parser,
+    rest: &[Vec<u8>],
+    first_offset: usize,
+) -> (Capture, Capture) {
+    let (mut after_original, mut after_restored) = (Capture::default(), Capture::default());
+    feed(original, parser, rest, first_offset, &mut after_original);
+    feed(restored, parser, rest, first_offset, &mut after_restored);
+    (after_original, after_restored)
+}
+
+/// The engine's sessions in id order, to compare two engines.
+pub fn sessions_sorted(engine: &Engine) -> Vec<SessionView> {
+    let mut all: Vec<_> = engine.sessions().collect();
+    all.sort_by(|a, b| a.id.cmp(&b.id));
+    all
 }
 
 /// Rebuilds an engine the way the live pipeline does (`Restorer`, the one dispatch of
