@@ -14,7 +14,7 @@
 #     run's ratios to the pass-through of its outputs;
 #  3. latency at a steady RATE (default 20 000 records/s) for SECONDS (default 15): broker
 #     append time of each input record (its topic set to LogAppendTime) to its derived event
-#     being readable.
+#     being readable; and sessionflow's own CPU per million records at that rate.
 # Uses SESSIONFLOW_TEST_BOOTSTRAP if set, else starts (and stops) its own broker.
 # SESSIONFLOW_BENCH_SETS adds flags to every sessionflow run, the latency one included
 # (e.g. "--set pipeline.batch_size=512").
@@ -325,8 +325,16 @@ scripts/kafka-dev.sh tool kafka.admin.ConfigCommand --bootstrap-server "$b" --al
 target/release/examples/e2e_latency "$b" "$lat_in" "bench-lat-t-$run_id" $((seconds + 5)) > "$work/latency.txt" &
 probe_pid=$!
 sleep 2
+# At a steady rate a batch step holds the few records that arrived since the last one, and
+# its fixed costs (wake-ups, progress records, sends) fall on fewer records than in the
+# throughput runs above: the CPU per record differs. Read from the generator's start to the
+# probe's end, whose last seconds are idle (about 1% of a core idle, docs/benchmarks.md).
+own_before=$(cpu_of "$lat_pid")
 "$bin" generate --sessions $((rate * seconds / 3)) --seed 8 --records $((rate * seconds)) --rate "$rate" \
   --brokers "$b" --topic "$lat_in" 2>/dev/null
 wait "$probe_pid"
+own_after=$(cpu_of "$lat_pid")
 cat "$work/latency.txt"
+printf "sessionflow at %s records/s: %.1f CPU-s per million records (its own)\n" "$rate" \
+  "$(echo "($own_after - $own_before) * 1000000 / ($rate * $seconds)" | bc -l)"
 kill -TERM "$lat_pid"; wait "$lat_pid" || true
