@@ -194,16 +194,20 @@ impl Pipeline {
                     None => break,
                 }
             }
+            // A step cut at the limit leaves records waiting for the next one; a shorter step
+            // took all there were.
+            let records_waiting = batch.len() >= limit;
             self.apply_changes(&mut batch).await;
-            self.process(&batch).await;
+            self.process(&batch, records_waiting).await;
             drop(batch);
             self.store_offsets();
         }
     }
 
     /// The batch step: parses and applies each record (spread over the lanes), with the
-    /// progress records of the partitions it touched, then sends what it caused.
-    async fn process(&mut self, batch: &[BorrowedMessage<'_>]) {
+    /// progress records of the partitions it touched, then sends what it caused
+    /// (`records_waiting`: the input has more records ready, see [`Overlapped::start`]).
+    async fn process(&mut self, batch: &[BorrowedMessage<'_>], records_waiting: bool) {
         if batch.is_empty() {
             return;
         }
@@ -244,15 +248,19 @@ impl Pipeline {
                     .record((wall_clock - event_time).max(0) as f64 / 1000.0);
             }
         }
-        self.dispatch(&next_offsets).await;
+        self.dispatch(&next_offsets, records_waiting).await;
         metrics::histogram!(m::BATCH_DURATION_SECONDS).record(received.elapsed().as_secs_f64());
     }
 
     /// Sends the outboxes in the delivery mode's way; `next_offsets` (the next input offset of
-    /// each partition of the batch) go with an exactly-once transaction.
-    async fn dispatch(&mut self, next_offsets: &BTreeMap<i32, i64>) {
+    /// each partition of the batch) go with an exactly-once transaction; `records_waiting`
+    /// says whether a next step is ready to overlap an at-least-once send.
+    async fn dispatch(&mut self, next_offsets: &BTreeMap<i32, i64>, records_waiting: bool) {
         match &mut self.mode {
-            Mode::AtLeastOnce(alo) => alo.start(&self.clients, &mut self.lanes).await,
+            Mode::AtLeastOnce(alo) => {
+                alo.start(&self.clients, &mut self.lanes, records_waiting)
+                    .await
+            }
             Mode::ExactlyOnce(eos) => {
                 let offsets =
                     exactly_once::offsets_to_commit(&self.clients.routes.input_topic, next_offsets);
@@ -331,7 +339,7 @@ impl Pipeline {
         }
         outbox.drop_empty_records();
         if !outbox.is_empty() {
-            self.dispatch(&BTreeMap::new()).await;
+            self.dispatch(&BTreeMap::new(), false).await;
         }
     }
 
