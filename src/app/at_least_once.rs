@@ -339,8 +339,8 @@ fn keep_current(retries: &mut VecDeque<RetryMessage>, tracker: &OffsetTracker) -
 
 /// At-least-once with its sends beside the loop: a step's outboxes are sent by a task on the
 /// runtime's workers while the loop takes and applies the next step (the loop's thread was
-/// the bottleneck, doing both one after the other); a step with no next one ready is sent on
-/// the loop ([`Overlapped::start`]). One send runs at a time, in step order,
+/// the bottleneck, doing both one after the other); a short step is sent on the loop
+/// ([`Overlapped::start`]). One send runs at a time, in step order,
 /// and everything else the mode does (retries, released changelog writes on the tick,
 /// revocations, the shutdown drain) first waits for it ([`Overlapped::settled`]), so the
 /// order of every partition's outputs and changelog writes is that of the steps. Offsets
@@ -389,20 +389,15 @@ impl Overlapped {
 
     /// Starts sending the lanes' filled outboxes (see [`AtLeastOnce::send`]) once the send
     /// before has finished, leaving the lanes that send's outboxes to fill next. With
-    /// `records_waiting` it returns without waiting for this send, which overlaps the next
-    /// step; without, it sends on the loop: no step is ready to overlap it, and a task would
-    /// only add thread wake-ups (10% of the CPU at 20 000 records/s, docs/benchmarks.md).
-    pub async fn start(
-        &mut self,
-        clients: &Arc<Clients>,
-        lanes: &mut Lanes,
-        records_waiting: bool,
-    ) {
+    /// `overlap` it returns without waiting for this send, which overlaps the next step;
+    /// without, it sends on the loop: for a short step a task's thread wake-ups cost more
+    /// than the overlap gives (the pipeline's `OVERLAP_MIN_RECORDS`).
+    pub async fn start(&mut self, clients: &Arc<Clients>, lanes: &mut Lanes, overlap: bool) {
         self.settled().await;
         let mut state = self.idle.take().expect("settled");
         let outboxes = lanes.take_outboxes(self.returned.take());
         let sending = self.in_flight.begin();
-        if !records_waiting {
+        if !overlap {
             state.send(clients, &outboxes).await;
             drop(sending);
             self.idle = Some(state);
