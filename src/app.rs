@@ -82,15 +82,6 @@ impl Clients {
     }
 }
 
-/// The fewest records of an at-least-once step whose send runs beside the next step
-/// ([`Overlapped::start`]); a shorter step, unless cut at `pipeline.batch_size`, took every
-/// record there was and is sent on the loop. Measured (docs/benchmarks.md, session 33):
-/// sending every step not cut at the limit on the loop saved 11% of the CPU at 20 000
-/// records/s, but made a backlog of 300 000 records 8% slower (a step taken before the next
-/// fetch arrived held the loop through its send); from 256 records on, the backlog ran as
-/// before and the saving held.
-const OVERLAP_MIN_RECORDS: usize = 256;
-
 /// The delivery mode, with its own state.
 enum Mode {
     AtLeastOnce(Overlapped),
@@ -203,18 +194,16 @@ impl Pipeline {
                     None => break,
                 }
             }
-            let overlap_send = batch.len() >= limit.min(OVERLAP_MIN_RECORDS);
             self.apply_changes(&mut batch).await;
-            self.process(&batch, overlap_send).await;
+            self.process(&batch).await;
             drop(batch);
             self.store_offsets();
         }
     }
 
     /// The batch step: parses and applies each record (spread over the lanes), with the
-    /// progress records of the partitions it touched, then sends what it caused
-    /// (`overlap_send`: see [`OVERLAP_MIN_RECORDS`]).
-    async fn process(&mut self, batch: &[BorrowedMessage<'_>], overlap_send: bool) {
+    /// progress records of the partitions it touched, then sends what it caused.
+    async fn process(&mut self, batch: &[BorrowedMessage<'_>]) {
         if batch.is_empty() {
             return;
         }
@@ -255,19 +244,15 @@ impl Pipeline {
                     .record((wall_clock - event_time).max(0) as f64 / 1000.0);
             }
         }
-        self.dispatch(&next_offsets, overlap_send).await;
+        self.dispatch(&next_offsets).await;
         metrics::histogram!(m::BATCH_DURATION_SECONDS).record(received.elapsed().as_secs_f64());
     }
 
     /// Sends the outboxes in the delivery mode's way; `next_offsets` (the next input offset of
-    /// each partition of the batch) go with an exactly-once transaction; `overlap_send`: an
-    /// at-least-once send runs beside the next step ([`Overlapped::start`]).
-    async fn dispatch(&mut self, next_offsets: &BTreeMap<i32, i64>, overlap_send: bool) {
+    /// each partition of the batch) go with an exactly-once transaction.
+    async fn dispatch(&mut self, next_offsets: &BTreeMap<i32, i64>) {
         match &mut self.mode {
-            Mode::AtLeastOnce(alo) => {
-                alo.start(&self.clients, &mut self.lanes, overlap_send)
-                    .await
-            }
+            Mode::AtLeastOnce(alo) => alo.start(&self.clients, &mut self.lanes).await,
             Mode::ExactlyOnce(eos) => {
                 let offsets =
                     exactly_once::offsets_to_commit(&self.clients.routes.input_topic, next_offsets);
@@ -346,7 +331,7 @@ impl Pipeline {
         }
         outbox.drop_empty_records();
         if !outbox.is_empty() {
-            self.dispatch(&BTreeMap::new(), false).await;
+            self.dispatch(&BTreeMap::new()).await;
         }
     }
 

@@ -339,8 +339,7 @@ fn keep_current(retries: &mut VecDeque<RetryMessage>, tracker: &OffsetTracker) -
 
 /// At-least-once with its sends beside the loop: a step's outboxes are sent by a task on the
 /// runtime's workers while the loop takes and applies the next step (the loop's thread was
-/// the bottleneck, doing both one after the other); a short step is sent on the loop
-/// ([`Overlapped::start`]). One send runs at a time, in step order,
+/// the bottleneck, doing both one after the other). One send runs at a time, in step order,
 /// and everything else the mode does (retries, released changelog writes on the tick,
 /// revocations, the shutdown drain) first waits for it ([`Overlapped::settled`]), so the
 /// order of every partition's outputs and changelog writes is that of the steps. Offsets
@@ -388,23 +387,14 @@ impl Overlapped {
     }
 
     /// Starts sending the lanes' filled outboxes (see [`AtLeastOnce::send`]) once the send
-    /// before has finished, leaving the lanes that send's outboxes to fill next. With
-    /// `overlap` it returns without waiting for this send, which overlaps the next step;
-    /// without, it sends on the loop: for a short step a task's thread wake-ups cost more
-    /// than the overlap gives (the pipeline's `OVERLAP_MIN_RECORDS`).
-    pub async fn start(&mut self, clients: &Arc<Clients>, lanes: &mut Lanes, overlap: bool) {
+    /// before has finished, leaving the lanes that send's outboxes to fill next; returns
+    /// without waiting for this one.
+    pub async fn start(&mut self, clients: &Arc<Clients>, lanes: &mut Lanes) {
         self.settled().await;
         let mut state = self.idle.take().expect("settled");
         let outboxes = lanes.take_outboxes(self.returned.take());
-        let sending = self.in_flight.begin();
-        if !overlap {
-            state.send(clients, &outboxes).await;
-            drop(sending);
-            self.idle = Some(state);
-            self.returned = Some(outboxes);
-            return;
-        }
         let clients = Arc::clone(clients);
+        let sending = self.in_flight.begin();
         self.running = Some(tokio::spawn(async move {
             let _sending = sending;
             state.send(&clients, &outboxes).await;
