@@ -4,11 +4,12 @@
 //! drains and commits exactly what was processed, and bad configuration fails clearly. Over
 //! the broker's SASL_SSL listener: the same live-equals-replay check with SCRAM and a
 //! password from a file that never shows in logs or metrics; a wrong password and an
-//! untrusted certificate each stop start-up with an error that names the cause.
+//! untrusted certificate each stop start-up with an error that names the cause. Partitions
+//! added to the input while running stop the instance, and its restart, with the cause named.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -531,6 +532,82 @@ fn a_changelog_with_another_partition_count_stops_start_up() {
     assert!(
         stderr.contains(&format!("{group}.state"))
             && stderr.contains("has 2 partitions but the input has 4"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn partitions_added_to_the_input_while_running_stop_the_instance_and_its_restart() {
+    let Some(scenario) = Scenario::new("grow", 2) else {
+        return;
+    };
+    generate_into(&scenario.bootstrap, &scenario.input, 3_000, 31);
+    let mut run = scenario.start(&[
+        "lifecycle.idle_timeout_ms=0",
+        "lifecycle.max_clock_skew_ms=0",
+        // librdkafka sees the new partitions at its next metadata refresh (5 minutes by
+        // default); a short one keeps the test short, not its outcome.
+        "kafka.\"topic.metadata.refresh.interval.ms\"=\"1000\"",
+    ]);
+    scenario.wait_all_committed(
+        &run,
+        "the 2 partitions' input committed",
+        Duration::from_secs(180),
+    );
+
+    add_partitions(&scenario.bootstrap, &scenario.input, 4);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = run.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 120 s after the input grew to 4 partitions; its log ends:\n{}",
+            log_tail(&run.log_text(), 30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = run.log_text();
+    assert_eq!(status.code(), Some(1), "{}", log_tail(&log, 30));
+    assert!(
+        log.contains("had 2 partitions at start-up")
+            && log.contains("partitions were added while running"),
+        "the error names the cause: {}",
+        log_tail(&log, 30)
+    );
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(
+        !log.contains("Restored partition state from the changelog. partition=2")
+            && !log.contains("Restored partition state from the changelog. partition=3"),
+        "no partition beyond the start-up count is restored: {log}"
+    );
+
+    // A restart is refused at start-up: the changelog kept the old count.
+    let restart = std::process::Command::new(BIN)
+        .args(["run", "--brokers", &scenario.bootstrap])
+        .args(["--group-id", &scenario.group])
+        .args(["--input-topic", &scenario.input])
+        .args(["--http-listen", "127.0.0.1:0"])
+        .args([
+            "--set",
+            &format!("topics.transitions={}.transitions", scenario.prefix),
+        ])
+        .args([
+            "--set",
+            &format!("topics.anomalies={}.anomalies", scenario.prefix),
+        ])
+        .args([
+            "--set",
+            &format!("topics.dead_letters={}.dlq", scenario.prefix),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&restart.stderr);
+    assert!(!restart.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("has 2 partitions but the input has 4")
+            && stderr.contains("Changing the input's partition count"),
         "{stderr}"
     );
 }

@@ -1,7 +1,7 @@
 //! What the pipeline does as its partitions come and go: a rebalance's revocations and
 //! assignments, restoring an assigned partition from its changelog, stopping one whose
-//! changelog is corrupt, and exactly-once's rewind after an aborted transaction. Readiness
-//! follows from these.
+//! changelog is corrupt, exactly-once's rewind after an aborted transaction, and the stop
+//! when the input gained partitions while running. Readiness follows from these.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -40,6 +40,11 @@ impl Pipeline {
                     }
                 }
                 source::AssignmentChange::Assigned(partitions) => {
+                    if let Some(error) = self.beyond_the_input_at_start_up(&partitions) {
+                        // Nothing more is restored: the loop stops after this batch.
+                        self.fatal = Some(error);
+                        continue;
+                    }
                     // Not ready while restoring: no input of these partitions is processed
                     // before their state is back.
                     self.handles.ready.store(false, Ordering::Relaxed);
@@ -55,6 +60,32 @@ impl Pipeline {
         // not processed: it is not committed either, and the owner reads it again.
         batch.retain(|m| self.partitions.contains_key(&m.partition()));
         self.update_readiness();
+    }
+
+    /// An assigned input partition beyond the count the input had at start-up (the
+    /// changelog's, which start-up held to it) means partitions were added while running.
+    /// Kafka places a keyed record by its key's hash modulo the partition count, so most
+    /// sessions' records now go to another partition than the engine and changelog partition
+    /// holding their state: one engine would see them anew, another infer them expired or
+    /// abandoned. No restore can mend that, so the instance stops (as does every other
+    /// instance of the group once a partition beyond its count reaches it).
+    fn beyond_the_input_at_start_up(&self, assigned: &[i32]) -> Option<anyhow::Error> {
+        let at_start_up = self.clients.routes.changelog.partitions;
+        let beyond = assigned
+            .iter()
+            .copied()
+            .filter(|&p| p >= at_start_up)
+            .max()?;
+        let topic = &self.clients.routes.input_topic;
+        tracing::error!(
+            %topic,
+            partition = beyond,
+            partitions_at_start_up = at_start_up,
+            "The input topic has more partitions than at start-up: sessions now go to other partitions than their state. Stopping; see docs/operations.md, \"Changing the input's partition count\"."
+        );
+        Some(anyhow::anyhow!(
+            "input topic {topic:?} had {at_start_up} partitions at start-up and partition {beyond} was assigned: partitions were added while running, which moves sessions away from the partitions holding their state (a key's partition is its hash modulo the count), so their events would be wrong; stopping (docs/operations.md, \"Changing the input's partition count\")"
+        ))
     }
 
     /// Ready once every assigned partition is restored (none assigned included: a standby

@@ -39,7 +39,7 @@ pub enum KafkaSetupError {
     NotVisible(String, std::time::Duration),
     #[error("cannot create topic {topic:?}: {reason}")]
     CreateTopic { topic: String, reason: String },
-    #[error("changelog topic {topic:?} has {found} partitions but the input has {expected}: they must match (state of input partition p lives in changelog partition p)")]
+    #[error("changelog topic {topic:?} has {found} partitions but the input has {expected}: they must match (state of input partition p lives in changelog partition p); if partitions were added to the input, its sessions moved away from their state and adding changelog partitions would not bring it back (docs/operations.md, \"Changing the input's partition count\")")]
     ChangelogPartitions {
         topic: String,
         found: i32,

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -139,6 +139,22 @@ pub fn create_topics_with(
         .collect();
     let results = runtime()
         .block_on(admin.create_topics(&new, &AdminOptions::new()))
+        .unwrap();
+    for r in results {
+        r.unwrap();
+    }
+}
+
+/// Raises `topic`'s partition count to `total` (as `kafka-topics --alter --partitions` does).
+pub fn add_partitions(bootstrap: &str, topic: &str, total: usize) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let results = runtime()
+        .block_on(
+            admin.create_partitions(&[NewPartitions::new(topic, total)], &AdminOptions::new()),
+        )
         .unwrap();
     for r in results {
         r.unwrap();
