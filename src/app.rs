@@ -6,9 +6,10 @@
 //!
 //! Beside this file: `startup` (topics, clients, the delivery mode), `outbox` (a batch's
 //! outputs and where they go), `at_least_once` and `exactly_once` (the two delivery modes),
-//! `assignment` (partitions coming and going: rebalances, restores, rewinds), `restore`
-//! (state from the changelog), `input_health` (stalled input), `handles` (what the host
-//! sees: readiness, heartbeat, status).
+//! `assignment` (partitions coming and going: rebalances, restores, rewinds), `backpressure`
+//! (input paused while failed writes wait), `restore` (state from the changelog),
+//! `input_health` (stalled input), `handles` (what the host sees: readiness, heartbeat,
+//! status).
 //!
 //! Shutdown order (SIGTERM/SIGINT, bounded by `drain_timeout_ms`): stop polling → the step
 //! being sent finishes (at-least-once sends beside the loop) → send what waits for retry →
@@ -16,6 +17,7 @@
 
 mod assignment;
 pub mod at_least_once;
+mod backpressure;
 pub mod exactly_once;
 mod handles;
 pub mod input_health;
@@ -40,6 +42,7 @@ use rdkafka::producer::{Producer, ThreadedProducer};
 use tokio_util::sync::CancellationToken;
 
 use self::at_least_once::{AtLeastOnce, Overlapped};
+use self::backpressure::InputHold;
 use self::exactly_once::{AfterBatch, ExactlyOnce};
 use self::input_health::InputHealth;
 use self::lanes::{BatchClock, Lanes, PartitionState};
@@ -118,6 +121,8 @@ struct Pipeline {
     /// Set when the pipeline cannot go on (a transactional id used by another instance).
     fatal: Option<anyhow::Error>,
     input_health: InputHealth,
+    /// At-least-once: input partitions paused while writes wait for a retry.
+    hold: InputHold,
     /// Set by a shutdown whose drain was cut short: the clients are not closed (see
     /// `shut_down`).
     leave_unclosed: bool,
@@ -198,6 +203,7 @@ impl Pipeline {
             self.process(&batch).await;
             drop(batch);
             self.store_offsets();
+            self.hold_input_while_retries_wait(false);
         }
     }
 
@@ -298,9 +304,11 @@ impl Pipeline {
         }
         self.advance_idle_partitions().await;
         self.store_offsets();
+        self.hold_input_while_retries_wait(true);
         let fetch = lock(&self.clients.consumer.context().fetch).clone();
-        self.input_health
-            .check(self.partitions.keys().copied(), &fetch, Instant::now());
+        let hold = &self.hold;
+        let watched = self.partitions.keys().copied().filter(|&p| !hold.holds(p));
+        self.input_health.check(watched, &fetch, Instant::now());
         self.update_readiness();
         self.export_metrics();
     }

@@ -34,7 +34,7 @@ pub const CONSUMER_LAG_RECORDS: &str = "sessionflow_consumer_lag_records";
 pub const STATE_RESTORE_SECONDS: &str = "sessionflow_state_restore_seconds";
 pub const STATE_RESTORED_SESSIONS_TOTAL: &str = "sessionflow_state_restored_sessions_total";
 pub const BUILD_INFO: &str = "sessionflow_build_info";
-/// Beyond the SPEC's table: output deliveries that failed and were retried.
+/// Beyond the SPEC's table: output deliveries that failed and sends refused, each retried.
 pub const DELIVERY_ERRORS_TOTAL: &str = "sessionflow_delivery_errors_total";
 /// Beyond the SPEC's table: 1 while `/readyz` answers 200 (for alerting).
 pub const READY: &str = "sessionflow_ready";
@@ -383,7 +383,7 @@ fn describe() {
     describe_counter!(
         DELIVERY_ERRORS_TOTAL,
         Unit::Count,
-        "Output deliveries that failed (queued for retry, or aborting their transaction)."
+        "Output deliveries that failed, and sends librdkafka refused (queued for retry, or ending their transaction)."
     );
     describe_gauge!(
         IMPERSONATED_SESSIONS,

@@ -792,3 +792,107 @@ fn a_signal_while_transactions_initialise_stops_without_waiting_for_the_call() {
     // the group, leaving it) several more; the stop must wait for none of them.
     assert!(took < Duration::from_millis(2500), "took {took:?}\n{log}");
 }
+
+#[test]
+fn an_output_topic_deleted_while_running_holds_the_input_and_loses_nothing_at_least_once() {
+    output_topic_deleted_while_running("at_least_once");
+}
+
+#[test]
+fn an_output_topic_deleted_while_running_aborts_and_loses_nothing_exactly_once() {
+    output_topic_deleted_while_running("exactly_once");
+}
+
+/// The transitions topic deleted under a running instance, input arriving meanwhile, then
+/// made again: at-least-once pauses its input while the refused writes wait (they are sent
+/// again once a tick, not each at once every tick), exactly-once waits within the transaction
+/// and then aborts it; either way the log stays short, and once the topic is back the output
+/// is what replay derives (exactly, for exactly-once).
+fn output_topic_deleted_while_running(delivery: &str) {
+    let Some(scenario) = Scenario::new(&format!("deleted-{}", &delivery[..5]), PARTITIONS) else {
+        return;
+    };
+    let delivery_set = format!("delivery=\"{delivery}\"");
+    let mut run = scenario.start(&[
+        "lifecycle.idle_timeout_ms=0",
+        "lifecycle.max_clock_skew_ms=0",
+        // Exactly-once gives a transaction up after two transaction timeouts: 2 x 5 s here.
+        "kafka.producer.\"transaction.timeout.ms\"=\"5000\"",
+        &delivery_set,
+    ]);
+    let transitions = format!("{}.transitions", scenario.prefix);
+    // Created by the run at start-up, before it is consuming.
+    wait_for_run(&run, "consuming", Duration::from_secs(60), || {
+        run.log_text().contains("Consuming.")
+    });
+    delete_topics(&scenario.bootstrap, &[&transitions]);
+    generate_into(&scenario.bootstrap, &scenario.input, 6_000, 53);
+
+    let (refused_held_back, what) = if delivery == "at_least_once" {
+        ("input paused until they are delivered", "the input paused")
+    } else {
+        ("Aborting the transaction.", "a transaction aborted")
+    };
+    wait_for_run(&run, what, Duration::from_secs(120), || {
+        run.log_text().contains(refused_held_back)
+    });
+    let held_at = Instant::now();
+    // A few ticks with the topic still gone: the refused writes are sent again meanwhile.
+    wait_for_run(
+        &run,
+        "delivery errors counted",
+        Duration::from_secs(60),
+        || {
+            run.metrics()
+                .is_some_and(|m| metric_sum(&m, "sessionflow_delivery_errors_total", &[]) > 0.0)
+                && held_at.elapsed() >= Duration::from_secs(3)
+        },
+    );
+    let log = run.log_text();
+    let refusals_logged = log.matches("Could not send an output").count();
+    assert!(
+        refusals_logged <= 2 + held_at.elapsed().as_secs() as usize / 10 * 2,
+        "refused sends are logged at most once per 10 s: {refusals_logged} lines\n{}",
+        log_tail(&log, 30)
+    );
+
+    create_topics(&scenario.bootstrap, &[&transitions], PARTITIONS);
+    scenario.wait_all_committed(
+        &run,
+        "every input offset committed once the topic is back",
+        Duration::from_secs(240),
+    );
+    let status = run.terminate();
+    let log = run.log_text();
+    assert!(status.success(), "{}", log_tail(&log, 30));
+    assert!(!log.contains("panicked"), "{log}");
+    let against = scenario.against_replay();
+    if delivery == "at_least_once" {
+        assert!(
+            log.contains("Failed writes delivered: input resumed."),
+            "{}",
+            log_tail(&log, 30)
+        );
+        let duplicates = against.assert_at_least_once();
+        eprintln!("output topic deleted (at-least-once): nothing lost, {duplicates} duplicates");
+    } else {
+        against.assert_exactly_once();
+        eprintln!("output topic deleted (exactly-once): read_committed output equals replay");
+    }
+}
+
+#[test]
+fn an_exactly_once_transaction_larger_than_the_producer_queue_loses_nothing() {
+    let Some(scenario) = Scenario::new("queue-full", PARTITIONS) else {
+        return;
+    };
+    generate_into(&scenario.bootstrap, &scenario.input, 20_000, 59);
+    // A transaction of up to 10 000 records holds more messages than this queue: sends meet
+    // a full queue and must wait for room, not leave messages out of the transaction.
+    let log = scenario.run_to_end(&[
+        "delivery=\"exactly_once\"",
+        "kafka.producer.\"queue.buffering.max.messages\"=\"500\"",
+    ]);
+    assert!(!log.contains("panicked"), "{log}");
+    scenario.against_replay().assert_exactly_once();
+}

@@ -35,6 +35,7 @@ impl Pipeline {
                         self.input_health.forget(*p);
                         self.latency.forget(*p);
                     }
+                    self.release_revoked(&partitions);
                     if let Mode::AtLeastOnce(alo) = &mut self.mode {
                         alo.settled().await.forget(&partitions);
                     }

@@ -233,14 +233,34 @@ impl AtLeastOnce {
                 "Failed writes of revoked partitions not retried; their owner derives them again."
             );
         }
-        for mut retry in retries {
+        while let Some(mut retry) = retries.pop_front() {
             if let (ticket, Phase::Changelog) = sink::opaque_to_ticket(retry.opaque) {
                 self.order.failed(ticket);
             }
             if retry.refused_for_size && retry.topic == clients.routes.dead_letters.topic {
                 halve_dead_letter(&mut retry);
             }
-            clients.send(OutgoingRef::from(&retry)).await;
+            let sent = sink::send_or_refuse(
+                &clients.producer,
+                OutgoingRef::from(&retry),
+                clients.config.retry_backoff,
+                &clients.delivery,
+            )
+            .await;
+            if let Err(refused) = sent {
+                // Refused outright (the topic gone, say): the rest would be refused alike,
+                // each at once, every tick. They wait for the next tick in their order, ahead
+                // of what failed since this pass began.
+                clients
+                    .delivery
+                    .refused(&refused.error, &retry.topic, retry.opaque);
+                let mut waiting = lock(&clients.delivery.retries);
+                retries.push_front(retry);
+                while let Some(later) = retries.pop_back() {
+                    waiting.push_front(later);
+                }
+                break;
+            }
         }
     }
 

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::outbox::{KeyScratch, Outbox};
 use super::{Clients, Heartbeat};
 use crate::config::Config;
-use crate::kafka::sink::{self, OutputContext};
+use crate::kafka::sink::{self, OutgoingRef, OutputContext, SendAttempt};
 use crate::metrics as m;
 
 /// Bound on initialising transactions and on seeking back after an abort; a call that times
@@ -307,6 +307,43 @@ fn abort_transaction(
     }
 }
 
+/// Sends one message into the open transaction. A full local queue (a transaction of more
+/// messages than the producer's queue holds, or a broker slow to take them) and a topic or
+/// partition missing from the metadata (deleted, say) are waited out, beating the heartbeat,
+/// until the transaction's deadline or shutdown. Then, or on any other refusal, the error
+/// comes back and the transaction is aborted: a message left out of it must not commit with
+/// its input's offsets.
+async fn send_in_transaction(
+    clients: &Clients,
+    mut message: OutgoingRef<'_>,
+    retry: &Retry<'_>,
+) -> Result<(), KafkaError> {
+    let mut headers = message.headers.take();
+    loop {
+        let (error, pause) = match sink::try_send(&clients.producer, &message, headers) {
+            SendAttempt::Sent => return Ok(()),
+            SendAttempt::QueueFull(back) => {
+                headers = back;
+                let full = KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull);
+                (full, sink::QUEUE_FULL_PAUSE)
+            }
+            SendAttempt::Failed(error, back) if sink::missing_from_metadata(&error) => {
+                clients
+                    .delivery
+                    .refused(&error, message.topic, message.opaque);
+                headers = back;
+                (error, retry.backoff)
+            }
+            SendAttempt::Failed(error, _) => return Err(error),
+        };
+        retry.heartbeat.beat();
+        if retry.shutdown.is_cancelled() || Instant::now() + pause >= retry.deadline {
+            return Err(error);
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
 /// How the blocking transactional calls of one transaction retry.
 struct Retry<'a> {
     backoff: Duration,
@@ -367,13 +404,27 @@ impl ExactlyOnce {
         if let Err(error) = clients.producer.begin_transaction() {
             return self.fail(clients, error, began);
         }
-        for outbox in outboxes {
+        // Fields, not `self.retry()`: the outboxes' filter borrows `latest_writes` meanwhile.
+        let sending = Retry {
+            backoff: clients.config.retry_backoff,
+            shutdown: &self.shutdown,
+            heartbeat: &self.heartbeat,
+            deadline: began + self.transaction_timeout * STUCK_AFTER_TRANSACTION_TIMEOUTS,
+        };
+        let mut refused = None;
+        'outboxes: for outbox in outboxes {
             let send = outbox.latest_writes_only(&mut self.latest_writes);
             for (message, _) in outbox.messages().iter().zip(send).filter(|(_, send)| *send) {
-                clients
-                    .send(outbox.to_send(message, &clients.routes, 0))
-                    .await;
+                let message = outbox.to_send(message, &clients.routes, 0);
+                let sent = send_in_transaction(clients, message, &sending).await;
+                if let Err(error) = sent {
+                    refused = Some(error);
+                    break 'outboxes;
+                }
             }
+        }
+        if let Some(error) = refused {
+            return self.fail(clients, error, began);
         }
         let group = clients.consumer.group_metadata();
         let offsets = match (offsets.as_ref(), group) {

@@ -85,6 +85,7 @@ pub(super) async fn start(
         shutdown: shutdown.clone(),
         fatal: None,
         input_health,
+        hold: Default::default(),
         leave_unclosed: false,
         latency: Default::default(),
     }))

@@ -68,6 +68,9 @@ pub struct DeliveryState {
     /// with the broker away every queued message fails alike (an abort purges a whole
     /// transaction's), and a line each would bury the log.
     failure_warnings: [LogLimit; 2],
+    /// The same for sends librdkafka refused outright (the topic gone, say), split alike:
+    /// every retry tick sends each waiting message again, and each fails again at once.
+    send_failure_warnings: [LogLimit; 2],
 }
 
 /// How often a failed delivery of one kind is logged while failures go on.
@@ -80,14 +83,34 @@ impl DeliveryState {
             retries: Mutex::new(VecDeque::new()),
             delivery_errors: AtomicU64::new(0),
             failure_warnings: [(); 2].map(|()| LogLimit::new(FAILURE_WARNING_EVERY)),
+            send_failure_warnings: [(); 2].map(|()| LogLimit::new(FAILURE_WARNING_EVERY)),
         })
     }
 
     /// Whether a failed delivery of `phase` is logged now: `Some(failures held back since the
     /// last line)`.
     fn warn_failure(&self, phase: Phase) -> Option<u64> {
+        Self::allow_for(&self.failure_warnings, phase)
+    }
+
+    /// Whether a refused send of `phase` is logged now, as [`DeliveryState::warn_failure`].
+    fn warn_send_failure(&self, phase: Phase) -> Option<u64> {
+        Self::allow_for(&self.send_failure_warnings, phase)
+    }
+
+    /// Counts and logs (rate-limited) a send refused outright: the message with `opaque`,
+    /// to `topic`, waits for a retry.
+    pub fn refused(&self, error: &KafkaError, topic: &str, opaque: usize) {
+        self.delivery_errors.fetch_add(1, Ordering::Relaxed);
+        let (_, phase) = opaque_to_ticket(opaque);
+        if let Some(held_back) = self.warn_send_failure(phase) {
+            tracing::warn!(%error, topic, held_back, "Could not send an output; retrying later.");
+        }
+    }
+
+    fn allow_for(limits: &[LogLimit; 2], phase: Phase) -> Option<u64> {
         let kind = usize::from(phase == Phase::Changelog);
-        self.failure_warnings[kind].allow(crate::clock::now_ms())
+        limits[kind].allow(crate::clock::now_ms())
     }
 }
 
@@ -330,8 +353,8 @@ impl<'a> From<&'a RetryMessage> for OutgoingRef<'a> {
     }
 }
 
-/// What one call of `send` did.
-enum Attempt {
+/// What one call of [`try_send`] did.
+pub enum SendAttempt {
     Sent,
     /// The local queue is full (the broker is slow or away): try again later, with these
     /// headers.
@@ -341,16 +364,26 @@ enum Attempt {
 }
 
 /// How long a full queue is waited out between attempts.
-const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
+pub const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
+
+/// A send refused because the topic or partition is not in the producer's metadata (deleted,
+/// or not created yet): it may pass once the topic is back.
+pub fn missing_from_metadata(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::UnknownTopic | RDKafkaErrorCode::UnknownPartition)
+    )
+}
 
 /// How often a full queue is mentioned in the log while it lasts.
 const QUEUE_FULL_WARNING_EVERY: Duration = Duration::from_secs(5);
 
-fn try_send<C: ProducerContext<DeliveryOpaque = usize>>(
+/// One send, as librdkafka takes or refuses it.
+pub fn try_send<C: ProducerContext<DeliveryOpaque = usize>>(
     producer: &ThreadedProducer<C>,
     message: &OutgoingRef<'_>,
     headers: Option<OwnedHeaders>,
-) -> Attempt {
+) -> SendAttempt {
     let mut record: BaseRecord<'_, [u8], [u8], usize> =
         BaseRecord::with_opaque_to(message.topic, message.opaque).partition(message.partition);
     if let Some(key) = message.key {
@@ -363,11 +396,11 @@ fn try_send<C: ProducerContext<DeliveryOpaque = usize>>(
         record = record.headers(h);
     }
     match producer.send(record) {
-        Ok(()) => Attempt::Sent,
+        Ok(()) => SendAttempt::Sent,
         Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), record)) => {
-            Attempt::QueueFull(record.headers)
+            SendAttempt::QueueFull(record.headers)
         }
-        Err((error, record)) => Attempt::Failed(error, record.headers),
+        Err((error, record)) => SendAttempt::Failed(error, record.headers),
     }
 }
 
@@ -389,16 +422,41 @@ fn warn_queue_full(waited: Duration) {
 /// from the committed offset, and a late changelog write cannot land over the next owner's.
 pub async fn send_with_backoff(
     producer: &ThreadedProducer<OutputContext>,
-    mut message: OutgoingRef<'_>,
+    message: OutgoingRef<'_>,
     backoff: Duration,
     delivery: &DeliveryState,
 ) {
+    let topic = message.topic;
+    let opaque = message.opaque;
+    if let Err(refused) = send_or_refuse(producer, message, backoff, delivery).await {
+        let retry = refused.message.to_retry(refused.headers);
+        delivery.refused(&refused.error, topic, opaque);
+        lock(&delivery.retries).push_back(retry);
+    }
+}
+
+/// A send librdkafka refused outright (not for a full queue): the message and its headers
+/// back, for a retry.
+pub struct Refused<'a> {
+    pub error: KafkaError,
+    pub message: OutgoingRef<'a>,
+    pub headers: Option<OwnedHeaders>,
+}
+
+/// [`send_with_backoff`]'s send: waits out a full queue (or drops the message of a revoked
+/// partition), and hands a refusal back instead of queueing a retry.
+pub async fn send_or_refuse<'a>(
+    producer: &ThreadedProducer<OutputContext>,
+    mut message: OutgoingRef<'a>,
+    backoff: Duration,
+    delivery: &DeliveryState,
+) -> Result<(), Box<Refused<'a>>> {
     let mut waited = Duration::ZERO;
     let mut headers = message.headers.take();
     loop {
         match try_send(producer, &message, headers) {
-            Attempt::Sent => return,
-            Attempt::QueueFull(back) => {
+            SendAttempt::Sent => return Ok(()),
+            SendAttempt::QueueFull(back) => {
                 headers = back;
                 warn_queue_full(waited);
                 let pause = QUEUE_FULL_PAUSE.min(backoff);
@@ -407,15 +465,15 @@ pub async fn send_with_backoff(
                 let (ticket, _) = opaque_to_ticket(message.opaque);
                 if !lock(&delivery.tracker).is_current(ticket) {
                     tracing::debug!(partition = ticket.0, topic = %message.topic, "Partition revoked while its output waited for the queue; not sent.");
-                    return;
+                    return Ok(());
                 }
             }
-            Attempt::Failed(error, back) => {
-                tracing::warn!(%error, topic = %message.topic, "Could not send an output; retrying later.");
-                delivery.delivery_errors.fetch_add(1, Ordering::Relaxed);
-                let retry = message.to_retry(back);
-                lock(&delivery.retries).push_back(retry);
-                return;
+            SendAttempt::Failed(error, back) => {
+                return Err(Box::new(Refused {
+                    error,
+                    message,
+                    headers: back,
+                }))
             }
         }
     }
@@ -431,14 +489,14 @@ pub fn send_blocking<C: ProducerContext<DeliveryOpaque = usize>>(
     let mut headers = message.headers.take();
     loop {
         match try_send(producer, &message, headers) {
-            Attempt::Sent => return Ok(()),
-            Attempt::QueueFull(back) => {
+            SendAttempt::Sent => return Ok(()),
+            SendAttempt::QueueFull(back) => {
                 headers = back;
                 warn_queue_full(waited);
                 std::thread::sleep(QUEUE_FULL_PAUSE);
                 waited += QUEUE_FULL_PAUSE;
             }
-            Attempt::Failed(error, _) => return Err(error),
+            SendAttempt::Failed(error, _) => return Err(error),
         }
     }
 }

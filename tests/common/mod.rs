@@ -145,6 +145,20 @@ pub fn create_topics_with(
     }
 }
 
+/// Deletes `topics` (as `kafka-topics --delete` does).
+pub fn delete_topics(bootstrap: &str, topics: &[&str]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let results = runtime()
+        .block_on(admin.delete_topics(topics, &AdminOptions::new()))
+        .unwrap();
+    for r in results {
+        r.unwrap();
+    }
+}
+
 /// Raises `topic`'s partition count to `total` (as `kafka-topics --alter --partitions` does).
 pub fn add_partitions(bootstrap: &str, topic: &str, total: usize) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
