@@ -813,7 +813,7 @@ fn output_topic_deleted_while_running(delivery: &str) {
         return;
     };
     let delivery_set = format!("delivery=\"{delivery}\"");
-    let mut run = scenario.start(&[
+    let run = scenario.start(&[
         "lifecycle.idle_timeout_ms=0",
         "lifecycle.max_clock_skew_ms=0",
         // Exactly-once gives a transaction up after two transaction timeouts: 2 x 5 s here.
@@ -857,14 +857,11 @@ fn output_topic_deleted_while_running(delivery: &str) {
     );
 
     create_topics(&scenario.bootstrap, &[&transitions], PARTITIONS);
-    scenario.wait_all_committed(
-        &run,
+    let log = scenario.finish(
+        run,
         "every input offset committed once the topic is back",
         Duration::from_secs(240),
     );
-    let status = run.terminate();
-    let log = run.log_text();
-    assert!(status.success(), "{}", log_tail(&log, 30));
     assert!(!log.contains("panicked"), "{log}");
     let against = scenario.against_replay();
     if delivery == "at_least_once" {

@@ -936,15 +936,21 @@ impl Scenario {
             "lifecycle.max_clock_skew_ms=0",
         ];
         all.extend_from_slice(sets);
-        let mut run = self.start(&all);
-        self.wait_all_committed(
-            &run,
+        let run = self.start(&all);
+        self.finish(
+            run,
             "every input offset committed",
             Duration::from_secs(180),
-        );
+        )
+    }
+
+    /// Waits (bounded by `timeout`) until the group has committed every input offset present
+    /// now, stops `run` with SIGTERM, asserts a clean exit and returns its log.
+    pub fn finish(&self, mut run: Running, what: &str, timeout: Duration) -> String {
+        self.wait_all_committed(&run, what, timeout);
         let status = run.terminate();
         let log = run.log_text();
-        assert!(status.success(), "{log}");
+        assert!(status.success(), "{}", log_tail(&log, 40));
         log
     }
 
