@@ -1,5 +1,6 @@
-//! Faults injected between sessionflow and a real broker (`common::proxy`): nothing lost,
-//! nothing stalled, everything visible.
+//! Faults injected between sessionflow and a real broker (`common::proxy`), and faults of
+//! its topics and clients (an output topic deleted, a corrupt changelog record, a producer
+//! queue smaller than a transaction): nothing lost, nothing stalled, everything visible.
 
 mod common;
 
@@ -893,3 +894,94 @@ fn an_exactly_once_transaction_larger_than_the_producer_queue_loses_nothing() {
     assert!(!log.contains("panicked"), "{log}");
     scenario.against_replay().assert_exactly_once();
 }
+
+#[test]
+fn a_corrupt_changelog_record_stops_its_partition_alone_and_skip_restores_without_it() {
+    let Some(scenario) = Scenario::new("corrupt", PARTITIONS) else {
+        return;
+    };
+    generate_into(&scenario.bootstrap, &scenario.input, 4_000, 61);
+    // The group's changelog, made beforehand with one record no decoder reads in partition 0.
+    let changelog = format!("{}.state", scenario.group);
+    create_topics_with(
+        &scenario.bootstrap,
+        &[&changelog],
+        PARTITIONS,
+        &[("cleanup.policy", "compact")],
+    );
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &scenario.bootstrap)
+        .create()
+        .unwrap();
+    let record = BaseRecord::<str, [u8]>::to(&changelog)
+        .partition(0)
+        .key("sess_corrupt")
+        .payload(b"\x00not a session state".as_slice());
+    send_when_queued(&producer, record);
+    producer.flush(Duration::from_secs(60)).unwrap();
+
+    let mut run = scenario.start(&HISTORICAL_SETS);
+    let ends = scenario.end_offsets();
+    wait_for_run(
+        &run,
+        "partition 1 committed, partition 0 stopped",
+        Duration::from_secs(120),
+        || {
+            let stopped = run.metrics().is_some_and(|m| {
+                metric_sum(
+                    &m,
+                    "sessionflow_state_corrupt_records_total",
+                    &["action=\"stopped\""],
+                ) == 1.0
+            });
+            stopped && scenario.committed()[1] == ends[1]
+        },
+    );
+    let not_ready = http_get(run.port, "/readyz").unwrap();
+    assert!(not_ready.starts_with("HTTP/1.0 503"), "{not_ready}");
+    // Partition 1 is done while partition 0, stopped, has committed nothing.
+    assert!(scenario.committed()[0] <= 0, "{:?}", scenario.committed());
+    let log = run.log_text();
+    assert!(
+        log.contains("Corrupt state changelog record") && log.contains("offset=0"),
+        "{}",
+        log_tail(&log, 30)
+    );
+    let status = run.terminate();
+    assert!(status.success(), "{}", log_tail(&run.log_text(), 30));
+
+    // Skipped on request: the record is counted, and every partition is processed.
+    let mut sets = HISTORICAL_SETS.to_vec();
+    sets.push("state.on_corrupt=\"skip\"");
+    let run = scenario.start(&sets);
+    wait_for_run(
+        &run,
+        "the record counted as skipped",
+        Duration::from_secs(60),
+        || {
+            run.metrics().is_some_and(|m| {
+                metric_sum(
+                    &m,
+                    "sessionflow_state_corrupt_records_total",
+                    &["action=\"skipped\""],
+                ) == 1.0
+            })
+        },
+    );
+    let log = scenario.finish(
+        run,
+        "every input offset committed",
+        Duration::from_secs(180),
+    );
+    assert!(
+        log.contains("Skipping an unreadable changelog record"),
+        "{}",
+        log_tail(&log, 30)
+    );
+    scenario.against_replay().assert_at_least_once();
+}
+
+const HISTORICAL_SETS: [&str; 2] = [
+    "lifecycle.idle_timeout_ms=0",
+    "lifecycle.max_clock_skew_ms=0",
+];
