@@ -24,6 +24,11 @@ use sessionflow::parse::Parser;
 use sessionflow::stats::Stats;
 
 const PARTITIONS: i32 = 2;
+/// Historical event times: no idle advance, no future check (SPEC section 3).
+const HISTORICAL_SETS: [&str; 2] = [
+    "lifecycle.idle_timeout_ms=0",
+    "lifecycle.max_clock_skew_ms=0",
+];
 
 /// The proxy's port is the broker's PROXIED listener's advertised one: one test at a time.
 static PROXY: Mutex<()> = Mutex::new(());
@@ -814,13 +819,13 @@ fn output_topic_deleted_while_running(delivery: &str) {
         return;
     };
     let delivery_set = format!("delivery=\"{delivery}\"");
-    let run = scenario.start(&[
-        "lifecycle.idle_timeout_ms=0",
-        "lifecycle.max_clock_skew_ms=0",
+    let mut sets = HISTORICAL_SETS.to_vec();
+    sets.extend([
         // Exactly-once gives a transaction up after two transaction timeouts: 2 x 5 s here.
         "kafka.producer.\"transaction.timeout.ms\"=\"5000\"",
         &delivery_set,
     ]);
+    let run = scenario.start(&sets);
     let transitions = format!("{}.transitions", scenario.prefix);
     // Created by the run at start-up, before it is consuming.
     wait_for_run(&run, "consuming", Duration::from_secs(60), || {
@@ -829,13 +834,13 @@ fn output_topic_deleted_while_running(delivery: &str) {
     delete_topics(&scenario.bootstrap, &[&transitions]);
     generate_into(&scenario.bootstrap, &scenario.input, 6_000, 53);
 
-    let (refused_held_back, what) = if delivery == "at_least_once" {
+    let (awaited_line, what) = if delivery == "at_least_once" {
         ("input paused until they are delivered", "the input paused")
     } else {
         ("Aborting the transaction.", "a transaction aborted")
     };
     wait_for_run(&run, what, Duration::from_secs(120), || {
-        run.log_text().contains(refused_held_back)
+        run.log_text().contains(awaited_line)
     });
     let held_at = Instant::now();
     // A few ticks with the topic still gone: the refused writes are sent again meanwhile.
@@ -980,8 +985,3 @@ fn a_corrupt_changelog_record_stops_its_partition_alone_and_skip_restores_withou
     );
     scenario.against_replay().assert_at_least_once();
 }
-
-const HISTORICAL_SETS: [&str; 2] = [
-    "lifecycle.idle_timeout_ms=0",
-    "lifecycle.max_clock_skew_ms=0",
-];
