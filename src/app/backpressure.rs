@@ -79,10 +79,10 @@ impl Pipeline {
             return;
         }
         self.hold.quiet_from = None;
-        let held = std::mem::take(&mut self.hold.partitions);
-        let resume: Vec<i32> = held
+        // Every held partition is still assigned and not stopped: revocations release theirs
+        // (`release_revoked`), and only a newly assigned partition's restore stops one.
+        let resume: Vec<i32> = std::mem::take(&mut self.hold.partitions)
             .into_iter()
-            .filter(|p| self.partitions.contains_key(p) && !self.stopped.contains(p))
             .collect();
         self.pause_input(&resume, false);
         tracing::info!(partitions = ?resume, "Failed writes delivered: input resumed.");

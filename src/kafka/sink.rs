@@ -426,12 +426,14 @@ pub async fn send_with_backoff(
     backoff: Duration,
     delivery: &DeliveryState,
 ) {
-    let topic = message.topic;
-    let opaque = message.opaque;
     if let Err(refused) = send_or_refuse(producer, message, backoff, delivery).await {
-        let retry = refused.message.to_retry(refused.headers);
-        delivery.refused(&refused.error, topic, opaque);
-        lock(&delivery.retries).push_back(retry);
+        let Refused {
+            error,
+            message,
+            headers,
+        } = *refused;
+        delivery.refused(&error, message.topic, message.opaque);
+        lock(&delivery.retries).push_back(message.to_retry(headers));
     }
 }
 
